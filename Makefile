@@ -1,0 +1,21 @@
+# The two set-up commands of the README: `make demo` and `make test`. Each builds .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test install
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# CPU torch first and alone, from local disk; the constraints keep everything else on it.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/finesieve demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q

@@ -1,0 +1,141 @@
+"""The in-memory labelled dataset every later stage reads: validated, cleaned and redacted texts with labels.
+
+A `Dataset` holds one row per accepted message. Columns of `frame`:
+  id        str    the file's id column, or the row number when the file has none
+  row       int    1-based data row in the source file (for error messages and traceability)
+  text_raw  str    the text exactly as read (kept in memory for review, never written out)
+  text      str    cleaned (Unicode, invisible characters, look-alikes) and redacted: what is trained and stored
+  labels    tuple  the message's labels; one element for binary and multi-class tasks
+  time, user, thread   optional metadata columns, when mapped
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from finesieve.data.spec import ColumnSpec
+
+
+@dataclass
+class RejectionSummary:
+    """What validation rejected and why; nothing is dropped without being counted here."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: list[dict] = field(default_factory=list)  # first problems, as RowProblem.to_dict()
+    rejects_path: str | None = None  # where every rejected row was written, if anywhere
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def to_dict(self) -> dict:
+        return {"total": self.total, "counts": dict(self.counts), "examples": self.examples, "rejects_path": self.rejects_path}
+
+
+@dataclass
+class Dataset:
+    frame: pd.DataFrame
+    classes: list[str]
+    spec: ColumnSpec
+    source: str = "<memory>"
+    rejected: RejectionSummary = field(default_factory=RejectionSummary)
+    redaction_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def multilabel(self) -> bool:
+        return self.spec.multilabel
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def texts(self) -> list[str]:
+        return self.frame["text"].tolist()
+
+    @property
+    def ids(self) -> list[str]:
+        return self.frame["id"].tolist()
+
+    @property
+    def labels(self) -> list:
+        """Class names for single-label tasks, tuples of class names for multi-label ones."""
+        if self.multilabel:
+            return self.frame["labels"].tolist()
+        return [labels[0] for labels in self.frame["labels"]]
+
+    def indicator(self, classes: Sequence[str] | None = None) -> np.ndarray:
+        """(n, n_classes) 0/1 matrix of labels in `classes` order (default: this dataset's classes)."""
+        classes = list(classes if classes is not None else self.classes)
+        index = {c: j for j, c in enumerate(classes)}
+        y = np.zeros((len(self.frame), len(classes)), dtype=np.int8)
+        for i, labels in enumerate(self.frame["labels"]):
+            for label in labels:
+                if label in index:
+                    y[i, index[label]] = 1
+        return y
+
+    def subset(self, mask_or_index) -> "Dataset":
+        frame = self.frame[mask_or_index] if _is_mask(mask_or_index) else self.frame.iloc[mask_or_index]
+        return Dataset(
+            frame=frame.reset_index(drop=True),
+            classes=list(self.classes),
+            spec=self.spec,
+            source=self.source,
+            rejected=self.rejected,
+            redaction_counts=self.redaction_counts,
+        )
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 over ids, raw texts and labels: the same data hashes the same from CSV, JSONL or Parquet."""
+        h = hashlib.sha256()
+        for row_id, text, labels in zip(self.frame["id"], self.frame["text_raw"], self.frame["labels"]):
+            h.update(str(row_id).encode())
+            h.update(b"\x1f")
+            h.update(text.encode("utf-8", "surrogatepass"))
+            h.update(b"\x1f")
+            h.update("|".join(labels).encode())
+            h.update(b"\x1e")
+        return h.hexdigest()
+
+    def class_counts(self) -> dict[str, int]:
+        counts = {c: 0 for c in self.classes}
+        for labels in self.frame["labels"]:
+            for label in labels:
+                counts[label] = counts.get(label, 0) + 1
+        return counts
+
+
+def _is_mask(x) -> bool:
+    arr = np.asarray(x)
+    return arr.dtype == bool
+
+
+def from_records(
+    texts: Sequence[str],
+    labels: Sequence,
+    *,
+    ids: Sequence[str] | None = None,
+    classes: Sequence[str] | None = None,
+    multilabel: bool = False,
+) -> Dataset:
+    """Build a Dataset from Python lists (tests, notebooks). Texts are taken as already cleaned."""
+    label_tuples = [tuple(lbl) if multilabel else (str(lbl),) for lbl in labels]
+    if classes is None:
+        classes = sorted({c for t in label_tuples for c in t})
+    frame = pd.DataFrame(
+        {
+            "id": list(ids) if ids is not None else [str(i + 1) for i in range(len(texts))],
+            "row": np.arange(1, len(texts) + 1),
+            "text_raw": list(texts),
+            "text": list(texts),
+            "labels": label_tuples,
+        }
+    )
+    spec = ColumnSpec(label_sep="|" if multilabel else None)
+    return Dataset(frame=frame, classes=list(classes), spec=spec)

@@ -1,0 +1,67 @@
+"""The one interface every scorer speaks: texts in, calibrated probabilities per class out.
+
+Modelled on scikit-learn estimators: the constructor only stores its arguments, `fit` does the work and
+returns `self`, learned state ends in `_`, and `predict_proba` returns (n_texts, n_classes) in `classes_`
+order. Single-label scorers return rows that sum to 1; multi-label scorers return one independent
+probability per category. The prompt baseline, pre-filter, fine-tuned model and cascade all follow it, so
+`finesieve.evals` evaluates them with the same code.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    classes_: np.ndarray
+    multilabel_: bool
+
+    def fit(self, texts: Sequence[str], labels: Sequence) -> "Scorer": ...
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class NotFittedError(RuntimeError):
+    """A scorer was used before `fit` (or `load`)."""
+
+
+def check_is_fitted(scorer, attribute: str = "classes_") -> None:
+    if not hasattr(scorer, attribute):
+        name = type(scorer).__name__
+        raise NotFittedError(f"This {name} is not fitted yet: call {name}.fit(texts, labels) or load a run first.")
+
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """Refuse a bare string (a common slip that would score each character) and non-text items."""
+    if isinstance(texts, str):
+        raise TypeError("texts must be a sequence of strings, got one str: wrap it in a list, e.g. [text]")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str: convert or drop it before scoring")
+    return texts
+
+
+def label_tuples(labels: Sequence, multilabel: bool) -> list[tuple[str, ...]]:
+    """Normalise labels to tuples of class names (one element for single-label tasks)."""
+    if multilabel:
+        return [tuple(str(c) for c in lbl) for lbl in labels]
+    return [(str(lbl),) for lbl in labels]
+
+
+def positive_scores(proba: np.ndarray, classes: Sequence[str], positive: Sequence[str], multilabel: bool) -> np.ndarray:
+    """Score of "the message belongs to a positive class" from per-class probabilities.
+
+    Single-label: P(y in positive) is the sum of their probabilities (exact, since classes exclude each
+    other). Multi-label: the largest of them, a lower bound of P(any) that needs no independence assumption.
+    """
+    classes = [str(c) for c in classes]
+    missing = [p for p in positive if p not in classes]
+    if missing:
+        raise ValueError(f"positive class(es) {missing} not among the scorer's classes {classes}: pass one of those with --positive")
+    cols = [classes.index(p) for p in positive]
+    part = proba[:, cols]
+    return part.max(axis=1) if multilabel else part.sum(axis=1)
