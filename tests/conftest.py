@@ -14,7 +14,7 @@ def find_shared_data() -> Path:
     env = os.environ.get("FINESIEVE_SHARED_DATA")
     if env:
         return Path(env)
-    for parent in Path(__file__).resolve().parents:
+    for parent in [*Path(__file__).resolve().parents, *Path.cwd().resolve().parents, Path("/work")]:
         candidate = parent / "shared" / "data"
         if (candidate / "davidson_hate_offensive").is_dir():
             return candidate

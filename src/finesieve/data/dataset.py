@@ -79,6 +79,14 @@ class Dataset:
                     y[i, index[label]] = 1
         return y
 
+    def violation(self, positive: Sequence[str]) -> np.ndarray:
+        """(n,) 0/1: 1 where the message carries any of the `positive` classes."""
+        unknown = [p for p in positive if p not in self.classes]
+        if unknown:
+            raise ValueError(f"positive class(es) {unknown} not among the data's classes {self.classes}: "
+                             "pass one of those with --positive")
+        return self.indicator()[:, [self.classes.index(p) for p in positive]].max(axis=1).astype(int)
+
     def subset(self, mask_or_index) -> "Dataset":
         frame = self.frame[mask_or_index] if _is_mask(mask_or_index) else self.frame.iloc[mask_or_index]
         return Dataset(

@@ -30,6 +30,9 @@ class ColumnSpec(BaseModel):
     time_col: str | None = Field(None, description="Timestamp column (ISO 8601 or epoch seconds).")
     user_col: str | None = Field(None, description="Sender or user id column.")
     thread_col: str | None = Field(None, description="Conversation/thread id column.")
+    meta_cols: tuple[str, ...] = Field(
+        (), description="Further columns to carry along as text, e.g. for per-slice metrics (country, category)."
+    )
     classes: tuple[str, ...] | None = Field(
         None, description="The allowed class names; rows with any other label are rejected. Inferred when absent."
     )
@@ -45,7 +48,8 @@ class ColumnSpec(BaseModel):
                 "label_cols has several columns and label_sep is set: use either one column with "
                 "separated labels (label_sep) or one 0/1 column per category, not both"
             )
-        named = [self.text_col, *self.label_cols, self.id_col, self.time_col, self.user_col, self.thread_col]
+        named = [self.text_col, *self.label_cols, self.id_col, self.time_col, self.user_col, self.thread_col,
+                 *self.meta_cols]
         named = [c for c in named if c is not None]
         dupes = sorted({c for c in named if named.count(c) > 1})
         if dupes:

@@ -1,0 +1,329 @@
+"""The `finesieve` command line: thin recipes that parse, validate, and call one function each.
+
+    finesieve demo
+    finesieve data review FILE --out review.html
+    finesieve eval RUN_OR_SCORER --data FILE --text-col text --label-col label --positive hate_speech --json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from finesieve import __version__
+from finesieve.data.errors import FinesieveError
+
+app = typer.Typer(help="finesieve: from a prompt baseline to a fine-tuned moderation model in production.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Load, validate, redact, dedupe, split and review labelled data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console(stderr=True)
+
+# Column mapping options, shared by every command that reads a labelled file.
+TextCol = Annotated[str, typer.Option("--text-col", help="Column holding the message text.")]
+LabelCol = Annotated[Optional[list[str]], typer.Option(
+    "--label-col", help="Label column; repeat for one 0/1 column per category (multi-label).")]
+LabelSep = Annotated[Optional[str], typer.Option("--label-sep", help="Separator of several labels in one cell (multi-label).")]
+IdCol = Annotated[Optional[str], typer.Option("--id-col", help="Unique message id column.")]
+TimeCol = Annotated[Optional[str], typer.Option("--time-col", help="Timestamp column.")]
+UserCol = Annotated[Optional[str], typer.Option("--user-col", help="Sender/user id column.")]
+ThreadCol = Annotated[Optional[str], typer.Option("--thread-col", help="Conversation id column.")]
+MetaCol = Annotated[Optional[list[str]], typer.Option("--meta-col", help="Extra column to keep (e.g. for slices); repeatable.")]
+Classes = Annotated[Optional[str], typer.Option("--classes", help="Comma-separated allowed classes; others are rejected.")]
+Format = Annotated[Optional[str], typer.Option("--format", help="csv, tsv, jsonl or parquet (default: from the extension).")]
+Encoding = Annotated[str, typer.Option("--encoding", help="Text encoding of CSV/TSV/JSONL files.")]
+MaxRows = Annotated[Optional[int], typer.Option("--max-rows", help="Read only the first N rows.")]
+Positive = Annotated[Optional[str], typer.Option(
+    "--positive", help="Class(es) counted as the violation for binary metrics; comma-separate several.")]
+
+
+def column_spec(text_col="text", label_col=None, label_sep=None, id_col=None, time_col=None, user_col=None,
+                thread_col=None, meta_col=None, classes=None, file_format=None, encoding="utf-8"):
+    from finesieve.data.spec import ColumnSpec
+
+    return ColumnSpec(
+        text_col=text_col, label_cols=tuple(label_col or ["label"]), label_sep=label_sep, id_col=id_col,
+        time_col=time_col, user_col=user_col, thread_col=thread_col, meta_cols=tuple(meta_col or ()),
+        classes=tuple(c.strip() for c in classes.split(",")) if classes else None, file_format=file_format,
+        encoding=encoding,
+    )
+
+
+def _positive(value: str | None, classes: list[str]) -> list[str]:
+    if value:
+        return [p.strip() for p in value.split(",") if p.strip()]
+    if len(classes) == 2:
+        return [sorted(classes)[-1]]
+    raise typer.BadParameter(f"name the violation class with --positive (one of {classes})", param_hint="--positive")
+
+
+def _fail(err: Exception) -> None:
+    console.print(f"[red]error:[/red] {err}", markup=True, highlight=False)
+    raise typer.Exit(code=2)
+
+
+def _guard(fn):
+    """Turn expected errors (bad input, bad config) into a clear message and exit code 2, not a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (FinesieveError, ValueError, FileNotFoundError) as err:
+            if isinstance(err, ValidationError):
+                problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in err.errors())
+                _fail(Exception(problems))
+            _fail(err)
+
+    return wrapper
+
+
+@app.callback(invoke_without_command=True)
+def main(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False) -> None:
+    if version:
+        print(__version__)
+        raise typer.Exit()
+
+
+@app.command()
+@_guard
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for reports and runs.")] = Path("finesieve-demo"),
+    data_dir: Annotated[Optional[Path], typer.Option(help="Folder holding the shared data sets.")] = None,
+    max_rows: MaxRows = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for confidence intervals.")] = 1000,
+) -> None:
+    """Run the whole path on the embedded defaults: data review, reference scorers, side-by-side evaluation."""
+    from finesieve.demo import run_demo
+
+    run_demo(out=out, data_dir=data_dir, max_rows=max_rows, n_boot=n_boot, console=Console())
+
+
+@data_app.command("validate")
+@_guard
+def data_validate(
+    file: Path, text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
+    time_col: TimeCol = None, user_col: UserCol = None, thread_col: ThreadCol = None, meta_col: MetaCol = None,
+    classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8",
+    rejects: Annotated[Optional[Path], typer.Option(help="Write every rejected row, with its problems, to this JSONL file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+) -> None:
+    """Check every row of a file in a stream (any size); report what would be rejected and why."""
+    from finesieve.data.load import validate_file
+
+    spec = column_spec(text_col, label_col, label_sep, id_col, time_col, user_col, thread_col, meta_col, classes,
+                       file_format, encoding)
+    report = validate_file(file, spec, rejects_path=rejects)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        for line in report.summary_lines():
+            print(line)
+    if report.n_accepted == 0:
+        raise typer.Exit(code=1)
+
+
+@data_app.command("review")
+@_guard
+def data_review(
+    file: Path, text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
+    time_col: TimeCol = None, user_col: UserCol = None, thread_col: ThreadCol = None, meta_col: MetaCol = None,
+    classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
+    out: Annotated[Path, typer.Option(help="The HTML report (a JSON twin is written beside it).")] = Path("data_review.html"),
+    corner: Annotated[Optional[list[Path]], typer.Option(help="A corner-case file (same columns); repeatable.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split checked for leakage and of the examples.")] = 0,
+    noise_check: Annotated[bool, typer.Option(help="Look for labels a cross-validated model disputes.")] = True,
+) -> None:
+    """Write the data review a person reads before training: balance, lengths, duplicates, leakage, PII, noise."""
+    from finesieve.data.load import load_dataset
+    from finesieve.data.review import review, summary_lines, write_review
+    from finesieve.data.split import SplitConfig, make_splits
+
+    spec = column_spec(text_col, label_col, label_sep, id_col, time_col, user_col, thread_col, meta_col, classes,
+                       file_format, encoding)
+    dataset = load_dataset(file, spec, max_rows=max_rows)
+    corner_sets = {p.stem: load_dataset(p, spec) for p in corner or []}
+    splits = make_splits(dataset, SplitConfig(seed=seed))
+    result = review(dataset, split=splits.assignment, corner_sets=corner_sets, seed=seed, noise_check=noise_check)
+    for line in summary_lines(result):
+        print(line)
+    path = write_review(result, dataset, out)
+    print(f"review written to {path} and {path.with_suffix('.json')}")
+
+
+@data_app.command("split")
+@_guard
+def data_split(
+    file: Path, text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
+    time_col: TimeCol = None, user_col: UserCol = None, thread_col: ThreadCol = None, meta_col: MetaCol = None,
+    classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8",
+    out: Annotated[Path, typer.Option(help="Folder for train/val/test JSONL files and splits.json.")] = Path("splits"),
+    test_frac: Annotated[float, typer.Option(help="Share of the random test set.")] = 0.1,
+    val_frac: Annotated[float, typer.Option(help="Share of the validation set.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Seed; with the data hash it fixes the split.")] = 0,
+    group_col: Annotated[Optional[str], typer.Option(help="Keep rows sharing this column (thread, user) in one split.")] = None,
+    corner: Annotated[Optional[list[Path]], typer.Option(help="A corner-case file, kept out of train/val; repeatable.")] = None,
+) -> None:
+    """Make a reproducible, stratified, leakage-free train/val/test split; corner-case sets stay separate."""
+    from finesieve.data.split_files import write_split_files
+
+    spec = column_spec(text_col, label_col, label_sep, id_col, time_col, user_col, thread_col, meta_col, classes,
+                       file_format, encoding)
+    for line in write_split_files(file, spec, out, test_frac=test_frac, val_frac=val_frac, seed=seed,
+                                  group_col=group_col, corner_files=corner or []):
+        print(line)
+
+
+@data_app.command("redact")
+@_guard
+def data_redact(
+    text: Annotated[Optional[str], typer.Argument(help="One message to redact (or use --file).")] = None,
+    file: Annotated[Optional[Path], typer.Option(help="A labelled file to redact (text column only).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Where to write the redacted file (JSONL).")] = None,
+    text_col: TextCol = "text", entities: Annotated[Optional[str], typer.Option(
+        help="Comma-separated entity types to redact (default all): EMAIL,PHONE,URL,HANDLE,ADDRESS,CARD")] = None,
+) -> None:
+    """Replace personal data with typed placeholders (<PHONE>, <EMAIL>...), one message or a whole file."""
+    from finesieve.data.normalize import clean
+    from finesieve.data.redact import RedactionConfig, Redactor
+
+    config = RedactionConfig(entities=tuple(e.strip().upper() for e in entities.split(","))) if entities else RedactionConfig()
+    redactor = Redactor(config)
+    if text is not None:
+        result = redactor.redact(clean(text))
+        print(json.dumps({"text": result.text, "counts": result.counts}, ensure_ascii=False))
+        return
+    if file is None or out is None:
+        raise typer.BadParameter("give one message as an argument, or --file and --out")
+    from finesieve.data.load import iter_chunks
+
+    spec = column_spec(text_col, file_format=None)
+    totals: dict[str, int] = {}
+    with open(out, "w", encoding="utf-8") as fh:
+        for chunk in iter_chunks(file, spec, labelled=False):
+            for row, value in zip(chunk["_row"], chunk[text_col]):
+                result = redactor.redact(clean(value if isinstance(value, str) else ""))
+                for k, v in result.counts.items():
+                    totals[k] = totals.get(k, 0) + v
+                fh.write(json.dumps({"row": int(row), text_col: result.text}, ensure_ascii=False) + "\n")
+    print(f"redacted {file} -> {out}: {totals or 'nothing found'}")
+
+
+@data_app.command("dedupe")
+@_guard
+def data_dedupe(
+    file: Path, text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None,
+    id_col: IdCol = None, file_format: Format = None, max_rows: MaxRows = None,
+    threshold: Annotated[float, typer.Option(help="Estimated Jaccard similarity that makes a near-duplicate.")] = 0.8,
+    show: Annotated[int, typer.Option(help="How many clusters to print.")] = 10,
+) -> None:
+    """Find exact and near-duplicate messages (MinHash/LSH) and clusters with conflicting labels."""
+    from finesieve.data.dedupe import find_duplicates
+    from finesieve.data.load import load_dataset
+
+    dataset = load_dataset(file, column_spec(text_col, label_col, label_sep, id_col, file_format=file_format),
+                           max_rows=max_rows)
+    report = find_duplicates(dataset.texts, threshold=threshold)
+    conflicts = report.conflicting_label_clusters(["|".join(t) for t in dataset.frame["labels"]])
+    print(f"{len(dataset):,} messages: {report.n_exact_dupes:,} exact repeats, {report.n_near_dupe_rows:,} rows in "
+          f"{len(report.clusters):,} near-duplicate clusters, {len(conflicts):,} with conflicting labels")
+    for cluster in report.clusters[:show]:
+        rows = dataset.frame.iloc[cluster]
+        print(f"- {len(cluster)} rows: " + " | ".join(f"row {r} [{'|'.join(l)}] {t[:60]!r}" for r, l, t in
+                                                       zip(rows["row"][:3], rows["labels"][:3], rows["text"][:3])))
+
+
+@app.command("eval")
+@_guard
+def eval_command(
+    refs: Annotated[list[str], typer.Argument(help="Run directories or scorer names (tfidf, rules, rules:POLICY).")],
+    data: Annotated[Path, typer.Option("--data", help="Labelled file to evaluate on.")],
+    text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
+    meta_col: MetaCol = None, classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8",
+    max_rows: MaxRows = None, positive: Positive = None,
+    train: Annotated[Optional[Path], typer.Option(help="Fit scorer names on this file (else on a split of --data).")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Operating threshold for every scorer.")] = None,
+    target_precision: Annotated[float, typer.Option(help="Report the threshold and recall at this precision.")] = 0.9,
+    target_recall: Annotated[float, typer.Option(help="Report the threshold and precision at this recall.")] = 0.9,
+    miss_cost: Annotated[float, typer.Option(help="Cost of one missed violation.")] = 10.0,
+    false_alarm_cost: Annotated[float, typer.Option(help="Cost of one false alarm.")] = 1.0,
+    slice_col: Annotated[Optional[list[str]], typer.Option(help="Report figures per value of this column; repeatable.")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="Scorer the others are compared against (default: the first).")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Write the HTML report (and its JSON twin) here.")] = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for confidence intervals (0: none).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed for splits and bootstrap.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object on stdout.")] = False,
+) -> None:
+    """Evaluate one or more scorers on the same data; with several, compare them side by side with ratios."""
+    from finesieve.data.load import load_dataset
+    from finesieve.evals.harness import CostModel
+    from finesieve.evals.report import write_eval_report
+    from finesieve.evals.side_by_side import run_side_by_side
+    from finesieve.report import json_safe
+
+    spec = column_spec(text_col, label_col, label_sep, id_col, None, None, None, (meta_col or []) + [
+        c for c in (slice_col or []) if c not in (meta_col or [])], classes, file_format, encoding)
+    dataset = load_dataset(data, spec, max_rows=max_rows)
+    train_set = load_dataset(train, spec) if train else None
+    pos = _positive(positive, dataset.classes)
+    result = run_side_by_side(
+        refs, dataset, positive=pos, train=train_set, threshold=threshold, target_precision=target_precision,
+        target_recall=target_recall, cost=CostModel(miss_cost, false_alarm_cost), slice_cols=slice_col or [],
+        baseline=baseline, n_boot=n_boot, seed=seed,
+    )
+    if report:
+        path = write_eval_report(report, result.results, result.comparison, f"finesieve evaluation: {', '.join(pos)}",
+                                 subtitle=result.evaluated_on)
+        console.print(f"report written to {path}")
+    if as_json:
+        if len(result.results) == 1:
+            payload = {**result.results[0].to_dict(), "evaluated_on": result.evaluated_on, "notes": result.notes}
+        else:
+            payload = result.comparison
+        print(json.dumps(json_safe(payload)))
+        return
+    from finesieve.demo import comparison_table
+
+    Console().print(comparison_table(result.comparison))
+    for note in result.notes:
+        console.print(f"note: {note}")
+
+
+@app.command("fit")
+@_guard
+def fit_command(
+    ref: Annotated[str, typer.Argument(help="Reference scorer: tfidf, rules, rules:builtin:NAME or rules:PATH.yaml.")],
+    data: Annotated[Path, typer.Option("--data", help="Labelled training file (split into train/val/test).")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
+    text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
+    classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
+    positive: Positive = None,
+    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    corner: Annotated[Optional[list[Path]], typer.Option(help="Corner-case file evaluated separately; repeatable.")] = None,
+) -> None:
+    """Fit a reference scorer and write a run directory (model, config, data hash, split, metrics)."""
+    from finesieve.data.load import load_dataset
+    from finesieve.data.split import SplitConfig
+    from finesieve.train.reference import train_reference
+
+    spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding)
+    dataset = load_dataset(data, spec, max_rows=max_rows)
+    corner_sets = {p.stem: load_dataset(p, spec) for p in corner or []}
+    pos = _positive(positive, dataset.classes)
+    fitted = train_reference(ref, dataset, positive=pos, out=out, split_config=SplitConfig(seed=seed),
+                             corner_sets=corner_sets)
+    m = fitted.test_result.to_dict()
+    print(f"{ref}: test ROC AUC {m['roc_auc']:.3f}, PR AUC {m['pr_auc']:.3f}, precision {m['precision']:.3f}, "
+          f"recall {m['recall']:.3f} at threshold {fitted.threshold:.3f}; run written to {fitted.run_dir}")
+
+
+if __name__ == "__main__":
+    sys.exit(app())

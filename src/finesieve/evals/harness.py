@@ -1,0 +1,214 @@
+"""Evaluate any scorer on a labelled dataset: the same code for the baseline, the models and the cascade.
+
+    result = evaluate(scorer, test_set, positive=["hate_speech"], threshold=0.31)
+    result.to_dict()["roc_auc"]
+
+Binary figures treat the `positive` classes as the violation and everything else as clean: ROC AUC, PR AUC,
+precision, recall and F1 at the operating threshold, with bootstrap confidence intervals; the thresholds
+that would meet a target precision or recall on this data; the cost of misses and false alarms. Per-class
+figures (one class vs the rest), the multi-class confusion matrix and per-slice figures come beside them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from finesieve.data.dataset import Dataset
+from finesieve.evals import metrics as M
+from finesieve.evals.bootstrap import bootstrap_cis
+from finesieve.models.base import positive_scores
+
+LENGTH_BUCKETS = ((0, 40, "short (<40 chars)"), (40, 100, "medium (40-99)"), (100, 10**9, "long (100+)"))
+
+
+@dataclass
+class CostModel:
+    """Cost of one missed violation and of one false alarm (e.g. minutes of a reviewer's time)."""
+
+    miss_cost: float = 10.0
+    false_alarm_cost: float = 1.0
+
+
+@dataclass
+class EvalResult:
+    name: str
+    positive: list[str]
+    threshold: float
+    threshold_source: str
+    summary: dict
+    ci: dict[str, tuple[float, float]]
+    targets: dict
+    cost: dict
+    per_class: dict
+    confusion: dict | None
+    slices: dict
+    scores: np.ndarray = field(repr=False)  # (n,) positive-class scores, for curves and histograms
+    y: np.ndarray = field(repr=False)  # (n,) 1 where the message is a violation
+    proba: np.ndarray = field(repr=False)  # (n, n_classes)
+    classes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        s = self.summary
+        return {
+            "scorer": self.name,
+            "positive": self.positive,
+            "n": s["n"],
+            "n_positive": s["n_positive"],
+            "prevalence": s["prevalence"],
+            "roc_auc": s["roc_auc"],
+            "pr_auc": s["pr_auc"],
+            "precision": s["precision"],
+            "recall": s["recall"],
+            "f1": s["f1"],
+            "flag_rate": s["flag_rate"],
+            "threshold": self.threshold,
+            "threshold_source": self.threshold_source,
+            "confusion": {k: s[k] for k in ("tp", "fp", "tn", "fn")},
+            "ci95": {k: (list(v) if v is not None else None) for k, v in self.ci.items()},
+            "targets": self.targets,
+            "cost": self.cost,
+            "per_class": self.per_class,
+            "confusion_matrix": self.confusion,
+            "slices": self.slices,
+            "messages_per_second": round(s["n"] / self.seconds, 1) if self.seconds > 0 else None,
+        }
+
+
+def score_positive(scorer, texts: Sequence[str], positive: Sequence[str]) -> tuple[np.ndarray, np.ndarray, float]:
+    """(positive scores, per-class probabilities, seconds spent scoring)."""
+    start = time.perf_counter()
+    proba = np.asarray(scorer.predict_proba(list(texts)), dtype=float)
+    seconds = time.perf_counter() - start
+    classes = [str(c) for c in scorer.classes_]
+    return positive_scores(proba, classes, positive, scorer.multilabel_), proba, seconds
+
+
+def evaluate(
+    scorer,
+    dataset: Dataset,
+    *,
+    positive: Sequence[str],
+    threshold: float | None = None,
+    threshold_source: str = "given",
+    target_precision: float = 0.9,
+    target_recall: float = 0.9,
+    cost: CostModel | None = None,
+    slice_cols: Sequence[str] = (),
+    n_boot: int = 1000,
+    seed: int = 0,
+    name: str | None = None,
+) -> EvalResult:
+    positive = list(positive)
+    y = dataset.violation(positive)
+    scores, proba, seconds = score_positive(scorer, dataset.texts, positive)
+    if threshold is None:
+        threshold, threshold_source = 0.5, "default 0.5"
+    cost = cost or CostModel()
+
+    summary = M.binary_summary(y, scores, threshold)
+    ci = bootstrap_cis(y, scores, threshold, n_boot=n_boot, seed=seed) if n_boot and 0 < y.sum() < len(y) else {}
+    targets = _targets(y, scores, target_precision, target_recall)
+    cost_info = _cost(y, scores, threshold, cost)
+    classes = [str(c) for c in scorer.classes_]
+    per_class = _per_class(dataset, proba, classes)
+    confusion = None
+    if not dataset.multilabel and set(classes) >= set(dataset.classes):
+        true_idx = np.array([classes.index(lbl) for lbl in dataset.labels])
+        pred_idx = proba.argmax(axis=1)
+        confusion = {"labels": classes, "matrix": M.confusion_matrix(true_idx, pred_idx, len(classes)).tolist()}
+    slices = _slices(dataset, y, scores, threshold, slice_cols)
+    return EvalResult(
+        name=name or type(scorer).__name__,
+        positive=positive,
+        threshold=float(threshold),
+        threshold_source=threshold_source,
+        summary=summary,
+        ci=ci,
+        targets=targets,
+        cost=cost_info,
+        per_class=per_class,
+        confusion=confusion,
+        slices=slices,
+        scores=scores,
+        y=y,
+        proba=proba,
+        classes=classes,
+        seconds=seconds,
+    )
+
+
+def _targets(y, scores, target_precision, target_recall) -> dict:
+    out = {}
+    for kind, target, finder in (
+        ("precision", target_precision, M.threshold_for_precision),
+        ("recall", target_recall, M.threshold_for_recall),
+    ):
+        t = finder(y, scores, target) if 0 < y.sum() < len(y) else None
+        entry = {"target": target, "threshold": t, "reachable": t is not None}
+        if t is not None:
+            p, r, f = M.precision_recall_f1(y, scores, t)
+            entry.update(precision=p, recall=r, f1=f)
+        out[f"at_{kind}"] = entry
+    return out
+
+
+def _cost(y, scores, threshold, cost: CostModel) -> dict:
+    pred = (scores >= threshold).astype(int)
+    miss, fa = np.array([cost.miss_cost]), np.array([cost.false_alarm_cost])
+    out = {
+        "miss_cost": cost.miss_cost,
+        "false_alarm_cost": cost.false_alarm_cost,
+        "expected_cost_per_message": M.expected_cost(y[:, None], pred[:, None], miss, fa),
+        "bayes_threshold": M.bayes_threshold(cost.miss_cost, cost.false_alarm_cost),
+    }
+    if 0 < y.sum() < len(y):
+        t = M.cost_optimal_threshold(y, scores, cost.miss_cost, cost.false_alarm_cost)
+        best = (scores >= t).astype(int)
+        out["cost_optimal_threshold_on_this_data"] = t if np.isfinite(t) else None  # inf: flag nothing
+        out["expected_cost_at_optimal"] = M.expected_cost(y[:, None], best[:, None], miss, fa)
+    return out
+
+
+def _per_class(dataset: Dataset, proba: np.ndarray, classes: list[str]) -> dict:
+    y_ind = dataset.indicator(classes)
+    out = {}
+    for j, c in enumerate(classes):
+        yc = y_ind[:, j]
+        entry = {"n_positive": int(yc.sum())}
+        if 0 < yc.sum() < len(yc):
+            entry["roc_auc"] = M.roc_auc(yc, proba[:, j])
+            entry["pr_auc"] = M.pr_auc(yc, proba[:, j])
+            p, r, f = M.precision_recall_f1(yc, proba[:, j], 0.5)
+            entry.update(precision_at_0_5=p, recall_at_0_5=r, f1_at_0_5=f)
+        out[c] = entry
+    return out
+
+
+def _slices(dataset: Dataset, y, scores, threshold, slice_cols: Sequence[str]) -> dict:
+    groups: dict[str, np.ndarray] = {}
+    lengths = dataset.frame["text"].str.len().to_numpy()
+    groups["length"] = np.array([next(name for lo, hi, name in LENGTH_BUCKETS if lo <= n < hi) for n in lengths])
+    for col in slice_cols:
+        if col not in dataset.frame:
+            raise ValueError(f"slice column '{col}' is not in the data: map it with --meta-col {col} when loading")
+        groups[col] = dataset.frame[col].astype(str).to_numpy()
+    out = {}
+    for col, values in groups.items():
+        table = {}
+        uniques, counts = np.unique(values, return_counts=True)
+        for value in uniques[np.argsort(-counts)][:20]:  # the 20 largest slices; a long tail is unreadable
+            mask = values == value
+            ys, ss = y[mask], scores[mask]
+            p, r, f = M.precision_recall_f1(ys, ss, threshold)
+            entry = {"n": int(mask.sum()), "n_positive": int(ys.sum()), "precision": p, "recall": r, "f1": f,
+                     "flag_rate": float((ss >= threshold).mean())}
+            if 0 < ys.sum() < len(ys):
+                entry["roc_auc"] = M.roc_auc(ys, ss)
+            table[str(value)] = entry
+        out[col] = table
+    return out

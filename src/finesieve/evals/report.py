@@ -1,0 +1,154 @@
+"""The evaluation report: one HTML page comparing scorers on the same data, and its JSON twin.
+
+ROC and PR curves of every scorer on one plot, score histograms per class, the metrics table with 95%
+bootstrap intervals, ratios to the baseline, per-class and per-slice figures, confusion matrices and costs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from finesieve import report as R
+from finesieve.report import json_safe
+from finesieve.evals import metrics as M
+from finesieve.evals.compare import ratio_sentence
+from finesieve.evals.harness import EvalResult
+
+
+def _curves(results: Sequence[EvalResult]) -> str:
+    fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for r in results:
+        if not 0 < r.y.sum() < len(r.y):
+            continue
+        fpr, tpr, _ = M.roc_curve(r.y, r.scores)
+        ax_roc.plot(fpr, tpr, label=f"{r.name} (AUC {M.roc_auc(r.y, r.scores):.3f})")
+        precision, recall, _ = M.pr_curve(r.y, r.scores)
+        ax_pr.step(recall, precision, where="post", label=f"{r.name} (AP {M.pr_auc(r.y, r.scores):.3f})")
+    ax_roc.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax_roc.set(xlabel="false positive rate", ylabel="true positive rate (recall)", title="ROC")
+    prevalence = results[0].y.mean()
+    ax_pr.axhline(prevalence, color="k", ls=":", lw=0.8, label=f"prevalence {prevalence:.3f}")
+    ax_pr.set(xlabel="recall", ylabel="precision", title="Precision-recall", ylim=(0, 1.02))
+    for ax in (ax_roc, ax_pr):
+        ax.legend(fontsize=8, loc="lower right" if ax is ax_roc else "upper right")
+        ax.grid(alpha=0.3)
+    return R.figure(fig)
+
+
+def _histograms(results: Sequence[EvalResult]) -> str:
+    n = len(results)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False)
+    bins = np.linspace(0, 1, 41)
+    for ax, r in zip(axes[0], results):
+        ax.hist(r.scores[r.y == 0], bins=bins, alpha=0.6, label="clean", density=True)
+        ax.hist(r.scores[r.y == 1], bins=bins, alpha=0.6, label="violation", density=True)
+        ax.axvline(r.threshold, color="k", ls="--", lw=1, label=f"threshold {r.threshold:.2f}")
+        ax.set(title=r.name, xlabel="score", yscale="log")
+        ax.legend(fontsize=7)
+    return R.figure(fig)
+
+
+def _metrics_table(comparison: dict) -> str:
+    rows = []
+    for name, d in comparison["scorers"].items():
+        ci = d["ci95"]
+
+        def with_ci(key):
+            v = d[key]
+            if v is None:
+                return "-"
+            c = ci.get(key)
+            return f"{v:.3f} [{c[0]:.3f}, {c[1]:.3f}]" if c else f"{v:.3f}"
+
+        rows.append([name, with_ci("roc_auc"), with_ci("pr_auc"), with_ci("precision"), with_ci("recall"),
+                     with_ci("f1"), d["flag_rate"], d["threshold"], d["threshold_source"], d["messages_per_second"]])
+    return R.table(["scorer", "ROC AUC", "PR AUC", "precision", "recall", "F1", "flag rate", "threshold",
+                    "threshold from", "msgs/s"], rows)
+
+
+def _ratios(comparison: dict) -> str:
+    rows = []
+    for name, ratios in comparison["ratios"].items():
+        diffs = comparison["differences"].get(name, {})
+        auc = diffs.get("roc_auc")
+        pr = diffs.get("pr_auc")
+        rows.append([
+            name, ratios["precision"], ratios["recall"], ratios["f1"],
+            f"{auc['diff']:+.3f} [{auc['ci'][0]:+.3f}, {auc['ci'][1]:+.3f}] p={auc['p_value']:.3f}" if auc else "-",
+            f"{pr['diff']:+.3f} [{pr['ci'][0]:+.3f}, {pr['ci'][1]:+.3f}] p={pr['p_value']:.3f}" if pr else "-",
+        ])
+    sentences = "".join(R.paragraph(ratio_sentence(comparison, n)) for n in comparison["ratios"])
+    return R.table(["scorer", "precision x", "recall x", "F1 x", "ROC AUC diff [95% CI]", "PR AUC diff [95% CI]"],
+                   rows) + sentences
+
+
+def _targets_and_cost(comparison: dict) -> str:
+    rows = []
+    for name, d in comparison["scorers"].items():
+        tp, tr, cost = d["targets"]["at_precision"], d["targets"]["at_recall"], d["cost"]
+        rows.append([
+            name,
+            f"recall {tp['recall']:.3f} at t={tp['threshold']:.3f}" if tp["reachable"] else "not reachable",
+            f"precision {tr['precision']:.3f} at t={tr['threshold']:.3f}" if tr["reachable"] else "not reachable",
+            cost["expected_cost_per_message"], cost.get("expected_cost_at_optimal"),
+        ])
+    first = next(iter(comparison["scorers"].values()))
+    head = [f"scorer", f"at precision {first['targets']['at_precision']['target']}",
+            f"at recall {first['targets']['at_recall']['target']}", "cost / message at threshold",
+            "cost / message at best threshold"]
+    note = R.paragraph(
+        f"Costs: a miss costs {first['cost']['miss_cost']}, a false alarm {first['cost']['false_alarm_cost']}. "
+        "Thresholds found here are chosen on the evaluation data itself and are therefore optimistic; "
+        "operating thresholds should come from the validation split.", "note")
+    return R.table(head, rows) + note
+
+
+def _per_class(results: Sequence[EvalResult]) -> str:
+    parts = []
+    for r in results:
+        rows = [[c, e["n_positive"], e.get("roc_auc"), e.get("pr_auc"), e.get("precision_at_0_5"), e.get("recall_at_0_5")]
+                for c, e in r.per_class.items()]
+        parts.append(f"<h3>{R.esc(r.name)}</h3>" + R.table(["class", "n", "ROC AUC", "PR AUC", "precision@0.5", "recall@0.5"], rows))
+        if r.confusion:
+            labels = r.confusion["labels"]
+            cm = [[labels[i], *row] for i, row in enumerate(r.confusion["matrix"])]
+            parts.append(R.table(["true \\ predicted", *labels], cm))
+    return "".join(parts)
+
+
+def _slices(results: Sequence[EvalResult]) -> str:
+    parts = []
+    for r in results:
+        for col, table in r.slices.items():
+            rows = [[v, e["n"], e["n_positive"], e.get("roc_auc"), e["precision"], e["recall"], e["flag_rate"]]
+                    for v, e in table.items()]
+            parts.append(f"<h3>{R.esc(r.name)}: by {R.esc(col)}</h3>"
+                         + R.table([col, "n", "violations", "ROC AUC", "precision", "recall", "flag rate"], rows))
+    return "".join(parts)
+
+
+def write_eval_report(path: str | Path, results: Sequence[EvalResult], comparison: dict, title: str,
+                      subtitle: str = "") -> Path:
+    sections = [
+        R.section("Metrics", _metrics_table(comparison),
+                  R.paragraph("Brackets: 95% stratified bootstrap intervals. Positive class(es): "
+                              + ", ".join(results[0].positive), "note")),
+        R.section("ROC and precision-recall curves", _curves(results)),
+        R.section("Score histograms", _histograms(results)),
+    ]
+    if comparison["ratios"]:
+        sections.append(R.section(f"Against the baseline ({comparison['baseline']})", _ratios(comparison)))
+    sections += [
+        R.section("Target operating points and cost", _targets_and_cost(comparison)),
+        R.section("Per class", _per_class(results)),
+        R.section("Per slice", _slices(results)),
+    ]
+    out = R.write_page(path, title, sections, subtitle)
+    Path(out).with_suffix(".json").write_text(json.dumps(json_safe(comparison), indent=2))
+    return out
+

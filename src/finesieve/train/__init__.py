@@ -1,0 +1,1 @@
+"""Training: the reference scorers now; fine-tuning (LoRA, QLoRA, full) plugs in beside them."""

@@ -1,0 +1,81 @@
+"""Fit a reference scorer (TF-IDF + logistic regression, or calibrated rules) and write its run directory.
+
+    run = train_reference("tfidf", dataset, positive=["hate_speech"], out="runs/tfidf")
+
+The recipe: split the data (group-aware, stratified, reproducible), fit on train, choose the operating
+threshold on the validation split (best F1 for the positive classes), evaluate on the held-out test split
+and on each corner-case set, then save scorer, config, data and split hashes and metrics together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from finesieve.data.dataset import Dataset
+from finesieve.data.split import SplitConfig, Splits, make_splits
+from finesieve.evals import metrics as M
+from finesieve.evals.harness import EvalResult, evaluate, score_positive
+from finesieve.runs import new_reference_scorer, save_run
+
+
+@dataclass
+class FittedReference:
+    scorer: object
+    threshold: float
+    threshold_source: str
+    splits: Splits | None
+    run_dir: Path | None
+    test_result: EvalResult
+
+
+def choose_threshold(scorer, val: Dataset, positive: Sequence[str]) -> tuple[float, str]:
+    """The validation threshold with the best F1 for the positive classes (0.5 when val has no positives)."""
+    y = val.violation(positive)
+    if not 0 < y.sum() < len(y):
+        return 0.5, "default 0.5 (validation split has one class only)"
+    scores, _, _ = score_positive(scorer, val.texts, positive)
+    return float(M.threshold_for_best_f1(y, scores)), "best F1 on the validation split"
+
+
+def fit_reference(ref: str, train: Dataset, val: Dataset, positive: Sequence[str]) -> tuple[object, float, str]:
+    scorer = new_reference_scorer(ref)
+    scorer.fit(train.texts, train.labels, multilabel=train.multilabel)
+    threshold, source = choose_threshold(scorer, val, positive)
+    return scorer, threshold, source
+
+
+def train_reference(ref: str, dataset: Dataset, *, positive: Sequence[str], out: str | Path | None = None,
+                    split_config: SplitConfig | None = None, splits: Splits | None = None,
+                    corner_sets: dict[str, Dataset] | None = None, n_boot: int = 1000,
+                    name: str | None = None) -> FittedReference:
+    splits = splits or make_splits(dataset, split_config or SplitConfig())
+    train, val, test = splits.dataset("train"), splits.dataset("val"), splits.dataset("test")
+    scorer, threshold, source = fit_reference(ref, train, val, positive)
+    test_result = evaluate(scorer, test, positive=positive, threshold=threshold, threshold_source=source,
+                           n_boot=n_boot, name=name or ref)
+    metrics = {"test": test_result.to_dict()}
+    for corner_name, corner in (corner_sets or {}).items():
+        metrics[f"corner:{corner_name}"] = evaluate(scorer, corner, positive=positive, threshold=threshold,
+                                                    threshold_source=source, n_boot=n_boot, name=name or ref).to_dict()
+    run_dir = None
+    if out is not None:
+        run_dir = save_run(
+            out, scorer, kind=ref.split(":")[0],
+            task={"classes": [str(c) for c in scorer.classes_], "multilabel": scorer.multilabel_,
+                  "positive": list(positive), "threshold": threshold, "threshold_source": source},
+            data={"source": dataset.source, "content_hash": dataset.content_hash, "n_rows": len(dataset),
+                  "rejected": dataset.rejected.to_dict(), "column_spec": dataset.spec.model_dump(),
+                  "corner_sets": {k: {"source": v.source, "content_hash": v.content_hash, "n_rows": len(v)}
+                                  for k, v in (corner_sets or {}).items()}},
+            metrics=_strip(metrics), splits=splits,
+        )
+    return FittedReference(scorer, threshold, source, splits, run_dir, test_result)
+
+
+def _strip(metrics: dict) -> dict:
+    """Keep the run manifest readable: headline figures, not every slice."""
+    keep = ("n", "n_positive", "roc_auc", "pr_auc", "precision", "recall", "f1", "flag_rate", "threshold", "ci95", "targets", "cost")
+    return {split: {k: v for k, v in m.items() if k in keep} for split, m in metrics.items()}
+

@@ -1,0 +1,226 @@
+"""Loading and validation: real data in four formats, and every kind of bad input (clear error, nothing lost)."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from finesieve.data import load as load_mod
+from finesieve.data.errors import DataError
+from finesieve.data.load import load_dataset, validate_file
+from finesieve.data.spec import ColumnSpec
+
+SPEC = ColumnSpec(text_col="text", label_cols=("label",))
+
+
+@pytest.fixture()
+def slice_csv(tmp_path, davidson_slice):
+    path = tmp_path / "slice.csv"
+    davidson_slice[["text", "label"]].to_csv(path, index=False)
+    return path
+
+
+def test_loads_real_data_redacted_with_raw_kept(slice_csv, davidson_slice):
+    ds = load_dataset(slice_csv, SPEC)
+    assert len(ds) == len(davidson_slice)
+    assert ds.classes == ["hate_speech", "neither", "offensive"]
+    assert ds.class_counts() == davidson_slice["label"].value_counts().to_dict()
+    assert ds.rejected.total == 0
+    # Raw text is kept exactly; the trained/stored text has mentions and URLs replaced.
+    assert ds.frame["text_raw"].tolist() == davidson_slice["text"].tolist()
+    with_mention = ds.frame[ds.frame["text_raw"].str.contains(r"@\w+", regex=True)]
+    assert len(with_mention) > 100
+    assert not with_mention["text"].str.contains(r"@[A-Za-z_]\w{2,}", regex=True).any()
+    assert ds.redaction_counts.get("HANDLE", 0) >= len(with_mention)
+
+
+def test_same_content_hash_from_every_format(tmp_path, davidson_slice):
+    df = davidson_slice[["text", "label"]].head(300)
+    paths = {"csv": tmp_path / "d.csv", "tsv": tmp_path / "d.tsv", "jsonl": tmp_path / "d.jsonl", "parquet": tmp_path / "d.parquet"}
+    df.to_csv(paths["csv"], index=False)
+    df.to_csv(paths["tsv"], index=False, sep="\t")
+    df.to_json(paths["jsonl"], orient="records", lines=True, force_ascii=False)
+    df.to_parquet(paths["parquet"], index=False)
+    loaded = {fmt: load_dataset(p, SPEC) for fmt, p in paths.items()}
+    hashes = {fmt: ds.content_hash for fmt, ds in loaded.items()}
+    assert len(set(hashes.values())) == 1, hashes
+    assert all(ds.texts == loaded["csv"].texts for ds in loaded.values())
+
+
+def _write_bad_csv(path):
+    rows = [
+        ("1", "perfectly fine message", "spam"),
+        ("2", "", "ham"),  # empty text
+        ("3", "   ", "ham"),  # whitespace only
+        ("4", "no label here", ""),  # missing label
+        ("5", "unknown label", "spamm"),  # unknown label (classes declared)
+        ("1", "duplicate id", "ham"),  # duplicate id
+        ("7", "another fine one", "ham"),
+    ]
+    pd.DataFrame(rows, columns=["id", "text", "label"]).to_csv(path, index=False)
+    # A latin-1 byte that is not valid UTF-8, on its own row.
+    with open(path, "ab") as fh:
+        fh.write(b'8,"caf\xe9 latin-1 bytes",ham\n')
+
+
+def test_bad_rows_rejected_with_place_and_fix_and_nothing_lost(tmp_path):
+    path = tmp_path / "bad.csv"
+    _write_bad_csv(path)
+    spec = ColumnSpec(text_col="text", label_cols=("label",), id_col="id", classes=("spam", "ham"))
+    rejects = tmp_path / "rejects.jsonl"
+    ds = load_dataset(path, spec, rejects_path=rejects)
+    assert sorted(ds.ids) == ["1", "7"]
+    assert ds.rejected.counts == {"empty_text": 2, "missing_label": 1, "unknown_label": 1, "duplicate_id": 1, "bad_encoding": 1}
+    by_kind = {}
+    for e in ds.rejected.examples:
+        by_kind.setdefault(e["problem"], e)
+    assert by_kind["empty_text"]["row"] == 2 and by_kind["empty_text"]["column"] == "text"
+    assert "did you mean 'spam'" in by_kind["unknown_label"]["fix"]
+    assert "row 1" in by_kind["duplicate_id"]["fix"]
+    assert "UTF-8" in by_kind["bad_encoding"]["fix"] and by_kind["bad_encoding"]["row"] == 8
+    # Every rejected row is in the rejects file with its raw values.
+    lines = [json.loads(x) for x in rejects.read_text().splitlines()]
+    assert sorted(r["row"] for r in lines) == [2, 3, 4, 5, 6, 8]
+    assert any(r.get("text") == "duplicate id" for r in lines)
+    # The accepted + rejected rows account for the whole file.
+    assert len(ds) + ds.rejected.total == 8
+
+
+def test_encoding_option_reads_latin1(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes('text,label\n"café crème",ham\n"win a prize",spam\n'.encode("latin-1"))
+    ds = load_dataset(path, ColumnSpec(encoding="latin-1"))
+    assert ds.frame["text_raw"].tolist() == ["café crème", "win a prize"]
+
+
+def test_strict_mode_raises_with_every_problem(tmp_path):
+    path = tmp_path / "bad.csv"
+    _write_bad_csv(path)
+    spec = ColumnSpec(id_col="id", classes=("spam", "ham"))
+    with pytest.raises(DataError) as err:
+        load_dataset(path, spec, strict=True)
+    message = str(err.value)
+    for kind in ("empty_text", "missing_label", "unknown_label", "duplicate_id", "bad_encoding"):
+        assert kind in message
+
+
+def test_missing_column_names_it_and_suggests(tmp_path):
+    path = tmp_path / "d.csv"
+    pd.DataFrame({"message": ["a", "b"], "label": ["x", "y"]}).to_csv(path, index=False)
+    with pytest.raises(DataError) as err:
+        load_dataset(path, ColumnSpec(text_col="mesage"))
+    assert "'mesage'" in str(err.value) and "did you mean 'message'" in str(err.value) and "--text-col" in str(err.value)
+
+
+def test_unknown_format_and_missing_file(tmp_path):
+    path = tmp_path / "d.xlsx"
+    path.write_text("x")
+    with pytest.raises(DataError, match="--format"):
+        load_dataset(path, SPEC)
+    with pytest.raises(DataError, match="no such file"):
+        load_dataset(tmp_path / "nope.csv", SPEC)
+
+
+def test_jsonl_malformed_non_text_and_null(tmp_path):
+    path = tmp_path / "d.jsonl"
+    lines = [
+        json.dumps({"text": "good one", "label": "ham"}),
+        "{not json",
+        json.dumps({"text": 12345, "label": "ham"}),
+        json.dumps({"text": None, "label": "spam"}),
+        json.dumps({"text": "list label", "label": ["spam"]}),
+        json.dumps({"text": "also good", "label": "spam"}),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    ds = load_dataset(path, SPEC)
+    assert ds.texts == ["good one", "list label", "also good"]
+    assert ds.labels == ["ham", "spam", "spam"]
+    assert ds.rejected.counts == {"malformed_record": 1, "non_text": 1, "missing_text": 1}
+    assert {e["row"] for e in ds.rejected.examples} == {2, 3, 4}
+
+
+def test_parquet_non_text_values(tmp_path):
+    path = tmp_path / "d.parquet"
+    pd.DataFrame({"text": ["fine", "good", None, "ok too"], "label": ["a", "b", "b", None]}).to_parquet(path)
+    ds = load_dataset(path, SPEC)
+    assert ds.texts == ["fine", "good"]
+    assert ds.rejected.counts == {"missing_text": 1, "missing_label": 1}
+    assert {e["row"] for e in ds.rejected.examples} == {3, 4}
+
+
+def test_only_one_class_is_refused(tmp_path):
+    path = tmp_path / "one.csv"
+    pd.DataFrame({"text": ["a", "b"], "label": ["x", "x"]}).to_csv(path, index=False)
+    with pytest.raises(DataError, match="one class"):
+        load_dataset(path, SPEC)
+
+
+def test_rare_label_typo_rejected_when_classes_inferred(tmp_path, sms_csv):
+    df = pd.read_csv(sms_csv, dtype=str, keep_default_na=False).head(1500)
+    df.loc[3, "label"] = "Spam"
+    path = tmp_path / "typo.csv"
+    df.to_csv(path, index=False)
+    ds = load_dataset(path, SPEC)
+    assert ds.classes == ["ham", "spam"]
+    assert ds.rejected.counts == {"unknown_label": 1}
+    assert "typo of 'spam'" in ds.rejected.examples[0]["fix"]
+    report = validate_file(path, SPEC)
+    assert report.rejected["unknown_label"] == 1 and report.n_accepted == 1499
+
+
+def test_multilabel_separator_and_indicator_columns(tmp_path):
+    sep_path = tmp_path / "ml.csv"
+    pd.DataFrame({
+        "text": ["pay me on venmo and text me", "you idiot", "great job", "send gift cards"],
+        "labels": ["off_platform|scam", "harassment", "", "scam"],
+    }).to_csv(sep_path, index=False)
+    ds = load_dataset(sep_path, ColumnSpec(label_cols=("labels",), label_sep="|"))
+    assert ds.multilabel
+    assert ds.labels[0] == ("off_platform", "scam") and ds.labels[2] == ()
+    assert ds.indicator(["harassment", "off_platform", "scam"]).tolist() == [[0, 1, 1], [1, 0, 0], [0, 0, 0], [0, 0, 1]]
+
+    ind_path = tmp_path / "ind.csv"
+    pd.DataFrame({"text": ["a b", "c d", "e f"], "scam": ["1", "0", "maybe"], "spam": ["0", "true", "0"]}).to_csv(ind_path, index=False)
+    ds = load_dataset(ind_path, ColumnSpec(label_cols=("scam", "spam")))
+    assert ds.classes == ["scam", "spam"]
+    assert ds.labels == [("scam",), ("spam",)]
+    assert ds.rejected.counts == {"bad_indicator": 1}
+    assert ds.rejected.examples[0]["column"] == "scam"
+
+
+def test_bad_timestamp_and_metadata(tmp_path):
+    path = tmp_path / "t.csv"
+    pd.DataFrame({
+        "text": ["one", "two", "three"], "label": ["a", "a", "b"], "ts": ["2024-05-01T10:00:00Z", "yesterday", "1714557600"],
+        "user": ["u1", "u2", "u1"], "country": ["DE", "FR", "DE"],
+    }).to_csv(path, index=False)
+    ds = load_dataset(path, ColumnSpec(time_col="ts", user_col="user", meta_cols=("country",)))
+    assert ds.rejected.counts == {"bad_timestamp": 1}
+    assert ds.frame["user"].tolist() == ["u1", "u1"]
+    assert ds.frame["country"].tolist() == ["DE", "DE"]
+    assert str(ds.frame["time"].iloc[1]) == "2024-05-01 10:00:00+00:00"
+
+
+def test_validate_streams_many_chunks(tmp_path, davidson_csv):
+    report = validate_file(davidson_csv, SPEC, chunk_rows=1000)
+    full = load_dataset(davidson_csv, SPEC)
+    assert report.n_rows == 19826
+    assert report.n_accepted == len(full)
+    assert dict(report.label_counts) == full.class_counts()
+
+
+def test_file_too_large_for_memory_is_refused_with_the_fix(monkeypatch, slice_csv):
+    monkeypatch.setattr(load_mod, "_memory_available", lambda: 1000)
+    with pytest.raises(DataError) as err:
+        load_dataset(slice_csv, SPEC)
+    assert "finesieve data validate" in str(err.value) and "--max-rows" in str(err.value)
+    assert len(load_dataset(slice_csv, SPEC, max_rows=50)) == 50
+
+
+def test_column_spec_errors_name_the_fields():
+    with pytest.raises(ValueError, match="label_sep"):
+        ColumnSpec(label_cols=("a", "b"), label_sep="|")
+    with pytest.raises(ValueError, match="more than one role"):
+        ColumnSpec(text_col="x", label_cols=("x",))
+    with pytest.raises(ValueError, match="extra"):
+        ColumnSpec(txt_col="x")

@@ -1,0 +1,136 @@
+"""The real command line, end to end, as scripts and people call it."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+CLI = [sys.executable, "-m", "finesieve.cli"]
+
+
+def run(*args, check=True, cwd=None):
+    proc = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, davidson_slice):
+    tmp = tmp_path_factory.mktemp("cli")
+    df = davidson_slice[["text", "label"]].sample(frac=1.0, random_state=3).reset_index(drop=True)
+    train, other = tmp / "train.csv", tmp / "other.csv"
+    df.iloc[:1500].to_csv(train, index=False)
+    df.iloc[1500:].to_csv(other, index=False)
+    return tmp, train, other
+
+
+def test_help_on_every_command():
+    for cmd in ([], ["data"], ["eval"], ["fit"], ["demo"], ["data", "validate"], ["data", "review"], ["data", "split"],
+                ["data", "redact"], ["data", "dedupe"]):
+        out = run(*cmd, "--help").stdout
+        assert "Usage" in out
+
+
+def test_eval_contract_scorer_name(files):
+    tmp, train, _ = files
+    proc = run("eval", "tfidf", "--data", train, "--text-col", "text", "--label-col", "label",
+               "--positive", "hate_speech", "--json", "--n-boot", "100")
+    payload = json.loads(proc.stdout)  # exactly one JSON object on stdout
+    for key in ("roc_auc", "pr_auc", "precision", "recall", "f1", "n"):
+        assert key in payload
+    assert 0.5 < payload["roc_auc"] <= 1.0
+    assert payload["n"] == 150  # the held-out 10% test split of 1,500 rows
+    assert "held-out test split" in payload["evaluated_on"]
+
+
+def test_fit_then_eval_run_on_unseen_file(files):
+    tmp, train, other = files
+    run_dir = tmp / "run_tfidf"
+    run("fit", "tfidf", "--data", train, "--positive", "hate_speech", "--out", run_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["kind"] == "tfidf" and len(manifest["data"]["content_hash"]) == 64
+    assert manifest["splits"]["sizes"]["test"] > 0 and "roc_auc" in manifest["metrics"]["test"]
+    assert "environment" in manifest and manifest["task"]["threshold_source"].startswith("best F1")
+
+    payload = json.loads(run("eval", run_dir, "--data", other, "--text-col", "text", "--label-col", "label",
+                             "--positive", "hate_speech", "--json").stdout)
+    assert payload["n"] == 500 and payload["threshold"] == pytest.approx(manifest["task"]["threshold"])
+    # On its own training file, the run is evaluated on its saved test split only.
+    own = json.loads(run("eval", run_dir, "--data", train, "--positive", "hate_speech", "--json").stdout)
+    assert own["n"] == manifest["splits"]["sizes"]["test"]
+    assert any("saved test split" in n for n in own["notes"])
+
+
+def test_eval_side_by_side_with_report(files):
+    tmp, train, _ = files
+    report = tmp / "cmp.html"
+    proc = run("eval", "rules:builtin:hate_speech", "tfidf", "--data", train, "--positive", "hate_speech",
+               "--report", report, "--json", "--n-boot", "100")
+    payload = json.loads(proc.stdout)
+    assert set(payload["scorers"]) == {"rules:builtin:hate_speech", "tfidf"}
+    assert payload["baseline"] == "rules:builtin:hate_speech"
+    assert "precision" in payload["ratios"]["tfidf"]
+    assert report.exists() and report.with_suffix(".json").exists()
+
+
+def test_bad_input_is_a_clear_error_not_a_traceback(files):
+    tmp, train, _ = files
+    proc = run("eval", "tfidf", "--data", train, "--text-col", "message", "--positive", "hate_speech", check=False)
+    assert proc.returncode == 2
+    assert "'message'" in proc.stderr and "--text-col" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run("eval", "nonsense", "--data", train, "--positive", "hate_speech", check=False)
+    assert proc.returncode == 2 and "scorer name" in proc.stderr
+    proc = run("eval", "tfidf", "--data", train, "--positive", "spam", check=False)
+    assert proc.returncode == 2 and "spam" in proc.stderr
+
+
+def test_data_commands(files, tmp_path):
+    _, train, _ = files
+    out = run("data", "validate", train, "--json").stdout
+    assert json.loads(out)["n_accepted"] == 1500
+
+    review = tmp_path / "review.html"
+    proc = run("data", "review", train, "--out", review)
+    assert "Data review" in proc.stdout and review.exists()
+    assert json.loads(review.with_suffix(".json").read_text())["n"] == 1500
+
+    corner = tmp_path / "corner.csv"
+    pd.DataFrame({"text": ["you are a n1gg@ and should go back to your country", "my f4vourite sp1ce is cumin"],
+                  "label": ["hate_speech", "neither"]}).to_csv(corner, index=False)
+    split_dir = tmp_path / "splits"
+    proc = run("data", "split", train, "--out", split_dir, "--corner", corner)
+    assert "corner-case set corner" in proc.stdout
+    sizes = {name: sum(1 for _ in open(split_dir / f"{name}.jsonl")) for name in ("train", "val", "test")}
+    assert sum(sizes.values()) == 1500 and 120 <= sizes["test"] <= 180
+    assert (split_dir / "corner_corner.jsonl").exists() and (split_dir / "splits.json").exists()
+    # Split files hold redacted text only, and load back with the list-valued label column.
+    first = json.loads(open(split_dir / "train.jsonl").readline())
+    assert set(first) >= {"id", "text", "labels"}
+    back = run("data", "validate", split_dir / "test.jsonl", "--label-col", "labels", "--json").stdout
+    assert json.loads(back)["n_accepted"] == sizes["test"]
+
+    red = json.loads(run("data", "redact", "call me on 555 123 4567 or mail jo@example.com").stdout)
+    assert red["text"] == "call me on <PHONE> or mail <EMAIL>"
+
+    dd = run("data", "dedupe", train).stdout
+    assert "near-duplicate clusters" in dd
+
+
+def test_validate_reports_bad_rows(tmp_path):
+    path = tmp_path / "bad.csv"
+    pd.DataFrame({"text": ["ok", "", "fine"], "label": ["a", "b", ""]}).to_csv(path, index=False)
+    rejects = tmp_path / "rej.jsonl"
+    out = run("data", "validate", path, "--rejects", rejects).stdout
+    assert "1 accepted, 2 rejected" in out and "empty_text" in out and "missing_label" in out
+    assert len(rejects.read_text().splitlines()) == 2
+
+
+def test_demo_small(tmp_path, shared_data):
+    proc = run("demo", "--out", tmp_path / "demo", "--data-dir", shared_data, "--max-rows", "4000", "--n-boot", "100")
+    assert "legacy rules" in proc.stdout and "tfidf+logreg" in proc.stdout
+    assert (tmp_path / "demo" / "eval_report.html").exists()
+    assert (tmp_path / "demo" / "data_review.html").exists()
+    assert (tmp_path / "demo" / "runs" / "tfidf+logreg" / "manifest.json").exists()
