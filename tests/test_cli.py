@@ -134,3 +134,18 @@ def test_demo_small(tmp_path, shared_data):
     assert (tmp_path / "demo" / "eval_report.html").exists()
     assert (tmp_path / "demo" / "data_review.html").exists()
     assert (tmp_path / "demo" / "runs" / "tfidf+logreg" / "manifest.json").exists()
+
+
+def test_prefilter_train_then_eval(files):
+    tmp, train, other = files
+    run_dir = tmp / "run_cnn"
+    proc = run("prefilter", "train", "--data", train, "--positive", "hate_speech", "--out", run_dir,
+               "--set", "max_epochs=2", "--set", "channels=32")
+    assert "char_cnn: test ROC AUC" in proc.stdout
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["kind"] == "char_cnn" and manifest["scorer_config"]["channels"] == 32
+    payload = json.loads(run("eval", run_dir, "--data", other, "--positive", "hate_speech", "--json").stdout)
+    assert payload["n"] == 500 and payload["roc_auc"] > 0.5
+    bad = run("prefilter", "train", "--data", train, "--positive", "hate_speech", "--out", tmp / "x",
+              "--set", "chanels=32", check=False)
+    assert bad.returncode == 2 and "chanels" in bad.stderr

@@ -23,6 +23,8 @@ app = typer.Typer(help="finesieve: from a prompt baseline to a fine-tuned modera
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Load, validate, redact, dedupe, split and review labelled data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+prefilter_app = typer.Typer(help="The cheap pre-filter in front of the fine-tuned model.", no_args_is_help=True)
+app.add_typer(prefilter_app, name="prefilter")
 
 console = Console(stderr=True)
 
@@ -312,7 +314,7 @@ def fit_command(
     """Fit a reference scorer and write a run directory (model, config, data hash, split, metrics)."""
     from finesieve.data.load import load_dataset
     from finesieve.data.split import SplitConfig
-    from finesieve.train.reference import train_reference
+    from finesieve.train.recipe import train_reference
 
     spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding)
     dataset = load_dataset(data, spec, max_rows=max_rows)
@@ -323,6 +325,101 @@ def fit_command(
     m = fitted.test_result.to_dict()
     print(f"{ref}: test ROC AUC {m['roc_auc']:.3f}, PR AUC {m['pr_auc']:.3f}, precision {m['precision']:.3f}, "
           f"recall {m['recall']:.3f} at threshold {fitted.threshold:.3f}; run written to {fitted.run_dir}")
+
+
+@prefilter_app.command("train")
+@_guard
+def prefilter_train(
+    data: Annotated[Path, typer.Option("--data", help="Labelled training file (split into train/val/test).")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
+    kind: Annotated[str, typer.Option(help="char_cnn (a character CNN, robust to obfuscation) or tfidf.")] = "char_cnn",
+    text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
+    classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
+    positive: Positive = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="A scorer setting as key=value; repeatable.")] = None,
+    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    corner: Annotated[Optional[list[Path]], typer.Option(help="Corner-case file evaluated separately; repeatable.")] = None,
+) -> None:
+    """Train the pre-filter (character CNN by default, or TF-IDF + logistic regression) into a run directory."""
+    import yaml
+
+    from finesieve.data.load import load_dataset
+    from finesieve.data.split import SplitConfig, make_splits
+    from finesieve.models.char_cnn import CharCNNConfig, CharCNNScorer
+    from finesieve.models.tfidf import TfidfConfig, TfidfLogReg
+    from finesieve.train.recipe import fit_and_save
+
+    kinds = {"char_cnn": (CharCNNConfig, CharCNNScorer), "tfidf": (TfidfConfig, TfidfLogReg)}
+    if kind not in kinds:
+        raise typer.BadParameter(f"choose one of {sorted(kinds)}", param_hint="--kind")
+    settings = {}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"write key=value, got {item!r}", param_hint="--set")
+        settings[key.strip()] = yaml.safe_load(value)
+    config_cls, scorer_cls = kinds[kind]
+    scorer = scorer_cls.from_config(config_cls(**settings))
+    spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding)
+    dataset = load_dataset(data, spec, max_rows=max_rows)
+    corner_sets = {p.stem: load_dataset(p, spec) for p in corner or []}
+    pos = _positive(positive, dataset.classes)
+    splits = make_splits(dataset, SplitConfig(seed=seed))
+    val = splits.dataset("val")
+    fit_kwargs = {"val_texts": val.texts, "val_labels": val.labels} if kind == "char_cnn" else {}
+    fitted = fit_and_save(scorer, kind, splits, positive=pos, out=out, fit_kwargs=fit_kwargs, corner_sets=corner_sets,
+                          name=kind)
+    m = fitted.test_result.to_dict()
+    print(f"{kind}: test ROC AUC {m['roc_auc']:.3f}, PR AUC {m['pr_auc']:.3f}, precision {m['precision']:.3f}, "
+          f"recall {m['recall']:.3f} at threshold {fitted.threshold:.3f}; {m['messages_per_second']} msgs/s; "
+          f"run written to {fitted.run_dir}")
+
+
+@app.command("train")
+@_guard
+def train_command(
+    data: Annotated[Path, typer.Option("--data", help="Labelled training file; validation and test splits are made from it.")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
+    text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
+    classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
+    positive: Positive = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML file of fine-tuning settings (see FinetuneConfig).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Base model: HF id, local path or packaged:all-MiniLM-L6-v2.")] = None,
+    method: Annotated[Optional[str], typer.Option(help="lora (default), qlora (GPU) or full.")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Messages per step.")] = None,
+    max_epochs: Annotated[Optional[float], typer.Option(help="Upper bound on epochs.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Upper bound on optimiser steps.")] = None,
+    replay_from: Annotated[Optional[str], typer.Option(help="Earlier run (or data file) to replay rows from.")] = None,
+    replay_fraction: Annotated[Optional[float], typer.Option(help="Replayed rows as a share of the new rows.")] = None,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI ('none' turns tracking off).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any other setting as key=value; repeatable.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the run directory's checkpoint.")] = False,
+    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    corner: Annotated[Optional[list[Path]], typer.Option(help="Corner-case file evaluated separately; repeatable.")] = None,
+) -> None:
+    """Fine-tune a transformer (LoRA by default) and write a run directory scored by `finesieve eval RUN`."""
+    from finesieve.data.load import load_dataset
+    from finesieve.data.split import SplitConfig
+    from finesieve.train.config import load_finetune_config
+    from finesieve.train.finetune import train_finetune
+
+    overrides = {k: v for k, v in dict(model=model, method=method, learning_rate=learning_rate, batch_size=batch_size,
+                                       max_epochs=max_epochs, max_steps=max_steps, replay_from=replay_from,
+                                       replay_fraction=replay_fraction, tracking_uri=tracking_uri).items() if v is not None}
+    cfg = load_finetune_config(config, overrides, set_ or [])
+    console.print(f"fine-tuning with {cfg.model_dump_json()}", highlight=False)
+    spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding)
+    dataset = load_dataset(data, spec, max_rows=max_rows)
+    corner_sets = {p.stem: load_dataset(p, spec) for p in corner or []}
+    pos = _positive(positive, dataset.classes)
+    fitted = train_finetune(cfg, dataset, positive=pos, out=out, split_config=SplitConfig(seed=seed),
+                            corner_sets=corner_sets, resume=resume)
+    m = fitted.test_result.to_dict()
+    t = fitted.scorer.training_
+    print(f"fine-tuned {cfg.model} ({cfg.method}): test ROC AUC {m['roc_auc']:.3f}, PR AUC {m['pr_auc']:.3f}, "
+          f"precision {m['precision']:.3f}, recall {m['recall']:.3f} at threshold {fitted.threshold:.3f}; "
+          f"{t['steps']} steps in {t['seconds']:.0f} s; scoring {m['messages_per_second']} msgs/s; run written to {fitted.run_dir}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from finesieve.data.spec import ColumnSpec
 from finesieve.data.split import SplitConfig, make_splits
 from finesieve.evals.compare import compare, ratio_sentence
 from finesieve.evals.report import write_eval_report
-from finesieve.train.reference import train_reference
+from finesieve.train.recipe import train_reference
 
 DAVIDSON = Path("davidson_hate_offensive") / "davidson_hate_offensive.csv"
 POSITIVE = ["hate_speech"]

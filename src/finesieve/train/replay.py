@@ -1,0 +1,65 @@
+"""Replay buffer: mix a share of an earlier model's training data into a new fine-tune, against forgetting.
+
+A model retrained only on fresh data drifts away from what it knew (catastrophic forgetting); replaying a
+random fraction of the old training rows keeps the old decision boundary in the loss. The source is an
+earlier run directory (its recorded data file and training split are reloaded and checked against their
+hashes) or a plain data file. Replayed rows that duplicate or near-duplicate the new validation or test
+messages are left out, so replay never leaks evaluation data into training.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from finesieve.data.dataset import Dataset
+from finesieve.data.errors import ConfigError
+from finesieve.data.load import load_dataset
+from finesieve.data.spec import ColumnSpec
+from finesieve.data.split import exclude_near_duplicates, load_splits
+
+
+def replay_source(source: str | Path, spec: ColumnSpec) -> tuple[Dataset, str]:
+    """(the rows that may be replayed, a description) from a run directory or a data file."""
+    source = Path(source)
+    manifest_path = source / "manifest.json"
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        data = manifest.get("data") or {}
+        if not data.get("source") or not Path(data["source"]).exists():
+            raise ConfigError(f"{source}: the run's training file {data.get('source')!r} is not available to replay: "
+                              "pass the data file itself with --replay-from")
+        parent = load_dataset(data["source"], ColumnSpec.model_validate(data["column_spec"]))
+        splits = load_splits(source / "splits.json", parent)
+        return splits.dataset("train"), f"training split of run {source}"
+    if source.is_file():
+        return load_dataset(source, spec), f"file {source}"
+    raise ConfigError(f"--replay-from {source}: neither a run directory (with manifest.json) nor a data file")
+
+
+def replay_rows(source: str | Path, train: Dataset, *, exclude: list[Dataset], fraction: float,
+                seed: int = 0) -> tuple[Dataset, dict]:
+    """`train` plus round(fraction * len(train)) rows sampled from `source`; and what was done, for the manifest."""
+    old, described = replay_source(source, train.spec)
+    held_out = [t for ds in exclude for t in ds.texts]
+    known = set(train.texts)
+    keep, n_near = exclude_near_duplicates(old, held_out)
+    keep &= np.array([t not in known for t in old.texts])
+    candidates = old.subset(keep)
+    n = min(len(candidates), int(round(fraction * len(train))))
+    rng = np.random.default_rng(seed)
+    picked = candidates.subset(np.sort(rng.choice(len(candidates), size=n, replace=False))) if n else candidates.subset(np.zeros(len(candidates), bool))
+    frame = picked.frame.copy()
+    frame["id"] = "replay:" + frame["id"].astype(str)  # ids stay unique beside the new data's
+    merged = Dataset(
+        frame=pd.concat([train.frame, frame[[c for c in train.frame.columns if c in frame]]], ignore_index=True),
+        classes=sorted(set(train.classes) | set(old.classes)), spec=train.spec, source=train.source,
+        rejected=train.rejected, redaction_counts=train.redaction_counts,
+    )
+    info = {"source": described, "fraction": fraction, "n_new": len(train), "n_replayed": n,
+            "n_available": len(old), "n_left_out_overlapping_val_or_test": int(len(old) - keep.sum()),
+            "replayed_class_counts": picked.class_counts()}
+    return merged, info

@@ -1,0 +1,194 @@
+"""The character-level CNN pre-filter: the scorer contract, learning on real data, obfuscation, multi-label,
+early stopping, calibration, persistence and determinism. Tiny networks and few epochs keep it fast."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from finesieve.data.errors import ConfigError
+from finesieve.evals.metrics import roc_auc
+from finesieve.models.base import NotFittedError, positive_scores
+from finesieve.models.char_cnn import CharCNNConfig, CharCNNScorer
+
+SMALL = dict(channels=48, embed_dim=16, max_chars=160)  # a small net: enough for SMS spam, quick on 1 core
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the CI box is shared; one thread is also what the pre-filter gets in production
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def sms_split(sms_csv):
+    df = pd.read_csv(sms_csv, dtype=str, keep_default_na=False).sample(frac=1.0, random_state=0).reset_index(drop=True)
+    return df.iloc[:2800], df.iloc[2800:3300], df.iloc[3300:]  # train, validation, test
+
+
+@pytest.fixture(scope="module")
+def sms_scorer(sms_split):
+    train, val, _ = sms_split
+    return CharCNNScorer(max_epochs=3, **SMALL).fit(train["text"].tolist(), train["label"].tolist(),
+                                                    val_texts=val["text"].tolist(), val_labels=val["label"].tolist())
+
+
+def separable(n=120):
+    """A task the network learns in an epoch, so validation PR AUC reaches 1.0 and can only stall after."""
+    spam = ["buy cheap pills now", "cheap pills, buy now!!", "win cash now, buy pills"]
+    ham = ["see you at lunch", "are we still on for lunch?", "thanks, see you tomorrow"]
+    texts = [(spam if i % 2 else ham)[i % 3] + f" #{i}" for i in range(n)]
+    return texts, ["spam" if i % 2 else "ham" for i in range(n)]
+
+
+def test_contract(sms_scorer, sms_split, tmp_path):
+    _, _, test = sms_split
+    with pytest.raises(NotFittedError, match="CharCNNScorer"):
+        CharCNNScorer().predict_proba(["hello"])
+    assert sms_scorer.classes_.tolist() == ["ham", "spam"]
+    assert sms_scorer.multilabel_ is False
+    proba = sms_scorer.predict_proba(test["text"].tolist())
+    assert proba.shape == (len(test), 2)
+    assert np.all((proba >= 0) & (proba <= 1))
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    assert sms_scorer.predict_proba([]).shape == (0, 2)
+    assert sms_scorer.predict_proba([""]).shape == (1, 2)  # an empty message still gets a score
+    with pytest.raises(TypeError, match="wrap it in a list"):
+        sms_scorer.predict_proba("one message")
+    # Save, reload, score: identical probabilities (a lost head or temperature would change them).
+    sms_scorer.save(tmp_path / "cnn")
+    again = CharCNNScorer.load(tmp_path / "cnn")
+    np.testing.assert_array_equal(again.predict_proba(test["text"].tolist()), proba)
+    assert again.get_config() == sms_scorer.get_config()
+    assert again.best_epoch_ == sms_scorer.best_epoch_ and again.history_ == sms_scorer.history_
+
+
+def test_fit_returns_self_and_records_history():
+    texts, labels = separable(60)
+    scorer = CharCNNScorer(max_epochs=2, channels=8, embed_dim=8, max_chars=64)
+    assert scorer.fit(texts, labels) is scorer
+    assert [h["epoch"] for h in scorer.history_] == [1, 2]
+    assert all(set(h) == {"epoch", "train_loss", "val_pr_auc"} for h in scorer.history_)
+    assert scorer.best_epoch_ in (1, 2)
+
+
+def test_learns_sms_spam(sms_scorer, sms_split):
+    _, _, test = sms_split
+    proba = sms_scorer.predict_proba(test["text"].tolist())
+    auc = roc_auc((test["label"] == "spam").to_numpy(), proba[:, 1])
+    assert auc > 0.95, auc
+
+
+def test_beats_chance_on_davidson_hate_speech(davidson_slice):
+    df = davidson_slice.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    train, test = df.iloc[:1600], df.iloc[1600:]
+    scorer = CharCNNScorer(max_epochs=3, **SMALL).fit(train["text"].tolist(), train["label"].tolist())
+    assert scorer.classes_.tolist() == ["hate_speech", "neither", "offensive"]
+    proba = scorer.predict_proba(test["text"].tolist())
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    y = (test["label"] == "hate_speech").to_numpy()
+    auc = roc_auc(y, positive_scores(proba, scorer.classes_, ["hate_speech"], False))
+    assert auc > 0.6, auc
+
+
+def test_obfuscated_twins_score_alike(sms_scorer, sms_split):
+    _, _, test = sms_split
+    spam = test.loc[test["label"] == "spam", "text"].head(20).tolist()
+    cyrillic = str.maketrans({"a": "а", "e": "е", "o": "о", "p": "р", "c": "с"})  # Latin -> Cyrillic look-alikes
+
+    def leet(t):  # o -> 0 inside words only (ph0ne), as spammers do
+        return " ".join(w[0] + w[1:-1].replace("o", "0") + w[-1] if len(w) > 2 and w.isalpha() else w for w in t.split())
+
+    def spaced(t):  # the first long word spelt out: p h o n e
+        words = t.split()
+        i = next((j for j, w in enumerate(words) if w.isalpha() and len(w) >= 4), 0)
+        words[i] = " ".join(words[i])
+        return " ".join(words)
+
+    base = sms_scorer.predict_proba(spam)[:, 1]
+    for twist in (lambda t: t.translate(cyrillic), leet, spaced, str.upper):
+        twins = sms_scorer.predict_proba([twist(t) for t in spam])[:, 1]
+        assert np.mean(np.abs(twins - base)) < 0.05, (twist, base, twins)
+    assert np.median(base) > 0.5  # and the messages are recognised as spam to begin with
+
+
+def test_score_does_not_depend_on_the_batch(sms_scorer):
+    msg = "Free entry in 2 a wkly comp to win FA Cup final tkts, text FA to 87121"
+    alone = sms_scorer.predict_proba([msg])
+    with_long = sms_scorer.predict_proba([msg, "x" * 500, "ok"])[:1]
+    np.testing.assert_allclose(alone, with_long, atol=1e-6)
+
+
+def test_multilabel_two_categories_at_once():
+    texts = ["pay me on venmo you idiot", "you idiot", "pay me on venmo", "thanks, see you tuesday"] * 10
+    labels = [("harassment", "off_platform"), ("harassment",), ("off_platform",), ()] * 10
+    scorer = CharCNNScorer(max_epochs=15, batch_size=8, channels=16, embed_dim=8, max_chars=64, patience=15)
+    scorer.fit(texts, labels, multilabel=True, val_texts=texts[:8], val_labels=labels[:8])
+    assert scorer.multilabel_ and scorer.classes_.tolist() == ["harassment", "off_platform"]
+    proba = scorer.predict_proba(["you idiot, pay me on venmo", "see you tuesday"])
+    assert proba[0, 0] > 0.5 and proba[0, 1] > 0.5  # both policies broken at once
+    assert proba[1, 0] < 0.5 and proba[1, 1] < 0.5
+    assert scorer.temperature_.shape == (2,)  # per-category Platt scaling
+
+
+def test_multilabel_with_one_category_is_a_sigmoid_not_a_softmax():
+    texts = ["you idiot", "see you tuesday"] * 20
+    labels = [("harassment",), ()] * 20
+    scorer = CharCNNScorer(max_epochs=10, batch_size=8, channels=16, embed_dim=8, max_chars=64, patience=10)
+    proba = scorer.fit(texts, labels, multilabel=True).predict_proba(["you idiot", "see you tuesday"])
+    assert proba.shape == (2, 1)
+    assert proba[0, 0] > 0.5 > proba[1, 0]  # a softmax over one logit would give 1.0 for both
+
+
+def test_early_stopping_stops_when_validation_stalls():
+    texts, labels = separable()
+    scorer = CharCNNScorer(max_epochs=20, patience=2, batch_size=16, channels=16, embed_dim=8, max_chars=64)
+    scorer.fit(texts, labels)
+    aucs = [h["val_pr_auc"] for h in scorer.history_]
+    assert len(aucs) < 20  # stopped early
+    assert len(aucs) == scorer.best_epoch_ + 2  # patience epochs without improvement, then stop
+    assert aucs[scorer.best_epoch_ - 1] == max(aucs)  # the weights kept are the best epoch's
+
+
+def test_calibration_lowers_validation_nll(sms_scorer, sms_split):
+    _, val, _ = sms_split
+    y = (val["label"] == "spam").to_numpy().astype(int)
+    logits = sms_scorer.decision_function(val["text"].tolist())
+
+    def nll(proba):
+        return -np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, None)))
+
+    raw = np.exp(logits - logits.max(axis=1, keepdims=True))
+    raw /= raw.sum(axis=1, keepdims=True)  # T = 1, no bias
+    calibrated = sms_scorer.predict_proba(val["text"].tolist())
+    assert sms_scorer.temperature_.shape == (1,) and sms_scorer.temperature_[0] != 1.0
+    assert nll(calibrated) < nll(raw)
+    assert sms_scorer.calibration_["val_nll_after"] < sms_scorer.calibration_["val_nll_before"]
+    # Calibration rescales the logits monotonically, so the ranking is unchanged.
+    assert np.array_equal(np.argsort(calibrated[:, 1], kind="stable"), np.argsort(raw[:, 1], kind="stable")) or \
+        roc_auc(y, calibrated[:, 1]) == pytest.approx(roc_auc(y, raw[:, 1]))
+
+
+def test_same_seed_same_model_other_seed_other_model():
+    texts, labels = separable(80)
+    probe = ["buy pills", "lunch tomorrow?"]
+    fit = lambda seed: CharCNNScorer(max_epochs=2, channels=8, embed_dim=8, max_chars=64, seed=seed).fit(texts, labels)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = fit(0).predict_proba(probe)
+    assert torch.equal(torch.get_rng_state(), state)  # fitting leaves the caller's RNG alone
+    np.testing.assert_array_equal(fit(0).predict_proba(probe), a)
+    assert not np.array_equal(fit(1).predict_proba(probe), a)
+
+
+def test_bad_settings_are_clear_errors():
+    with pytest.raises(ValueError, match="extra"):
+        CharCNNConfig(chanels=64)
+    with pytest.raises(ConfigError, match="kernel_sizes"):
+        CharCNNScorer(kernel_sizes=()).fit(["a", "b"], ["x", "y"])
+    with pytest.raises(ValueError, match="at least 2"):
+        CharCNNScorer().fit(["a", "b"], ["x", "x"])
+    with pytest.raises(ValueError, match="not among the training classes"):
+        CharCNNScorer(max_epochs=1).fit(["a", "b"], ["x", "y"], val_texts=["c"], val_labels=["z"])
