@@ -149,3 +149,21 @@ def test_prefilter_train_then_eval(files):
     bad = run("prefilter", "train", "--data", train, "--positive", "hate_speech", "--out", tmp / "x",
               "--set", "chanels=32", check=False)
     assert bad.returncode == 2 and "chanels" in bad.stderr
+
+
+def test_baseline_embedding_zero_shot_then_compare(files):
+    tmp, train, _ = files
+    run_dir = tmp / "run_baseline"
+    proc = run("baseline", "--data", train, "--positive", "hate_speech", "--out", run_dir)
+    assert "embedding_zero_shot (zero-shot, prompt builtin:davidson)" in proc.stdout
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["kind"] == "embedding_zero_shot"
+    # The baseline and a trained reference compared side by side on the same held-out split.
+    fit_dir = tmp / "run_tfidf_cmp"
+    run("fit", "tfidf", "--data", train, "--positive", "hate_speech", "--out", fit_dir)
+    payload = json.loads(run("eval", run_dir, fit_dir, "--data", train, "--positive", "hate_speech", "--json",
+                             "--n-boot", "100").stdout)
+    assert set(payload["scorers"]) == {"run_baseline", "run_tfidf_cmp"}
+    assert payload["scorers"]["run_baseline"]["n"] == manifest["splits"]["sizes"]["test"]
+    bad = run("baseline", "--data", train, "--positive", "hate_speech", "--out", tmp / "x", "--kind", "llm", check=False)
+    assert bad.returncode == 2 and "--model" in bad.stderr

@@ -327,6 +327,57 @@ def fit_command(
           f"recall {m['recall']:.3f} at threshold {fitted.threshold:.3f}; run written to {fitted.run_dir}")
 
 
+@app.command("baseline")
+@_guard
+def baseline_command(
+    data: Annotated[Path, typer.Option("--data", help="Labelled file (split into train/val/test; nothing is trained).")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
+    kind: Annotated[str, typer.Option(help="embedding (zero-shot on the packaged MiniLM, offline) or llm (label-token "
+                                            "probabilities of a causal LM).")] = "embedding",
+    prompt: Annotated[Optional[str], typer.Option(help="Task prompt: builtin:NAME or a YAML path (default: the built-in "
+                                                       "prompt whose classes match the data).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="llm: HF model id/path, or the model name at --base-url; "
+                                                      "embedding: a sentence-transformers model (default packaged MiniLM).")] = None,
+    backend: Annotated[str, typer.Option(help="llm: hf (local causal LM) or openai (any OpenAI-compatible endpoint).")] = "hf",
+    base_url: Annotated[Optional[str], typer.Option(help="llm/openai: endpoint root, e.g. http://localhost:8000/v1.")] = None,
+    api: Annotated[str, typer.Option(help="llm/openai: completions or chat.")] = "completions",
+    few_shot: Annotated[bool, typer.Option(help="Add the prompt's worked examples.")] = False,
+    text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
+    classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
+    positive: Positive = None, seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+) -> None:
+    """Score the data with a prompt baseline (zero- or few-shot) and write its run, to compare fine-tunes against."""
+    from finesieve.data.load import load_dataset
+    from finesieve.data.split import SplitConfig, make_splits
+    from finesieve.models.prompts import prompt_for_classes
+    from finesieve.train.recipe import fit_and_save
+
+    spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding)
+    dataset = load_dataset(data, spec, max_rows=max_rows)
+    pos = _positive(positive, dataset.classes)
+    task_prompt = prompt or prompt_for_classes(dataset.classes)
+    if kind == "embedding":
+        from finesieve.models.embedding_zero_shot import EmbeddingZeroShot
+
+        scorer, run_kind = EmbeddingZeroShot(prompt=task_prompt, model=model, few_shot=few_shot, progress=False), "embedding_zero_shot"
+    elif kind == "llm":
+        from finesieve.models.prompt_baseline import PromptBaseline
+
+        if not model:
+            raise typer.BadParameter("name the LLM with --model (a HF id or path, or the endpoint's model name)")
+        extra = {"base_url": base_url} if base_url else {}
+        scorer = PromptBaseline(model, prompt=task_prompt, backend=backend, few_shot=few_shot, api=api, progress=False, **extra)
+        run_kind = "prompt_baseline"
+    else:
+        raise typer.BadParameter("choose embedding or llm", param_hint="--kind")
+    splits = make_splits(dataset, SplitConfig(seed=seed))
+    fitted = fit_and_save(scorer, run_kind, splits, positive=pos, out=out, name=f"{kind} {'few' if few_shot else 'zero'}-shot")
+    m = fitted.test_result.to_dict()
+    print(f"{run_kind} ({'few' if few_shot else 'zero'}-shot, prompt {task_prompt}): test ROC AUC {m['roc_auc']:.3f}, "
+          f"PR AUC {m['pr_auc']:.3f}, precision {m['precision']:.3f}, recall {m['recall']:.3f}; "
+          f"{m['messages_per_second']} msgs/s; run written to {fitted.run_dir}")
+
+
 @prefilter_app.command("train")
 @_guard
 def prefilter_train(
@@ -420,6 +471,46 @@ def train_command(
     print(f"fine-tuned {cfg.model} ({cfg.method}): test ROC AUC {m['roc_auc']:.3f}, PR AUC {m['pr_auc']:.3f}, "
           f"precision {m['precision']:.3f}, recall {m['recall']:.3f} at threshold {fitted.threshold:.3f}; "
           f"{t['steps']} steps in {t['seconds']:.0f} s; scoring {m['messages_per_second']} msgs/s; run written to {fitted.run_dir}")
+
+
+@app.command("sweep")
+@_guard
+def sweep_command(
+    data: Annotated[Path, typer.Option("--data", help="Labelled file; trials are judged on its validation split.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for sweep.json.")] = Path("sweep"),
+    learning_rate: Annotated[str, typer.Option(help="Comma-separated learning rates.")] = "1e-4,3e-4,1e-3",
+    batch_size: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "16,32",
+    max_steps: Annotated[int, typer.Option(help="Steps per trial (keep it short).")] = 300,
+    text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
+    classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
+    positive: Positive = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML file of the other fine-tuning settings.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Another fixed setting as key=value; repeatable.")] = None,
+    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+) -> None:
+    """A short learning-rate x batch-size sweep, scored on the validation split (never the test split)."""
+    from rich.table import Table
+
+    from finesieve.data.load import load_dataset
+    from finesieve.data.split import SplitConfig
+    from finesieve.train.config import load_finetune_config
+    from finesieve.train.sweep import run_sweep
+
+    base = load_finetune_config(config, {"max_steps": max_steps}, set_ or [])
+    grid = {"learning_rate": [float(v) for v in learning_rate.split(",")],
+            "batch_size": [int(v) for v in batch_size.split(",")]}
+    spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding)
+    dataset = load_dataset(data, spec, max_rows=max_rows)
+    pos = _positive(positive, dataset.classes)
+    trials = run_sweep(base, dataset, grid, positive=pos, out=out, split_config=SplitConfig(seed=seed))
+    table = Table(title=f"sweep on the validation split ({', '.join(pos)}); best first")
+    for col in ("learning_rate", "batch_size", "val PR AUC", "val ROC AUC", "steps", "seconds"):
+        table.add_column(col, justify="right")
+    for t in trials:
+        table.add_row(f"{t['learning_rate']:g}", str(t["batch_size"]), f"{t['val_pr_auc']:.4f}", f"{t['val_roc_auc']:.4f}",
+                      str(t["steps"]), f"{t['seconds']:.0f}")
+    Console().print(table)
+    print(f"trials written to {out / 'sweep.json'}; train the best with finesieve train --learning-rate ... --batch-size ...")
 
 
 if __name__ == "__main__":

@@ -24,12 +24,21 @@ from pathlib import Path
 from finesieve import __version__
 from finesieve.data.errors import ConfigError
 from finesieve.models.char_cnn import CharCNNScorer
+from finesieve.models.embedding_zero_shot import EmbeddingZeroShot
 from finesieve.models.finetuned import FineTunedScorer
+from finesieve.models.prompt_baseline import PromptBaseline
 from finesieve.models.rules import RulesScorer
 from finesieve.models.tfidf import TfidfLogReg
 
 MANIFEST = "manifest.json"
-SCORER_KINDS = {"tfidf": TfidfLogReg, "rules": RulesScorer, "char_cnn": CharCNNScorer, "finetuned": FineTunedScorer}
+SCORER_KINDS = {
+    "tfidf": TfidfLogReg,
+    "rules": RulesScorer,
+    "char_cnn": CharCNNScorer,
+    "embedding_zero_shot": EmbeddingZeroShot,
+    "prompt_baseline": PromptBaseline,
+    "finetuned": FineTunedScorer,
+}
 DEFAULT_POLICY = "builtin:marketplace"
 TRACKED_PACKAGES = ("numpy", "pandas", "scikit-learn", "datasketch", "torch", "transformers", "peft", "pydantic")
 

@@ -12,8 +12,8 @@ from finesieve.data.dataset import from_records
 from finesieve.data.errors import ConfigError
 from finesieve.data.split import SplitConfig, make_splits
 from finesieve.evals.metrics import roc_auc
+from finesieve.models.calibration import Calibrator
 from finesieve.models.finetuned import FineTunedScorer
-from finesieve.models.logit_calibration import Calibrator
 from finesieve.models.text_classifier import last_token_index
 from finesieve.train.config import FinetuneConfig, load_finetune_config
 from finesieve.train.finetune import train_finetune
@@ -23,7 +23,7 @@ from finesieve.train.recipe import train_reference
 
 
 def config(model, **kw):
-    base = dict(model=model, max_epochs=2, eval_every=10, learning_rate=1e-3, batch_size=32, tracking_uri="none",
+    base = dict(model=model, max_epochs=3, eval_every=10, learning_rate=1e-3, batch_size=32, tracking_uri="none",
                 num_threads=2)
     return FinetuneConfig(**{**base, **kw})
 
@@ -88,7 +88,7 @@ def test_label_token_head_init(sms_task, tiny_llama):
 def test_multilabel(tiny_bert):
     texts = ["pay me on venmo you idiot", "you idiot", "pay me on venmo", "thanks, see you tuesday"] * 30
     labels = [("harassment", "off_platform"), ("harassment",), ("off_platform",), ()] * 30
-    scorer = FineTunedScorer(config(tiny_bert, method="full", max_epochs=6, patience=100)).fit(texts, labels, multilabel=True)
+    scorer = FineTunedScorer(config(tiny_bert, method="full", max_epochs=15, patience=100)).fit(texts, labels, multilabel=True)
     assert scorer.multilabel_ and scorer.classes_.tolist() == ["harassment", "off_platform"]
     proba = scorer.predict_proba(["you idiot, pay me on venmo", "thanks, see you tuesday"])
     assert proba.shape == (2, 2)
@@ -216,3 +216,11 @@ def test_bad_configs_are_clear_errors(tmp_path):
 
         with pytest.raises(ConfigError, match="CUDA GPU"):
             check_method(FinetuneConfig(method="qlora"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="QLoRA needs a CUDA GPU (CI has none)")
+def test_qlora_on_gpu_keeps_head_in_full_precision(sms_task, tiny_llama):
+    pytest.importorskip("bitsandbytes")
+    scorer, proba, auc = fit(tiny_llama, sms_task, method="qlora")
+    assert scorer.model_.score.weight.dtype == torch.float32  # 4-bit heads degrade or crash (PEFT #1720)
+    assert auc > 0.6

@@ -36,3 +36,13 @@ def test_train_bad_setting_is_a_clear_error(tmp_path, sms_csv):
     assert proc.returncode == 2 and "did you mean lora_r" in proc.stderr and "Traceback" not in proc.stderr
     proc = cli("train", "--data", sms_csv, "--out", tmp_path / "r", "--method", "qlora", "--max-rows", "200", check=False)
     assert proc.returncode == 2 and "GPU" in proc.stderr
+
+
+def test_sweep_judges_on_validation(tmp_path, sms_csv, tiny_bert):
+    proc = cli("sweep", "--data", sms_csv, "--max-rows", "400", "--positive", "spam", "--out", tmp_path / "sw",
+               "--learning-rate", "1e-4,1e-3", "--batch-size", "32", "--max-steps", "6", "--set", f"model={tiny_bert}",
+               "--set", "eval_every=3")
+    trials = json.loads((tmp_path / "sw" / "sweep.json").read_text())["trials"]
+    assert sorted(t["learning_rate"] for t in trials) == [1e-4, 1e-3]
+    assert all(0 <= t["val_pr_auc"] <= 1 and t["steps"] == 6 for t in trials)
+    assert "validation split" in proc.stdout

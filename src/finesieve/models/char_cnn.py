@@ -8,9 +8,10 @@ convolutions of widths 3, 4 and 5 whose outputs are max-pooled over the message 
 Training: single-label tasks use a softmax and class-weighted cross-entropy; multi-label tasks one logit per
 category and BCE with a per-category `pos_weight`. Early stopping watches validation PR AUC (not loss: on a
 6% class the loss keeps falling while the ranking stalls) and keeps the best epoch's weights. The weighting
-skews the probabilities towards the rare classes, so the scores are then calibrated on the validation split:
-logits / T + b with T (one temperature) and b (one bias per class, the prior correction that undoes
-`class_weight`) fitted by LBFGS on validation NLL; for multi-label this is per-category Platt scaling.
+skews the probabilities towards the rare classes, so the scores are then calibrated on the validation split
+by a `finesieve.models.calibration.Calibrator`; the default, "temperature_bias", fits logits / T + b with T
+(one temperature) and b (one bias per class, the prior correction that undoes `class_weight`) by LBFGS on
+validation NLL; for multi-label this is per-category Platt scaling.
 
     from finesieve.models.char_cnn import CharCNNScorer
     scorer = CharCNNScorer(max_epochs=8).fit(train_texts, train_labels)   # holds out 10% for validation
@@ -31,7 +32,6 @@ from typing import Literal, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import nn
 from tqdm.auto import tqdm
@@ -41,6 +41,7 @@ from finesieve.data.errors import ConfigError
 from finesieve.data.normalize import normalize_for_scoring
 from finesieve.evals.metrics import pr_auc
 from finesieve.models.base import check_is_fitted, check_texts, label_tuples
+from finesieve.models.calibration import Calibrator
 
 log = logging.getLogger(__name__)
 
@@ -167,58 +168,9 @@ def mean_pr_auc(targets: np.ndarray, proba: np.ndarray, multilabel: bool) -> flo
     return float(np.mean(scores)) if scores else None
 
 
-def _nll(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool, cols: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean NLL: cross-entropy on class indices (n,), or BCE on (n, k) indicators over the columns `cols`."""
-    if not multilabel:
-        return F.cross_entropy(logits, targets)
-    loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(dim=0)  # (k,)
-    return loss[cols].mean() if cols is not None else loss.mean()
-
-
 def sigmoid(z: np.ndarray) -> np.ndarray:
     """1 / (1 + exp(-z)) without overflow for large |z|."""
     return np.exp(-np.logaddexp(0.0, -z))
-
-
-def fit_calibration(logits: np.ndarray, targets: np.ndarray, multilabel: bool, mode: str) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Fit logits / T + b on validation logits (n, k) by LBFGS on NLL; returns (T, b, report).
-
-    T has shape (1,) (single-label, or mode 'temperature') or (k,) (multi-label 'temperature_bias', i.e. Platt
-    per category); b has shape (k,). targets: class indices (n,) or (n, k) indicators. Multi-label categories
-    with one outcome only in validation keep T = 1, b = 0. Falls back to the identity if that fits better.
-    """
-    k = logits.shape[1]
-    z = torch.as_tensor(logits, dtype=torch.float64)
-    y = torch.as_tensor(targets, dtype=torch.int64 if not multilabel else torch.float64)
-    cols = None
-    if multilabel:
-        pos = y.sum(dim=0)
-        cols = torch.nonzero((pos > 0) & (pos < len(y))).flatten()
-        if len(cols) == 0:
-            return np.ones(1), np.zeros(k), {"val_nll_before": None, "val_nll_after": None, "n_val": len(z)}
-    per_class = multilabel and mode == "temperature_bias"
-    log_t = torch.zeros(k if per_class else 1, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(k, dtype=torch.float64, requires_grad=mode == "temperature_bias")
-    params = [log_t, bias] if mode == "temperature_bias" else [log_t]
-    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        # A weak pull towards the identity keeps T and b finite when a small validation set is separable
-        # or lacks a class (the NLL then keeps falling as T -> 0 or b -> -inf).
-        loss = _nll(z / log_t.exp() + bias, y, multilabel, cols) + 1e-4 * ((bias ** 2).sum() + (log_t ** 2).sum())
-        loss.backward()
-        return loss
-
-    with torch.no_grad():
-        before = float(_nll(z, y, multilabel, cols))
-    opt.step(closure)
-    with torch.no_grad():
-        after = float(_nll(z / log_t.exp() + bias, y, multilabel, cols))
-    if not np.isfinite(after) or after > before:
-        return np.ones(1), np.zeros(k), {"val_nll_before": before, "val_nll_after": before, "n_val": len(z)}
-    t, b = log_t.detach().exp().numpy(), bias.detach().numpy().copy()
-    return t, b, {"val_nll_before": before, "val_nll_after": after, "n_val": len(z)}
 
 
 # --------------------------------------------------------------------------------------------- the scorer
@@ -227,9 +179,10 @@ def fit_calibration(logits: np.ndarray, targets: np.ndarray, multilabel: bool, m
 class CharCNNScorer:
     """Scorer: `fit(texts, labels)`, `predict_proba(texts)` in `classes_` order, calibrated.
 
-    Learned attributes: classes_, multilabel_, model_ (CharCNN, eval mode), temperature_ ((1,) or (k,)),
-    bias_ ((k,)), calibration_ (validation NLL before/after), history_ (per epoch: train_loss, val_pr_auc),
-    best_epoch_ (1-based; the weights kept).
+    Learned attributes: classes_, multilabel_, model_ (CharCNN, eval mode), calibrator_ (Calibrator fitted on the
+    validation logits; temperature_ ((1,) or (k,)) and bias_ ((k,)) read from it), calibration_ (its report:
+    validation NLL before/after, plus val_pr_auc), history_ (per epoch: train_loss, val_pr_auc), best_epoch_
+    (1-based; the weights kept).
     """
 
     def __init__(self, max_chars=256, embed_dim=32, channels=128, kernel_sizes=(3, 4, 5), dropout=0.2, lr=2e-3,
@@ -296,14 +249,6 @@ class CharCNNScorer:
         model.train(was_training)
         return out
 
-    def _calibrated(self, logits: np.ndarray) -> np.ndarray:
-        z = logits.astype(np.float64) / self.temperature_ + self.bias_
-        if self.multilabel_:
-            return sigmoid(z)  # one sigmoid per category, never a softmax over them
-        z -= z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
-
     # ----------------------------------------------------------------------------------------- fit
 
     def fit(self, texts: Sequence[str], labels: Sequence, multilabel: bool | None = None,
@@ -350,16 +295,25 @@ class CharCNNScorer:
         self.model_ = model.eval()
         self.classes_ = np.array(classes)
         self.multilabel_ = multilabel
-        targets_1hot = val_y if multilabel else np.eye(len(classes), dtype=np.float32)[val_y]
-        if len(val_x) and config.calibration != "none":
-            self.temperature_, self.bias_, self.calibration_ = fit_calibration(
-                self._logits(val_x, model), val_y, multilabel, config.calibration)
-        else:
-            self.temperature_, self.bias_ = np.ones(1), np.zeros(len(classes))
-            self.calibration_ = {"val_nll_before": None, "val_nll_after": None, "n_val": len(val_x)}
+        val_logits = self._logits(val_x, model)  # (n_val, k); n_val = 0 without a validation split
+        # Without a validation split there is nothing to calibrate on: the identity.
+        method = config.calibration if len(val_x) else "none"
+        self.calibrator_ = Calibrator(method, multilabel).fit(val_logits, val_y)
+        self.calibration_ = dict(self.calibrator_.report_)
         if len(val_x):
-            self.calibration_["val_pr_auc"] = mean_pr_auc(targets_1hot, self._calibrated(self._logits(val_x, model)), multilabel)
+            targets_1hot = val_y if multilabel else np.eye(len(classes), dtype=np.float32)[val_y]
+            self.calibration_["val_pr_auc"] = mean_pr_auc(targets_1hot, self.calibrator_.transform(val_logits), multilabel)
         return self
+
+    @property
+    def temperature_(self) -> np.ndarray:
+        """The calibrator's temperature: (1,) single-label, (k,) multi-label."""
+        return self.calibrator_.temperature_
+
+    @property
+    def bias_(self) -> np.ndarray:
+        """The calibrator's bias per class, (k,)."""
+        return self.calibrator_.bias_
 
     def _train(self, model: CharCNN, config: CharCNNConfig, train_x: list[np.ndarray], train_y: np.ndarray,
                val_x: list[np.ndarray], val_y: np.ndarray, multilabel: bool) -> None:
@@ -434,7 +388,8 @@ class CharCNNScorer:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Calibrated probabilities (n, n_classes): rows sum to 1 (single-label) or one sigmoid per category."""
-        return self._calibrated(self.decision_function(texts))
+        logits = self.decision_function(texts)  # first: it raises NotFittedError on an unfitted scorer
+        return self.calibrator_.transform(logits)
 
     # ----------------------------------------------------------------------------------------- persistence
 
@@ -455,8 +410,7 @@ class CharCNNScorer:
             "finesieve_version": finesieve.__version__,
             "classes": self.classes_.tolist(),
             "multilabel": self.multilabel_,
-            "temperature": self.temperature_.tolist(),
-            "bias": self.bias_.tolist(),
+            "calibrator": self.calibrator_.state_dict(),
             "calibration": self.calibration_,
             "best_epoch": self.best_epoch_,
             "history": self.history_,
@@ -483,8 +437,10 @@ class CharCNNScorer:
         scorer.model_ = model.eval()
         scorer.classes_ = np.array(fitted["classes"])
         scorer.multilabel_ = fitted["multilabel"]
-        scorer.temperature_ = np.array(fitted["temperature"], dtype=np.float64)
-        scorer.bias_ = np.array(fitted["bias"], dtype=np.float64)
+        # Pre-filters saved before the Calibrator held their calibration stored T and b at the top level.
+        calibrator = fitted.get("calibrator") or {"method": config.calibration, "multilabel": fitted["multilabel"],
+                                                  "temperature": fitted["temperature"], "bias": fitted["bias"]}
+        scorer.calibrator_ = Calibrator.from_state_dict(calibrator)
         scorer.calibration_ = fitted["calibration"]
         scorer.best_epoch_ = fitted["best_epoch"]
         scorer.history_ = fitted["history"]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from finesieve.models.base import check_is_fitted, check_texts
-from finesieve.models.logit_calibration import Calibrator
+from finesieve.models.calibration import Calibrator
 from finesieve.models.text_classifier import load_classifier, save_classifier
 from finesieve.train.config import FinetuneConfig
 

@@ -44,7 +44,8 @@ class FinetuneConfig(BaseModel):
     resample: bool = Field(False, description="Oversample rare classes instead of (or as well as) weighting the loss.")
     replay_from: str | None = Field(None, description="An earlier run directory (or data file) whose training data is replayed.")
     replay_fraction: float = Field(0.2, ge=0, le=1, description="Replayed rows as a fraction of the new training rows.")
-    calibration: Literal["temperature", "isotonic", "none"] = Field("temperature", description="Calibration on the validation split.")
+    calibration: Literal["temperature", "temperature_bias", "isotonic", "none"] = Field(
+        "temperature", description="Calibration on the validation split; temperature_bias also undoes the prior shift of class weights.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Mixed precision; auto: bf16 on a capable GPU, fp32 on CPU.")
     checkpoint_every: int = Field(200, ge=1, description="Write a resumable checkpoint every N optimiser steps.")
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: all cores).")

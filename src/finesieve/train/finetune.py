@@ -22,7 +22,7 @@ from finesieve.data.errors import ConfigError
 from finesieve.data.split import SplitConfig, Splits, make_splits
 from finesieve.evals import metrics as M
 from finesieve.models.base import check_texts, label_tuples
-from finesieve.models.logit_calibration import Calibrator
+from finesieve.models.calibration import Calibrator
 from finesieve.models.finetuned import FineTunedScorer
 from finesieve.models.text_classifier import (
     TextClassifier,

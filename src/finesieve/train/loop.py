@@ -47,12 +47,23 @@ class Batches:
     def __len__(self) -> int:
         return len(self.input_ids)
 
-    def epoch_order(self, epoch: int, seed: int) -> np.ndarray:
+    def epoch_batches(self, epoch: int, seed: int, batch_size: int, bucket: int = 50) -> list[np.ndarray]:
+        """This epoch's batches of row indices: shuffled, then sorted by length within buckets of `bucket`
+        batches so each batch pads little, then the batches shuffled. Deterministic in (seed, epoch), which is
+        what lets a resumed run skip exactly the batches it already saw."""
         rng = np.random.default_rng([seed, epoch])
         if self.sample_weights is None:
-            return rng.permutation(len(self))
-        p = self.sample_weights / self.sample_weights.sum()
-        return rng.choice(len(self), size=len(self), replace=True, p=p)
+            order = rng.permutation(len(self))
+        else:
+            p = self.sample_weights / self.sample_weights.sum()
+            order = rng.choice(len(self), size=len(self), replace=True, p=p)
+        lengths = np.array([len(self.input_ids[i]) for i in order])
+        span = batch_size * bucket
+        for start in range(0, len(order), span):
+            part = slice(start, start + span)
+            order[part] = order[part][np.argsort(lengths[part], kind="stable")]
+        batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+        return [batches[i] for i in rng.permutation(len(batches))]
 
     def collate(self, rows: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         longest = max(len(self.input_ids[i]) for i in rows)
@@ -193,8 +204,7 @@ def train_loop(
     started = time.perf_counter() - state.seconds
     try:
         while state.step < total_steps and not state.stopped_early:
-            order = batches.epoch_order(state.epoch, config.seed)
-            micro = [order[i: i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+            micro = batches.epoch_batches(state.epoch, config.seed, config.batch_size)
             groups = [micro[i: i + config.grad_accum] for i in range(0, len(micro), config.grad_accum)]
             for g in range(state.batch_in_epoch, len(groups)):
                 optimizer.zero_grad(set_to_none=True)
