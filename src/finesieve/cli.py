@@ -28,6 +28,11 @@ app.add_typer(prefilter_app, name="prefilter")
 
 console = Console(stderr=True)
 
+
+def stdout_console() -> Console:
+    # Tables are cut to 80 columns when piped; logs and CI deserve the whole table.
+    return Console(width=None if sys.stdout.isatty() else 140)
+
 # Column mapping options, shared by every command that reads a labelled file.
 TextCol = Annotated[str, typer.Option("--text-col", help="Column holding the message text.")]
 LabelCol = Annotated[Optional[list[str]], typer.Option(
@@ -106,7 +111,7 @@ def demo(
     """Run the whole path on the embedded defaults: data review, reference scorers, side-by-side evaluation."""
     from finesieve.demo import run_demo
 
-    run_demo(out=out, data_dir=data_dir, max_rows=max_rows, n_boot=n_boot, console=Console())
+    run_demo(out=out, data_dir=data_dir, max_rows=max_rows, n_boot=n_boot, console=stdout_console())
 
 
 @data_app.command("validate")
@@ -294,7 +299,7 @@ def eval_command(
         return
     from finesieve.demo import comparison_table
 
-    Console().print(comparison_table(result.comparison))
+    stdout_console().print(comparison_table(result.comparison))
     for note in result.notes:
         console.print(f"note: {note}")
 
@@ -509,7 +514,7 @@ def sweep_command(
     for t in trials:
         table.add_row(f"{t['learning_rate']:g}", str(t["batch_size"]), f"{t['val_pr_auc']:.4f}", f"{t['val_roc_auc']:.4f}",
                       str(t["steps"]), f"{t['seconds']:.0f}")
-    Console().print(table)
+    stdout_console().print(table)
     print(f"trials written to {out / 'sweep.json'}; train the best with finesieve train --learning-rate ... --batch-size ...")
 
 

@@ -190,6 +190,7 @@ def test_train_recipe_writes_a_complete_run(tiny_bert, sms_csv, tmp_path):
     fitted = train_finetune(cfg, ds, positive=["spam"], out=tmp_path / "run", n_boot=50)
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["kind"] == "finetuned" and manifest["task"]["positive"] == ["spam"]
+    assert manifest["scorer_config"]["method"] == "lora" and manifest["scorer_config"]["model"] == tiny_bert
     assert manifest["training"]["steps"] > 0 and manifest["training"]["history"]
     assert manifest["data"]["content_hash"] == ds.content_hash and manifest["splits"]["split_hash"]
     assert manifest["tracking"]["run_id"] and (tmp_path / "mlruns").is_dir()

@@ -39,6 +39,9 @@ class FineTunedScorer:
                        out_dir=out_dir, resume=resume, positive=positive, tracker=tracker)
         return self
 
+    def get_config(self) -> FinetuneConfig:
+        return self.config or FinetuneConfig()
+
     @property
     def device(self) -> torch.device:
         return next(self.model_.parameters()).device
