@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from finesieve.data.dataset import from_records
 from finesieve.data.errors import ConfigError
 from finesieve.data.split import SplitConfig, make_splits
 from finesieve.evals.metrics import roc_auc

@@ -98,7 +98,7 @@ def _targets_and_cost(comparison: dict) -> str:
             cost["expected_cost_per_message"], cost.get("expected_cost_at_optimal"),
         ])
     first = next(iter(comparison["scorers"].values()))
-    head = [f"scorer", f"at precision {first['targets']['at_precision']['target']}",
+    head = ["scorer", f"at precision {first['targets']['at_precision']['target']}",
             f"at recall {first['targets']['at_recall']['target']}", "cost / message at threshold",
             "cost / message at best threshold"]
     note = R.paragraph(

@@ -45,6 +45,22 @@ def check_texts(texts: Sequence[str]) -> list[str]:
     return texts
 
 
+def infer_multilabel(labels: Sequence) -> bool:
+    """Multi-label when labels come as collections of class names rather than one name each."""
+    return bool(len(labels)) and not isinstance(labels[0], str)
+
+
+def check_fit_inputs(texts: Sequence[str], labels: Sequence,
+                     multilabel: bool | None) -> tuple[list[str], list[tuple[str, ...]], bool]:
+    """The checks every `fit` starts with: (texts as a list, labels as tuples of class names, multilabel)."""
+    texts = check_texts(texts)
+    if len(texts) != len(labels):
+        raise ValueError(f"texts and labels differ in length ({len(texts)} vs {len(labels)}): pass one label per text")
+    if multilabel is None:
+        multilabel = infer_multilabel(labels)
+    return texts, label_tuples(labels, multilabel), multilabel
+
+
 def label_tuples(labels: Sequence, multilabel: bool) -> list[tuple[str, ...]]:
     """Normalise labels to tuples of class names (one element for single-label tasks)."""
     if multilabel:

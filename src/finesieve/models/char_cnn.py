@@ -40,7 +40,7 @@ import finesieve
 from finesieve.data.errors import ConfigError
 from finesieve.data.normalize import normalize_for_scoring
 from finesieve.evals.metrics import pr_auc
-from finesieve.models.base import check_is_fitted, check_texts, label_tuples
+from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts, label_tuples
 from finesieve.models.calibration import Calibrator
 
 log = logging.getLogger(__name__)
@@ -254,14 +254,9 @@ class CharCNNScorer:
     def fit(self, texts: Sequence[str], labels: Sequence, multilabel: bool | None = None,
             val_texts: Sequence[str] | None = None, val_labels: Sequence | None = None) -> "CharCNNScorer":
         config = self.get_config()
-        texts = check_texts(texts)
-        if len(texts) != len(labels):
-            raise ValueError(f"texts and labels differ in length ({len(texts)} vs {len(labels)}): pass one label per text")
+        texts, tuples, multilabel = check_fit_inputs(texts, labels, multilabel)
         if (val_texts is None) != (val_labels is None):
             raise ValueError("val_texts and val_labels go together: pass both, or neither to hold out val_frac of the data")
-        if multilabel is None:
-            multilabel = bool(len(labels)) and not isinstance(labels[0], str)
-        tuples = label_tuples(labels, multilabel)
         classes = sorted({c for t in tuples for c in t})
         if len(classes) < (1 if multilabel else 2):
             raise ValueError(f"labels hold {len(classes)} class(es) ({classes}): a classifier needs at least "

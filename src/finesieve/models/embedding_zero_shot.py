@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy.special import expit
 
 from finesieve.data.normalize import clean
-from finesieve.models.base import check_is_fitted, check_texts, label_tuples
+from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts, label_tuples
 from finesieve.models.calibration import apply_softmax_scaling, fit_platt, fit_softmax_scaling
 from finesieve.models.prompts import TaskPrompt, check_labels_match, load_prompt
 
@@ -102,9 +102,7 @@ class EmbeddingZeroShot:
 
     def fit(self, texts: Sequence[str], labels: Sequence, multilabel: bool | None = None) -> "EmbeddingZeroShot":
         config = self.get_config()  # validates the arguments, with messages naming the field
-        texts = check_texts(texts)
-        if len(texts) != len(labels):
-            raise ValueError(f"texts and labels differ in length ({len(texts)} vs {len(labels)}): pass one label per text")
+        texts, _, multilabel = check_fit_inputs(texts, labels, multilabel)
         self.prompt_ = config.prompt if isinstance(config.prompt, TaskPrompt) else load_prompt(config.prompt)
         multilabel = check_labels_match(self.prompt_, labels, multilabel)
         classes = self.prompt_.classes

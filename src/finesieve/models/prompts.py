@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from finesieve.data.errors import ConfigError
 from finesieve.data.normalize import clean
-from finesieve.models.base import label_tuples
+from finesieve.models.base import infer_multilabel, label_tuples
 
 __all__ = ["PromptExample", "TaskPrompt", "load_prompt", "builtin_prompts", "check_labels_match"]
 
@@ -161,7 +161,7 @@ def check_labels_match(prompt: TaskPrompt, labels: Sequence, multilabel: bool | 
     fine (a small sample may lack a rare class).
     """
     if multilabel is None:
-        multilabel = bool(len(labels)) and not isinstance(labels[0], str)
+        multilabel = infer_multilabel(labels)
     found = sorted({c for t in label_tuples(labels, multilabel) for c in t})
     unknown = [c for c in found if c not in prompt.labels]
     if unknown:

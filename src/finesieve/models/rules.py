@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from finesieve.data.errors import ConfigError
 from finesieve.data.normalize import normalize_for_scoring
-from finesieve.models.base import check_is_fitted, check_texts, label_tuples
+from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts
 
 NONE_KEY = "<none>"
 
@@ -139,13 +139,8 @@ class RulesScorer:
         return out
 
     def fit(self, texts: Sequence[str], labels: Sequence, multilabel: bool | None = None) -> "RulesScorer":
-        texts = check_texts(texts)
-        if len(texts) != len(labels):
-            raise ValueError(f"texts and labels differ in length ({len(texts)} vs {len(labels)}): pass one label per text")
+        texts, tuples, multilabel = check_fit_inputs(texts, labels, multilabel)
         self.policy_ = self.policy if isinstance(self.policy, Policy) else load_policy(self.policy)
-        if multilabel is None:
-            multilabel = bool(len(labels)) and not isinstance(labels[0], str)
-        tuples = label_tuples(labels, multilabel)
         classes = sorted({c for t in tuples for c in t})
         # Rules for categories the data does not label cannot be calibrated: they are set aside, and listed.
         self.ignored_rules_ = [r.name for r in self.policy_.rules if r.category not in classes]

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from finesieve.data.normalize import normalize_for_scoring
-from finesieve.models.base import check_is_fitted, check_texts, label_tuples
+from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts
 
 
 class TfidfConfig(BaseModel):
@@ -70,12 +70,7 @@ class TfidfLogReg:
         from sklearn.linear_model import LogisticRegression
         from sklearn.multiclass import OneVsRestClassifier
 
-        texts = check_texts(texts)
-        if len(texts) != len(labels):
-            raise ValueError(f"texts and labels differ in length ({len(texts)} vs {len(labels)}): pass one label per text")
-        if multilabel is None:
-            multilabel = bool(len(labels)) and not isinstance(labels[0], str)
-        tuples = label_tuples(labels, multilabel)
+        texts, tuples, multilabel = check_fit_inputs(texts, labels, multilabel)
         classes = sorted({c for t in tuples for c in t})
         if len(texts) < 2 * max(1, len(classes)):
             # min_df=2 cannot work on a handful of texts; keep every n-gram instead.

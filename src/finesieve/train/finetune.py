@@ -21,7 +21,7 @@ from finesieve.data.dataset import Dataset
 from finesieve.data.errors import ConfigError
 from finesieve.data.split import SplitConfig, Splits, make_splits
 from finesieve.evals import metrics as M
-from finesieve.models.base import check_texts, label_tuples
+from finesieve.models.base import check_fit_inputs, label_tuples
 from finesieve.models.calibration import Calibrator
 from finesieve.models.finetuned import FineTunedScorer
 from finesieve.models.text_classifier import (
@@ -119,12 +119,7 @@ def fit_classifier(scorer: FineTunedScorer, texts, labels, *, multilabel=None, v
     torch.manual_seed(config.seed)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    texts = check_texts(texts)
-    if len(texts) != len(labels):
-        raise ValueError(f"texts and labels differ in length ({len(texts)} vs {len(labels)}): pass one label per text")
-    if multilabel is None:
-        multilabel = bool(len(labels)) and not isinstance(labels[0], str)
-    tuples = label_tuples(labels, multilabel)
+    texts, tuples, multilabel = check_fit_inputs(texts, labels, multilabel)
     if val_texts is None:
         texts, val_texts, tuples, val_tuples = _internal_val_split(texts, tuples, multilabel, config.seed)
     else:
