@@ -397,23 +397,17 @@ def prefilter_train(
     corner: Annotated[Optional[list[Path]], typer.Option(help="Corner-case file evaluated separately; repeatable.")] = None,
 ) -> None:
     """Train the pre-filter (character CNN by default, or TF-IDF + logistic regression) into a run directory."""
-    import yaml
-
     from finesieve.data.load import load_dataset
     from finesieve.data.split import SplitConfig, make_splits
     from finesieve.models.char_cnn import CharCNNConfig, CharCNNScorer
     from finesieve.models.tfidf import TfidfConfig, TfidfLogReg
+    from finesieve.train.config import parse_assignments
     from finesieve.train.recipe import fit_and_save
 
     kinds = {"char_cnn": (CharCNNConfig, CharCNNScorer), "tfidf": (TfidfConfig, TfidfLogReg)}
     if kind not in kinds:
         raise typer.BadParameter(f"choose one of {sorted(kinds)}", param_hint="--kind")
-    settings = {}
-    for item in set_ or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"write key=value, got {item!r}", param_hint="--set")
-        settings[key.strip()] = yaml.safe_load(value)
+    settings = parse_assignments(set_ or [])
     config_cls, scorer_cls = kinds[kind]
     scorer = scorer_cls.from_config(config_cls(**settings))
     spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding)

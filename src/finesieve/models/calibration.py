@@ -263,3 +263,15 @@ def fit_platt(score: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> tuple[float
 
     result = minimize(loss, np.array([1.0, 0.0]), method="L-BFGS-B")
     return float(result.x[0]), float(result.x[1])
+
+
+def fit_platt_per_class(scores: np.ndarray, y: np.ndarray) -> dict:
+    """One `fit_platt` per class: scores (n, k), y (n, k) 0/1 -> {"kind": "platt", "a": [k], "b": [k]} (JSON-safe)."""
+    params = [fit_platt(scores[:, j], y[:, j]) for j in range(scores.shape[1])]
+    return {"kind": "platt", "a": [a for a, _ in params], "b": [b for _, b in params]}
+
+
+def apply_platt_per_class(scores: np.ndarray, calibration: dict) -> np.ndarray:
+    """sigmoid(a_j * score_j + b_j) per class; scores (n, k) -> probabilities (n, k)."""
+    a, b = np.asarray(calibration["a"], dtype=float), np.asarray(calibration["b"], dtype=float)
+    return expit(np.asarray(scores, dtype=float) * a + b)

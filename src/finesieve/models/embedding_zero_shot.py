@@ -30,11 +30,15 @@ from typing import Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.special import expit
 
 from finesieve.data.normalize import clean
 from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts, label_tuples
-from finesieve.models.calibration import apply_softmax_scaling, fit_platt, fit_softmax_scaling
+from finesieve.models.calibration import (
+    apply_platt_per_class,
+    apply_softmax_scaling,
+    fit_platt_per_class,
+    fit_softmax_scaling,
+)
 from finesieve.models.prompts import TaskPrompt, check_labels_match, load_prompt
 
 
@@ -124,8 +128,7 @@ class EmbeddingZeroShot:
             sims = self.similarities(texts)
             tuples = label_tuples(labels, multilabel)
             if multilabel:
-                params = [fit_platt(sims[:, j], np.array([c in t for t in tuples])) for j, c in enumerate(classes)]
-                self.calibration_ = {"kind": "platt", "a": [p[0] for p in params], "b": [p[1] for p in params]}
+                self.calibration_ = fit_platt_per_class(sims, np.array([[c in t for c in classes] for t in tuples]))
             else:
                 self.temperature_, _ = fit_softmax_scaling(sims, np.array([classes.index(t[0]) for t in tuples]), fit_bias=False)
         return self
@@ -141,8 +144,7 @@ class EmbeddingZeroShot:
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         sims = self.similarities(texts)
         if self.calibration_ is not None:  # multi-label with tuned calibration: one sigmoid per class
-            cal = self.calibration_
-            return np.stack([expit(a * sims[:, j] + b) for j, (a, b) in enumerate(zip(cal["a"], cal["b"]))], axis=1)
+            return apply_platt_per_class(sims, self.calibration_)
         return apply_softmax_scaling(sims, self.temperature_) if len(sims) else sims
 
     def save(self, directory: str | Path) -> None:

@@ -45,11 +45,16 @@ from typing import Literal, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from scipy.special import expit, logsumexp, softmax
+from scipy.special import logsumexp, softmax
 
 from finesieve.data.errors import ConfigError, FinesieveError
 from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts, label_tuples
-from finesieve.models.calibration import apply_softmax_scaling, fit_platt, fit_softmax_scaling
+from finesieve.models.calibration import (
+    apply_platt_per_class,
+    apply_softmax_scaling,
+    fit_platt_per_class,
+    fit_softmax_scaling,
+)
 from finesieve.models.prompts import TaskPrompt, check_labels_match, load_prompt
 
 
@@ -149,8 +154,7 @@ class PromptBaseline:
             tuples = label_tuples(labels, multilabel)
             if multilabel:
                 odds = _log_odds(softmax(lp, axis=1))
-                params = [fit_platt(odds[:, j], np.array([c in t for t in tuples])) for j, c in enumerate(classes)]
-                self.calibration_ = {"kind": "platt", "a": [p[0] for p in params], "b": [p[1] for p in params]}
+                self.calibration_ = fit_platt_per_class(odds, np.array([[c in t for c in classes] for t in tuples]))
             else:
                 temperature, bias = fit_softmax_scaling(lp, np.array([classes.index(t[0]) for t in tuples]))
                 self.calibration_ = {"kind": "softmax", "temperature": temperature, "bias": bias.tolist()}
@@ -178,8 +182,7 @@ class PromptBaseline:
             return softmax(lp, axis=1) if len(lp) else lp
         if cal["kind"] == "softmax":
             return apply_softmax_scaling(lp, cal["temperature"], np.array(cal["bias"]))
-        odds = _log_odds(softmax(lp, axis=1))
-        return np.stack([expit(a * odds[:, j] + b) for j, (a, b) in enumerate(zip(cal["a"], cal["b"]))], axis=1)
+        return apply_platt_per_class(_log_odds(softmax(lp, axis=1)), cal)
 
     # ------------------------------------------------------------------------------------------- hf backend
 

@@ -69,6 +69,21 @@ class FinetuneConfig(BaseModel):
         return 5e-5 if self.method == "full" else 1e-4
 
 
+def parse_assignments(items) -> dict:
+    """`--set key=value` strings -> {key: value}, values parsed as YAML (numbers, booleans, lists)."""
+    import yaml
+
+    from finesieve.data.errors import ConfigError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: write key=value, e.g. --set lora_r=8")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def load_finetune_config(path=None, overrides: dict | None = None, assignments: list[str] = ()) -> FinetuneConfig:
     """Settings from a YAML file, then named overrides, then `key=value` strings (parsed as YAML values)."""
     import yaml
@@ -81,11 +96,7 @@ def load_finetune_config(path=None, overrides: dict | None = None, assignments: 
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
     raw.update(overrides or {})
-    for item in assignments:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: write key=value, e.g. --set lora_r=8")
-        raw[key.strip()] = yaml.safe_load(value)
+    raw.update(parse_assignments(assignments))
     unknown = sorted(set(raw) - set(FinetuneConfig.model_fields))
     if unknown:
         import difflib
