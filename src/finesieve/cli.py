@@ -25,6 +25,9 @@ data_app = typer.Typer(help="Load, validate, redact, dedupe, split and review la
 app.add_typer(data_app, name="data")
 prefilter_app = typer.Typer(help="The cheap pre-filter in front of the fine-tuned model.", no_args_is_help=True)
 app.add_typer(prefilter_app, name="prefilter")
+cascade_app = typer.Typer(help="Rules, pre-filter and fine-tuned model composed and fitted to a traffic budget.",
+                          no_args_is_help=True)
+app.add_typer(cascade_app, name="cascade")
 
 console = Console(stderr=True)
 
@@ -510,6 +513,62 @@ def sweep_command(
                       str(t["steps"]), f"{t['seconds']:.0f}")
     stdout_console().print(table)
     print(f"trials written to {out / 'sweep.json'}; train the best with finesieve train --learning-rate ... --batch-size ...")
+
+
+@cascade_app.command("fit")
+@_guard
+def cascade_fit(
+    data: Annotated[Path, typer.Option("--data", help="The labelled file the fine-tuned model was trained on (its "
+                                                      "validation split fits the cascade, its test split measures it).")],
+    model: Annotated[Path, typer.Option("--model", help="Run directory of the fine-tuned model (finesieve train).")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory to write for the cascade.")],
+    prefilter: Annotated[Optional[Path], typer.Option(help="Run directory of the pre-filter (finesieve prefilter train).")] = None,
+    rules: Annotated[Optional[str], typer.Option(help="Rules: builtin:NAME, a policy YAML, or a rules run directory.")] = None,
+    budget: Annotated[float, typer.Option(help="Largest share of messages that may reach the fine-tuned model.")] = 0.20,
+    recall_floor: Annotated[float, typer.Option(help="Least recall kept, as a share of the model's own.")] = 0.98,
+    review_precision: Annotated[Optional[float], typer.Option(help="Least review-queue precision (default 0.9x the "
+                                                                   "model's own).")] = None,
+    block_precision: Annotated[float, typer.Option(help="Least precision (95% lower bound) to block without review.")] = 0.95,
+    no_block: Annotated[bool, typer.Option("--no-block", help="Never block outright: everything flagged is reviewed.")] = False,
+    method: Annotated[str, typer.Option(help="conformal (finite-sample guarantees) or empirical.")] = "conformal",
+    on_infeasible: Annotated[str, typer.Option(help="When targets conflict: recall (route more), budget, or error.")] = "recall",
+    prices: Annotated[Optional[Path], typer.Option(help="YAML price table (fields of PriceTable) for cost per million.")] = None,
+    text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
+    classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for confidence intervals (0: none).")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the fit and test figures as JSON on stdout.")] = False,
+) -> None:
+    """Fit the cascade's thresholds on the model's validation split and measure it on the test split."""
+    from finesieve.cascade.build import fit_cascade, summary_rows
+    from finesieve.cascade.cost import load_prices
+    from finesieve.cascade.fit import CascadeConfig
+    from finesieve.data.load import load_dataset
+    from finesieve.demo import production_table
+    from finesieve.report import json_safe
+
+    config = CascadeConfig(budget=budget, recall_floor=recall_floor, review_precision=review_precision,
+                           block_precision=block_precision, block_categories=[] if no_block else None,
+                           method=method, on_infeasible=on_infeasible)
+    console.print(f"cascade fit with {config.model_dump_json()}", highlight=False)
+    price_table = load_prices(prices)
+    spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding)
+    dataset = load_dataset(data, spec, max_rows=max_rows)
+    run = fit_cascade(dataset, model_run=model, prefilter_run=prefilter, rules=rules, config=config,
+                      prices=price_table, out=out, n_boot=n_boot)
+    for message in run.fit.messages:
+        console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+    if as_json:
+        print(json.dumps(json_safe({"fit": run.fit.to_dict(), "test": summary_rows(run), "costs": run.costs,
+                                    "run_dir": str(run.run_dir)})))
+        return
+    c = run.fit.chosen
+    stdout_console().print(production_table(summary_rows(run), title=f"held-out test split (n={len(run.splits.dataset('test')):,})",
+                                            currency=price_table.currency))
+    print(f"validation: {c['route']:.1%} routed to the model, recall {c['recall']:.3f} "
+          f"({c['recall_retention']:.1%} of the model's), queue precision {c['precision']:.3f}; "
+          f"thresholds escalate {c['escalate']}, review {c['review']:.4f}; targets "
+          f"{'met' if run.fit.feasible else 'NOT all met'}; guarantee: {run.fit.guarantee}")
+    print(f"run written to {run.run_dir}")
 
 
 if __name__ == "__main__":

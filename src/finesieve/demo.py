@@ -98,6 +98,22 @@ def comparison_table(comparison: dict) -> Table:
     return table
 
 
+def production_table(rows: list[dict], title: str = "", currency: str = "USD") -> Table:
+    """The table the production case reported: quality, share routed to the model, speed and cost per system."""
+    table = Table(title=title)
+    for col in ("system", "ROC AUC", "PR AUC", "precision", "recall", "F1", "to model", "msgs/s", f"{currency}/M msgs"):
+        table.add_column(col, justify="left" if col == "system" else "right")
+    for r in rows:
+        ci = r.get("roc_auc_ci95")
+        auc = "-" if r.get("roc_auc") is None else f"{r['roc_auc']:.3f}" + (f" [{ci[0]:.3f}-{ci[1]:.3f}]" if ci else "")
+        route = "-" if r.get("route") is None else f"{r['route']:.1%}"
+        mps = "-" if not r.get("messages_per_second") else f"{r['messages_per_second']:,.0f}"
+        cost = "-" if r.get("cost_per_million") is None else f"{r['cost_per_million']:,.3f}"
+        table.add_row(r["system"], auc, _f(r.get("pr_auc")), _f(r.get("precision")), _f(r.get("recall")),
+                      _f(r.get("f1")), route, mps, cost)
+    return table
+
+
 def _f(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 

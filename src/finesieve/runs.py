@@ -22,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 
 from finesieve import __version__
+from finesieve.cascade.cascade import Cascade
 from finesieve.data.errors import ConfigError
 from finesieve.models.char_cnn import CharCNNScorer
 from finesieve.models.embedding_zero_shot import EmbeddingZeroShot
@@ -38,6 +39,7 @@ SCORER_KINDS = {
     "embedding_zero_shot": EmbeddingZeroShot,
     "prompt_baseline": PromptBaseline,
     "finetuned": FineTunedScorer,
+    "cascade": Cascade,
 }
 DEFAULT_POLICY = "builtin:marketplace"
 TRACKED_PACKAGES = ("numpy", "pandas", "scikit-learn", "datasketch", "torch", "transformers", "peft", "pydantic")
@@ -56,6 +58,14 @@ class Run:
     @property
     def positive(self) -> list[str] | None:
         return self.manifest.get("task", {}).get("positive")
+
+
+def kind_of(scorer) -> str:
+    """The run `kind` of a scorer object (the inverse of SCORER_KINDS)."""
+    for kind, cls in SCORER_KINDS.items():
+        if type(scorer) is cls:
+            return kind
+    raise ConfigError(f"{type(scorer).__name__} is not a scorer kind finesieve can save: use one of {sorted(SCORER_KINDS)}")
 
 
 def environment() -> dict:

@@ -103,27 +103,73 @@ def evaluate(
     seed: int = 0,
     name: str | None = None,
 ) -> EvalResult:
+    """Score `dataset` with `scorer` and measure it; a scorer with `decide` (a cascade) is judged by its actions."""
+    positive = list(positive)
+    flagged = None
+    start = time.perf_counter()
+    if hasattr(scorer, "decide"):
+        decisions = scorer.decide(dataset.texts)
+        proba, flagged = np.asarray(decisions.proba, dtype=float), decisions.flagged
+    else:
+        proba = np.asarray(scorer.predict_proba(list(dataset.texts)), dtype=float)
+    seconds = time.perf_counter() - start
+    return evaluate_scored(proba, [str(c) for c in scorer.classes_], scorer.multilabel_, dataset, positive=positive,
+                           threshold=threshold, threshold_source=threshold_source, target_precision=target_precision,
+                           target_recall=target_recall, cost=cost, slice_cols=slice_cols, n_boot=n_boot, seed=seed,
+                           name=name or type(scorer).__name__, seconds=seconds, flagged=flagged)
+
+
+def evaluate_scored(
+    proba: np.ndarray,
+    classes: list[str],
+    multilabel: bool,
+    dataset: Dataset,
+    *,
+    positive: Sequence[str],
+    threshold: float | None = None,
+    threshold_source: str = "given",
+    target_precision: float = 0.9,
+    target_recall: float = 0.9,
+    cost: CostModel | None = None,
+    slice_cols: Sequence[str] = (),
+    n_boot: int = 1000,
+    seed: int = 0,
+    name: str = "scorer",
+    seconds: float = 0.0,
+    flagged: np.ndarray | None = None,
+) -> EvalResult:
+    """Measure probabilities already computed. `flagged` (n,) bool: the scorer's own decisions, which then
+    define precision, recall, F1, flag rate and cost instead of `scores >= threshold` (AUCs use the scores)."""
     positive = list(positive)
     y = dataset.violation(positive)
-    scores, proba, seconds = score_positive(scorer, dataset.texts, positive)
+    scores = positive_scores(proba, classes, positive, multilabel)
     if threshold is None:
         threshold, threshold_source = 0.5, "default 0.5"
     cost = cost or CostModel()
+    # Decisions as 0/1 scores at threshold 0.5 give the metrics of the decisions themselves.
+    decided, at = (np.asarray(flagged, dtype=float), 0.5) if flagged is not None else (scores, threshold)
 
     summary = M.binary_summary(y, scores, threshold)
-    ci = bootstrap_cis(y, scores, threshold, n_boot=n_boot, seed=seed) if n_boot and 0 < y.sum() < len(y) else {}
+    if flagged is not None:
+        summary.update({k: v for k, v in M.binary_summary(y, decided, at).items()
+                        if k not in ("roc_auc", "pr_auc", "threshold")})
+    ci = {}
+    if n_boot and 0 < y.sum() < len(y):
+        ci = bootstrap_cis(y, scores, threshold, n_boot=n_boot, seed=seed)
+        if flagged is not None:  # same seed, so the same resamples
+            ci.update({k: v for k, v in bootstrap_cis(y, decided, at, n_boot=n_boot, seed=seed).items()
+                       if k not in ("roc_auc", "pr_auc")})
     targets = _targets(y, scores, target_precision, target_recall)
-    cost_info = _cost(y, scores, threshold, cost)
-    classes = [str(c) for c in scorer.classes_]
+    cost_info = _cost(y, scores, threshold, cost, pred=decided >= at)
     per_class = _per_class(dataset, proba, classes)
     confusion = None
     if not dataset.multilabel and set(classes) >= set(dataset.classes):
         true_idx = np.array([classes.index(lbl) for lbl in dataset.labels])
         pred_idx = proba.argmax(axis=1)
         confusion = {"labels": classes, "matrix": M.confusion_matrix(true_idx, pred_idx, len(classes)).tolist()}
-    slices = _slices(dataset, y, scores, threshold, slice_cols)
+    slices = _slices(dataset, y, scores, threshold, slice_cols, pred=decided >= at)
     return EvalResult(
-        name=name or type(scorer).__name__,
+        name=name,
         positive=positive,
         threshold=float(threshold),
         threshold_source=threshold_source,
@@ -157,8 +203,8 @@ def _targets(y, scores, target_precision, target_recall) -> dict:
     return out
 
 
-def _cost(y, scores, threshold, cost: CostModel) -> dict:
-    pred = (scores >= threshold).astype(int)
+def _cost(y, scores, threshold, cost: CostModel, pred: np.ndarray | None = None) -> dict:
+    pred = (scores >= threshold if pred is None else pred).astype(int)
     miss, fa = np.array([cost.miss_cost]), np.array([cost.false_alarm_cost])
     out = {
         "miss_cost": cost.miss_cost,
@@ -189,7 +235,8 @@ def _per_class(dataset: Dataset, proba: np.ndarray, classes: list[str]) -> dict:
     return out
 
 
-def _slices(dataset: Dataset, y, scores, threshold, slice_cols: Sequence[str]) -> dict:
+def _slices(dataset: Dataset, y, scores, threshold, slice_cols: Sequence[str], pred: np.ndarray | None = None) -> dict:
+    pred = scores >= threshold if pred is None else pred
     groups: dict[str, np.ndarray] = {}
     lengths = dataset.frame["text"].str.len().to_numpy()
     groups["length"] = np.array([next(name for lo, hi, name in LENGTH_BUCKETS if lo <= n < hi) for n in lengths])
@@ -203,10 +250,10 @@ def _slices(dataset: Dataset, y, scores, threshold, slice_cols: Sequence[str]) -
         uniques, counts = np.unique(values, return_counts=True)
         for value in uniques[np.argsort(-counts)][:20]:  # the 20 largest slices; a long tail is unreadable
             mask = values == value
-            ys, ss = y[mask], scores[mask]
-            p, r, f = M.precision_recall_f1(ys, ss, threshold)
+            ys, ss, ps = y[mask], scores[mask], pred[mask]
+            p, r, f = M.precision_recall_f1(ys, ps.astype(float), 0.5)
             entry = {"n": int(mask.sum()), "n_positive": int(ys.sum()), "precision": p, "recall": r, "f1": f,
-                     "flag_rate": float((ss >= threshold).mean())}
+                     "flag_rate": float(ps.mean())}
             if 0 < ys.sum() < len(ys):
                 entry["roc_auc"] = M.roc_auc(ys, ss)
             table[str(value)] = entry

@@ -1,0 +1,235 @@
+"""The cascade: rules -> pre-filter -> fine-tuned model, deciding deliver / review / block per message.
+
+    cascade = Cascade(model, positive=["hate_speech"], thresholds=CascadeThresholds(escalate=0.07, review=0.45),
+                      prefilter=cnn, rules=lexicon)
+    decisions = cascade.decide(texts)        # action, category, deciding stage and per-stage scores per message
+    proba = cascade.predict_proba(texts)     # the Scorer interface: the same harness evaluates it
+
+How one message travels:
+  1. rules      every rule runs; the strictest *active* rule decides (block > review > clear). Which rules are
+                active, and as what, is in `thresholds.rule_modes` (set by `cascade fit` from each rule's
+                precision on validation data); a rule set to "off" is only reported as a signal.
+  2. prefilter  messages no rule decided are scored by the cheap model; below `escalate` they are delivered.
+  3. model      the rest reach the fine-tuned model: at or above `review` they go to the human review queue,
+                and at or above `block[category]` they are blocked outright (only for categories that have
+                a block threshold).
+The category of a flagged message is the positive class with the highest probability (or the rule's category).
+
+`predict_proba` returns the calibrated probabilities of the stage that decided each message, so the
+cascade's ROC curve is real; precision and recall of the cascade are computed from its actions
+(`decisions.flagged`), which the harness takes when given, since a rule can decide against its probability.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from finesieve.data.errors import ConfigError
+from finesieve.models.base import check_is_fitted, check_texts, positive_scores
+
+ACTIONS = ("deliver", "review", "block")
+STAGES = ("rules", "prefilter", "model")
+RuleMode = Literal["block", "review", "clear", "off"]
+RULE_ORDER = {"block": 3, "review": 2, "clear": 1}
+
+
+class CascadeThresholds(BaseModel):
+    """Every number the cascade decides with; `cascade fit` chooses them on validation data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    escalate: float | None = Field(None, description=(
+        "Pre-filter positive score at or above which a message goes on to the model; None: no pre-filter stage."))
+    review: float = Field(description="Model positive score at or above which a message goes to the review queue.")
+    block: dict[str, float] = Field(default_factory=dict, description=(
+        "Per positive category: model probability of that category at or above which the message is blocked."))
+    rule_modes: dict[str, RuleMode] = Field(default_factory=dict, description=(
+        "Per rule name: what the rule does in the cascade (block, review, clear) or 'off' (signal only)."))
+
+    @model_validator(mode="after")
+    def _check(self) -> "CascadeThresholds":
+        for name, t in self.block.items():
+            if t < self.review:
+                raise ValueError(f"block threshold of '{name}' ({t:.3f}) is below the review threshold "
+                                 f"({self.review:.3f}): blocking must be stricter than reviewing")
+        return self
+
+
+@dataclass
+class Decisions:
+    """What the cascade did with each of n messages."""
+
+    action: np.ndarray  # (n,) "deliver" | "review" | "block"
+    category: np.ndarray  # (n,) the positive category behind a review/block, "" for deliveries
+    decided_by: np.ndarray  # (n,) "rules" | "prefilter" | "model"
+    stage_scores: dict[str, np.ndarray]  # stage -> (n,) positive score, NaN where the stage did not run
+    rules_fired: list[list[str]]
+    proba: np.ndarray  # (n, n_classes) calibrated probabilities of the deciding stage
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time spent in each stage
+
+    @property
+    def flagged(self) -> np.ndarray:
+        return self.action != "deliver"
+
+    def route_fraction(self) -> float:
+        """Share of messages that reached the fine-tuned model."""
+        s = self.stage_scores.get("model")
+        return float(np.mean(~np.isnan(s))) if s is not None and len(s) else 0.0
+
+    def to_frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame({"action": self.action, "category": self.category, "decided_by": self.decided_by})
+        for stage, scores in self.stage_scores.items():
+            frame[f"score_{stage}"] = scores
+        frame["rules_fired"] = ["|".join(f) for f in self.rules_fired]
+        return frame
+
+
+class Cascade:
+    """A scorer made of scorers. `model` is required; `prefilter` and `rules` are optional tiers in front."""
+
+    def __init__(self, model, *, positive: Sequence[str], thresholds: CascadeThresholds, prefilter=None, rules=None):
+        self.model = model
+        self.positive = positive
+        self.thresholds = thresholds
+        self.prefilter = prefilter
+        self.rules = rules
+        self._check()
+
+    def _check(self) -> None:
+        for name, scorer in self.stages().items():
+            check_is_fitted(scorer)
+            if set(map(str, scorer.classes_)) != set(map(str, self.model.classes_)):
+                raise ConfigError(f"the {name} stage has classes {list(scorer.classes_)} but the model has "
+                                  f"{list(self.model.classes_)}: train every stage on the same labels")
+        missing = [p for p in self.positive if p not in set(map(str, self.model.classes_))]
+        if missing:
+            raise ConfigError(f"positive class(es) {missing} are not among the model's classes "
+                              f"{list(self.model.classes_)}: pass one of those")
+        if self.prefilter is not None and self.thresholds.escalate is None:
+            raise ConfigError("a pre-filter needs thresholds.escalate: run `finesieve cascade fit` to choose it")
+        unknown = sorted(set(self.thresholds.block) - set(self.positive))
+        if unknown:
+            raise ConfigError(f"block thresholds for {unknown}, which are not positive classes {list(self.positive)}")
+        self.classes_ = np.array([str(c) for c in self.model.classes_])
+        self.multilabel_ = bool(self.model.multilabel_)
+
+    def stages(self) -> dict[str, object]:
+        out = {"rules": self.rules, "prefilter": self.prefilter, "model": self.model}
+        return {k: v for k, v in out.items() if v is not None}
+
+    def fit(self, texts, labels):
+        raise NotImplementedError("a Cascade is assembled from fitted stages: use `finesieve cascade fit` "
+                                  "(finesieve.cascade.build.fit_cascade), not Cascade.fit")
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return self.decide(texts).proba
+
+    # --------------------------------------------------------------------------------------------- deciding
+
+    def _stage_proba(self, scorer, texts: list[str]) -> np.ndarray:
+        """Probabilities of one stage, columns reordered to the cascade's classes_."""
+        proba = np.asarray(scorer.predict_proba(texts), dtype=float)
+        order = [list(map(str, scorer.classes_)).index(c) for c in self.classes_]
+        return proba[:, order]
+
+    def decide(self, texts: Sequence[str]) -> Decisions:
+        texts = check_texts(texts)
+        n, t = len(texts), self.thresholds
+        action = np.full(n, "deliver", dtype=object)
+        category = np.full(n, "", dtype=object)
+        decided_by = np.full(n, "model", dtype=object)
+        proba = np.zeros((n, len(self.classes_)))
+        scores = {stage: np.full(n, np.nan) for stage in self.stages()}
+        seconds = {}
+        open_ = np.ones(n, dtype=bool)  # not decided yet
+        fired: list[list[str]] = [[] for _ in range(n)]
+
+        if self.rules is not None:
+            start = time.perf_counter()
+            fired = self.rules.fired(texts)
+            rule_proba = self._stage_proba(self.rules, texts)
+            scores["rules"] = self._positive(rule_proba)
+            category_of = {r.name: r.category for r in self.rules.policy_.rules}
+            for i, names in enumerate(fired):
+                active = [(t.rule_modes.get(name, "off"), name) for name in names]
+                active = [(m, name) for m, name in active if m != "off"]
+                if not active:
+                    continue
+                mode, name = max(active, key=lambda a: (RULE_ORDER[a[0]], a[1]))
+                open_[i], decided_by[i], proba[i] = False, "rules", rule_proba[i]
+                if mode != "clear":
+                    action[i], category[i] = mode, category_of[name]
+            seconds["rules"] = time.perf_counter() - start
+
+        if self.prefilter is not None and open_.any():
+            start = time.perf_counter()
+            idx = np.flatnonzero(open_)
+            pre = self._stage_proba(self.prefilter, [texts[i] for i in idx])
+            pre_pos = self._positive(pre)
+            scores["prefilter"][idx] = pre_pos
+            stop = idx[pre_pos < t.escalate]
+            proba[stop] = pre[pre_pos < t.escalate]
+            decided_by[stop], open_[stop] = "prefilter", False
+            seconds["prefilter"] = time.perf_counter() - start
+
+        if open_.any():
+            start = time.perf_counter()
+            idx = np.flatnonzero(open_)
+            p = self._stage_proba(self.model, [texts[i] for i in idx])
+            pos = self._positive(p)
+            scores["model"][idx], proba[idx] = pos, p
+            pos_cols = [list(self.classes_).index(c) for c in self.positive]
+            top = np.array(self.positive, dtype=object)[p[:, pos_cols].argmax(axis=1)]
+            review = pos >= t.review
+            action[idx[review]] = "review"
+            category[idx[review]] = top[review]
+            for c, threshold in t.block.items():
+                hit = review & (p[:, list(self.classes_).index(c)] >= threshold)
+                action[idx[hit]], category[idx[hit]] = "block", c
+            seconds["model"] = time.perf_counter() - start
+        return Decisions(action=action, category=category, decided_by=decided_by, stage_scores=scores,
+                         rules_fired=fired, proba=proba, seconds=seconds)
+
+    def _positive(self, proba: np.ndarray) -> np.ndarray:
+        return positive_scores(proba, self.classes_, self.positive, self.multilabel_)
+
+    # --------------------------------------------------------------------------------------------- persistence
+
+    def save(self, directory: str | Path) -> None:
+        """cascade.json plus one sub-folder per stage holding that stage's own saved files."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        from finesieve.runs import kind_of
+
+        kinds = {}
+        for name, scorer in self.stages().items():
+            target = directory / name
+            if target.exists():
+                shutil.rmtree(target)
+            scorer.save(target)
+            kinds[name] = kind_of(scorer)
+        state = {"positive": list(self.positive), "thresholds": self.thresholds.model_dump(), "stage_kinds": kinds}
+        (directory / "cascade.json").write_text(json.dumps(state, indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Cascade":
+        from finesieve.runs import SCORER_KINDS
+
+        directory = Path(directory)
+        state = json.loads((directory / "cascade.json").read_text())
+        stages = {name: SCORER_KINDS[kind].load(directory / name) for name, kind in state["stage_kinds"].items()}
+        return cls(stages["model"], positive=state["positive"],
+                   thresholds=CascadeThresholds.model_validate(state["thresholds"]),
+                   prefilter=stages.get("prefilter"), rules=stages.get("rules"))
+
+    def get_config(self) -> CascadeThresholds:
+        return self.thresholds
