@@ -129,11 +129,26 @@ def test_validate_reports_bad_rows(tmp_path):
 
 
 def test_demo_small(tmp_path, shared_data):
-    proc = run("demo", "--out", tmp_path / "demo", "--data-dir", shared_data, "--max-rows", "4000", "--n-boot", "100")
-    assert "legacy rules" in proc.stdout and "tfidf+logreg" in proc.stdout
-    assert (tmp_path / "demo" / "eval_report.html").exists()
-    assert (tmp_path / "demo" / "data_review.html").exists()
-    assert (tmp_path / "demo" / "runs" / "tfidf+logreg" / "manifest.json").exists()
+    """The whole story on a slice: every system in the table, every run saved, the report with the cascade."""
+    demo = tmp_path / "demo"
+    proc = run("demo", "--out", demo, "--data-dir", shared_data, "--max-rows", "3000", "--n-boot", "50",
+               "--finetune-steps", "12")
+    for system in ("legacy (rules + pre-filter)", "prompt baseline on a hosted LLM", "fine-tuned", "cascade",
+                   "to model", "USD/M msgs"):
+        assert system in proc.stdout
+    for step in ("1. Data review", "2. Prompt baseline", "3. Legacy system", "4. Fine-tune", "5. Cascade", "6. Side by side"):
+        assert step in proc.stdout
+    for name in ("baseline", "prefilter", "finetuned", "cascade"):
+        assert (demo / "runs" / name / "manifest.json").exists(), name
+    report = (demo / "eval_report.html").read_text()
+    assert "Systems side by side" in report and "Cascade thresholds and targets" in report
+    assert report.count("<img") >= 3  # curves, histograms, the cascade trade-off plot
+    payload = json.loads((demo / "eval_report.json").read_text())
+    systems = {r["system"]: r for r in payload["systems"]}
+    assert systems["fine-tuned"]["route"] == 1.0 and systems["legacy (rules + pre-filter)"]["route"] == 0.0
+    assert 0.0 <= systems["cascade"]["route"] <= 1.0
+    assert systems["cascade"]["cost_per_million"] > 0 and systems["prompt baseline on a hosted LLM"]["cost_per_million"] > 0
+    assert (demo / "data_review.html").exists()
 
 
 def test_prefilter_train_then_eval(files):

@@ -110,11 +110,18 @@ def demo(
     data_dir: Annotated[Optional[Path], typer.Option(help="Folder holding the shared data sets.")] = None,
     max_rows: MaxRows = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for confidence intervals.")] = 1000,
+    finetune_steps: Annotated[int, typer.Option(help="Fine-tuning steps (bounded so the demo takes minutes).")] = 300,
+    model_run: Annotated[Optional[Path], typer.Option(help="Reuse this fine-tuned run (trained on the same file with "
+                                                           "seed 0) instead of fine-tuning.")] = None,
+    prices: Annotated[Optional[Path], typer.Option(help="YAML price table for the cost column.")] = None,
 ) -> None:
-    """Run the whole path on the embedded defaults: data review, reference scorers, side-by-side evaluation."""
+    """The whole story on the embedded defaults: data review, prompt baseline, legacy rules + pre-filter,
+    fine-tuning, the cascade fitted to a traffic budget, and the side-by-side table and HTML report."""
+    from finesieve.cascade.cost import load_prices
     from finesieve.demo import run_demo
 
-    run_demo(out=out, data_dir=data_dir, max_rows=max_rows, n_boot=n_boot, console=stdout_console())
+    run_demo(out=out, data_dir=data_dir, max_rows=max_rows, n_boot=n_boot, finetune_steps=finetune_steps,
+             model_run=model_run, prices=load_prices(prices), console=stdout_console())
 
 
 @data_app.command("validate")
@@ -305,6 +312,30 @@ def eval_command(
     stdout_console().print(comparison_table(result.comparison))
     for note in result.notes:
         console.print(f"note: {note}")
+
+
+@app.command("score")
+@_guard
+def score_command(
+    run: Annotated[Path, typer.Argument(help="Run directory to score with (a cascade or a single scorer).")],
+    data: Annotated[Path, typer.Option("--data", help="File of messages to score (labels, if any, are ignored).")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the decisions: .csv or .jsonl.")],
+    text_col: TextCol = "text", id_col: IdCol = None, file_format: Format = None, encoding: Encoding = "utf-8",
+    chunk_rows: Annotated[int, typer.Option(help="Rows read, scored and written at a time (memory holds one chunk).")] = 5000,
+    rejects: Annotated[Optional[Path], typer.Option(help="Write every rejected row, with its problems, to this JSONL file.")] = None,
+    include_text: Annotated[bool, typer.Option("--include-text", help="Add the redacted text that was scored.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+) -> None:
+    """Score a file of any size in a stream: action, category, deciding stage and per-stage scores per message."""
+    from finesieve.serve.batch import score_file
+
+    spec = column_spec(text_col, id_col=id_col, file_format=file_format, encoding=encoding)
+    summary = score_file(run, data, out, spec=spec, chunk_rows=chunk_rows, rejects_path=rejects,
+                         include_text=include_text, progress=progress)
+    print(json.dumps(summary.to_dict(), indent=2) if as_json else summary.summary_line())
+    if summary.n_scored == 0:
+        raise typer.Exit(code=1)
 
 
 @app.command("fit")

@@ -198,6 +198,18 @@ def _memory_available() -> int | None:
         return None
 
 
+def prepare_texts(raw_texts, redactor: Redactor, field: str = "text") -> tuple[list[str], Counter]:
+    """Clean then redact each text: the one preprocessing shared by training (`load_dataset`) and scoring
+    (`finesieve score`), so a model sees the same kind of text in both. Returns the texts and the
+    placeholder counts."""
+    texts, counts = [], Counter()
+    for raw in raw_texts:
+        out = redactor.redact(clean(raw), field=field)
+        texts.append(out.text)
+        counts.update(out.counts)
+    return texts, counts
+
+
 def load_dataset(
     path: str | Path,
     spec: ColumnSpec,
@@ -239,12 +251,8 @@ def load_dataset(
             _account(report, chunk, result, rejects_fh)
             accepted = result.accepted
             if not accepted.empty:
-                cleaned = [clean(t) for t in accepted["text_raw"]]
-                redacted = []
-                for text in cleaned:
-                    out = redactor.redact(text, field=spec.text_col)
-                    redacted.append(out.text)
-                    redaction_counts.update(out.counts)
+                redacted, counts = prepare_texts(accepted["text_raw"], redactor, spec.text_col)
+                redaction_counts.update(counts)
                 accepted = accepted.assign(text=redacted)
                 parts.append(accepted)
     finally:

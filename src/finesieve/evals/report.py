@@ -133,8 +133,9 @@ def _slices(results: Sequence[EvalResult]) -> str:
 
 
 def write_eval_report(path: str | Path, results: Sequence[EvalResult], comparison: dict, title: str,
-                      subtitle: str = "") -> Path:
-    sections = [
+                      subtitle: str = "", lead_sections: Sequence[str] = (), extra: dict | None = None) -> Path:
+    """`lead_sections` (HTML from `report.section`) open the page; `extra` is added to the JSON twin."""
+    sections = [*lead_sections,
         R.section("Metrics", _metrics_table(comparison),
                   R.paragraph("Brackets: 95% stratified bootstrap intervals. Positive class(es): "
                               + ", ".join(results[0].positive), "note")),
@@ -149,6 +150,6 @@ def write_eval_report(path: str | Path, results: Sequence[EvalResult], compariso
         R.section("Per slice", _slices(results)),
     ]
     out = R.write_page(path, title, sections, subtitle)
-    Path(out).with_suffix(".json").write_text(json.dumps(json_safe(comparison), indent=2))
+    Path(out).with_suffix(".json").write_text(json.dumps(json_safe({**comparison, **(extra or {})}), indent=2))
     return out
 
