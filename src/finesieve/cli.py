@@ -110,7 +110,7 @@ def demo(
     data_dir: Annotated[Optional[Path], typer.Option(help="Folder holding the shared data sets.")] = None,
     max_rows: MaxRows = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for confidence intervals.")] = 1000,
-    finetune_steps: Annotated[int, typer.Option(help="Fine-tuning steps (bounded so the demo takes minutes).")] = 300,
+    finetune_steps: Annotated[int, typer.Option(help="Fine-tuning steps (bounded so the demo takes minutes).")] = 250,
     model_run: Annotated[Optional[Path], typer.Option(help="Reuse this fine-tuned run (trained on the same file with "
                                                            "seed 0) instead of fine-tuning.")] = None,
     prices: Annotated[Optional[Path], typer.Option(help="YAML price table for the cost column.")] = None,

@@ -35,7 +35,7 @@ from finesieve.data.split import SplitConfig, make_splits
 from finesieve.evals.compare import compare, ratio_sentence
 from finesieve.evals.harness import evaluate
 from finesieve.evals.report import write_eval_report
-from finesieve.models.char_cnn import CharCNNScorer
+from finesieve.models.char_cnn import CharCNNConfig, CharCNNScorer
 from finesieve.models.embedding_zero_shot import EmbeddingZeroShot
 from finesieve.models.rules import RulesScorer
 from finesieve.train.config import FinetuneConfig
@@ -45,7 +45,7 @@ DAVIDSON = Path("davidson_hate_offensive") / "davidson_hate_offensive.csv"
 POSITIVE = ["hate_speech"]
 PROMPT = "builtin:davidson"
 POLICY = "builtin:hate_speech"
-FINETUNE_STEPS = 300
+FINETUNE_STEPS = 250
 LEGACY, BASELINE, FINETUNED, CASCADE = "legacy (rules + pre-filter)", "prompt baseline", "fine-tuned", "cascade"
 
 
@@ -97,7 +97,9 @@ def run_demo(out: str | Path = "finesieve-demo", data_dir: str | Path | None = N
 
     step("3. Legacy system: keyword lexicon + character-CNN pre-filter")
     val = splits.dataset("val")
-    cnn = fit_and_save(CharCNNScorer(), "char_cnn", splits, positive=POSITIVE, out=runs / "prefilter",
+    # A lighter CNN than the default (64 filters per width, at most 4 epochs): a minute instead of five, within
+    # 0.01 ROC AUC of the default on this split, and twice as fast at scoring, which is the pre-filter's job.
+    cnn = fit_and_save(CharCNNScorer.from_config(CharCNNConfig(channels=64, max_epochs=4)), "char_cnn", splits, positive=POSITIVE, out=runs / "prefilter",
                        fit_kwargs={"val_texts": val.texts, "val_labels": val.labels}, n_boot=n_boot, name="pre-filter")
     rules = RulesScorer(policy=POLICY).fit(train.texts, train.labels)
     legacy = legacy_cascade(rules, cnn.scorer, positive=POSITIVE, threshold=cnn.threshold)
@@ -111,8 +113,8 @@ def run_demo(out: str | Path = "finesieve-demo", data_dir: str | Path | None = N
         step(f"4. Fine-tune the packaged all-MiniLM-L6-v2 (LoRA defaults, at most {finetune_steps} steps)")
         from finesieve.train.finetune import train_finetune
 
-        config = FinetuneConfig(max_steps=finetune_steps, eval_every=max(50, finetune_steps // 3),
-                                checkpoint_every=max(50, finetune_steps // 3))
+        # Validate once, at the end: each validation pass costs as much as ~20 training steps here.
+        config = FinetuneConfig(max_steps=finetune_steps, eval_every=finetune_steps, checkpoint_every=finetune_steps)
         fitted = train_finetune(config, dataset, positive=POSITIVE, out=runs / "finetuned", splits=splits,
                                 n_boot=n_boot, name=FINETUNED)
         model_run = runs / "finetuned"

@@ -117,3 +117,18 @@ def test_cli_cascade_fit_and_infeasible_error(trained, tmp_path):
 
     result = runner.invoke(app, args + ["--out", str(tmp_path / "c3"), "--budget", "1.5"])
     assert result.exit_code == 2 and "budget" in result.output
+
+
+def test_a_cascade_run_is_evaluated_like_any_run(trained, tmp_path):
+    """`finesieve eval CASCADE_RUN` scores it on its saved test split, judged by its actions."""
+    root = trained["root"]
+    run = fit_cascade(trained["dataset"], model_run=root / "model", prefilter_run=root / "prefilter",
+                      config=CascadeConfig(budget=0.5), out=tmp_path / "c", n_boot=0)
+    result = CliRunner().invoke(app, ["eval", str(tmp_path / "c"), "--data", str(trained["path"]),
+                                      "--positive", "hate_speech", "--n-boot", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    expected = run.results["cascade"].to_dict()
+    assert payload["n"] == expected["n"]
+    for key in ("precision", "recall", "roc_auc", "flag_rate"):
+        assert payload[key] == pytest.approx(expected[key], abs=1e-6), key

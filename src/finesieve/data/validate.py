@@ -60,11 +60,17 @@ class ChunkResult:
 
 @dataclass
 class RowValidator:
-    """Validates chunks of one file in order; remembers ids across chunks to catch duplicates."""
+    """Validates chunks of one file in order; remembers ids across chunks to catch duplicates.
+
+    `labelled=False` checks a file to score (no label is read); `unique_ids=False` does not remember ids, so
+    memory stays constant over a file of any size (duplicate ids are then not caught).
+    """
 
     spec: ColumnSpec
     file: str
     seen_ids: dict[str, int] = field(default_factory=dict)  # id -> row where first seen
+    labelled: bool = True
+    unique_ids: bool = True
 
     def validate(self, chunk: pd.DataFrame) -> ChunkResult:
         """`chunk` holds the raw mapped columns plus `_row` (1-based data row in the file)."""
@@ -94,7 +100,7 @@ class RowValidator:
             elif not text.strip():
                 problem(spec.text_col, text, "empty_text")
 
-            labels = self._labels(raw, allowed, problem)
+            labels = self._labels(raw, allowed, problem) if self.labelled else ()
 
             row_id = str(row)
             if spec.id_col is not None:
@@ -130,7 +136,7 @@ class RowValidator:
                      "problems": [p.to_dict() for p in row_problems]}
                 )
                 continue
-            if spec.id_col is not None:
+            if spec.id_col is not None and self.unique_ids:
                 self.seen_ids[row_id] = row
             records.append(record)
 

@@ -55,8 +55,6 @@ from finesieve.runs import Run, load_run
 OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 COLUMNS = ["id", "row", "action", "category", "decided_by", "score", *(f"score_{s}" for s in STAGES), "rules_fired"]
 CHUNK_ROWS = 5000
-# RowValidator checks a label on every row and a file to score has none: each chunk gets this placeholder.
-_NO_LABEL_COL = "_finesieve_no_label"
 
 
 @dataclass
@@ -137,7 +135,9 @@ def score_file(
     cascade = as_cascade(load_run(run))
     scoring_spec = _scoring_spec(spec)
     chunks = _first_read(iter_chunks(data, scoring_spec, chunk_rows, labelled=False))
-    validator = RowValidator(scoring_spec, str(data), seen_ids=_ForgetfulIds())
+    # Ids are checked row by row but not remembered, which would grow with the file; `finesieve data validate
+    # --id-col` checks uniqueness.
+    validator = RowValidator(scoring_spec, str(data), labelled=False, unique_ids=False)
     redactor = Redactor(redaction or RedactionConfig())
     summary = BatchSummary(run=str(run), data=str(data), out=str(out),
                            rejects_path=str(rejects_path) if rejects_path else None)
@@ -167,7 +167,7 @@ def _score_chunk(chunk: pd.DataFrame, *, cascade: Cascade, validator: RowValidat
                  writer: "_Writer", rejects_fh: TextIO | None, summary: BatchSummary) -> None:
     """Validate, preprocess, decide, write and count one chunk. A function of its own, so that nothing derived
     from this chunk is still referenced while the next one is read: memory holds one chunk, not two."""
-    result = validator.validate(chunk.assign(**{_NO_LABEL_COL: "unlabelled"}))
+    result = validator.validate(chunk)
     summary.n_rows += len(chunk)
     _account_rejects(summary, result, rejects_fh)
     if result.accepted.empty:
@@ -240,7 +240,6 @@ def _account_rejects(summary: BatchSummary, result: ChunkResult, rejects_fh: Tex
             rows_seen.add(problem.row)
     if rejects_fh is not None:
         for record in result.rejected_rows:
-            record.pop(_NO_LABEL_COL, None)
             rejects_fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
@@ -251,14 +250,6 @@ def _account_decisions(summary: BatchSummary, decisions: Decisions) -> None:
     summary.stage_seconds.update(decisions.seconds)
 
 
-class _ForgetfulIds(dict):
-    """A `RowValidator.seen_ids` that keeps nothing: each row's id is checked, but not its uniqueness across the
-    file, which would hold every id in memory. `finesieve data validate --id-col` checks uniqueness."""
-
-    def __setitem__(self, key, value) -> None:
-        pass
-
-
 def _first_read(chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """The same chunks, the first one read now: a wrong path, format or column fails before a file is written."""
     first = next(chunks, None)
@@ -267,7 +258,7 @@ def _first_read(chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
 
 def _scoring_spec(spec: ColumnSpec) -> ColumnSpec:
     # Scoring reads the text and the id only: time, user, thread and meta columns are neither needed nor checked.
-    return ColumnSpec(text_col=spec.text_col, id_col=spec.id_col, label_cols=(_NO_LABEL_COL,),
+    return ColumnSpec(text_col=spec.text_col, id_col=spec.id_col,
                       file_format=spec.file_format, encoding=spec.encoding)
 
 
