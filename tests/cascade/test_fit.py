@@ -190,3 +190,16 @@ def test_config_is_checked():
         CascadeConfig(budget=0.01, grid_step=0.05)
     with pytest.raises(ValueError, match="extra"):
         CascadeConfig(budjet=0.2)
+
+
+def test_without_prefilter_the_model_sees_every_message_no_rule_decided():
+    v = synthetic(n=2000)
+    v.prefilter = None
+    clean = (v.y == 0) & (np.random.default_rng(3).random(len(v.y)) < 0.3)
+    v.rules_fired = [["greeting"] if c else [] for c in clean]
+    v.rule_action, v.rule_category = {"greeting": "clear"}, {"greeting": "bad"}
+    fit = fit_thresholds(v, model_threshold=0.5, config=CascadeConfig(budget=1.0))
+    assert fit.thresholds.escalate is None and fit.thresholds.rule_modes == {"greeting": "clear"}
+    assert fit.chosen["route"] == pytest.approx(1 - clean.mean())
+    import json
+    json.dumps(fit.to_dict(), allow_nan=False)  # JSON-safe: no infinities in the trade-off rows

@@ -112,7 +112,8 @@ class CascadeFit:
     def to_dict(self) -> dict:
         return {"thresholds": self.thresholds.model_dump(), "feasible": self.feasible, "chosen": self.chosen,
                 "model_alone": self.model_alone, "targets": self.targets, "reachable": self.reachable,
-                "tradeoff": self.tradeoff, "rules": self.rules, "blocks": self.blocks, "method": self.method,
+                "tradeoff": [{**r, "escalate": r["escalate"] if math.isfinite(r["escalate"]) else None}
+                             for r in self.tradeoff], "rules": self.rules, "blocks": self.blocks, "method": self.method,
                 "guarantee": self.guarantee, "messages": self.messages}
 
 
@@ -260,7 +261,8 @@ def fit_thresholds(v: ValidationScores, *, model_threshold: float, config: Casca
         levels = np.array([1.0])
     rows = []
     for level in levels:
-        t_pre = routing_threshold(g, level, config.method) if v.prefilter is not None else -math.inf
+        # Without a pre-filter every message no rule decided goes to the model (g = +inf >= +inf).
+        t_pre = routing_threshold(g, level, config.method) if v.prefilter is not None else math.inf
         routed = g >= t_pre
         t_rev = review_threshold(y, v.model, routed, forced, target_recall, config.method)
         row = {"level": float(level), "escalate": t_pre, "route": float(routed.mean()), "review": t_rev}
