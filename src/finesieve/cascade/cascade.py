@@ -135,9 +135,9 @@ class Cascade:
 
     # --------------------------------------------------------------------------------------------- deciding
 
-    def _stage_proba(self, scorer, texts: list[str]) -> np.ndarray:
-        """Probabilities of one stage, columns reordered to the cascade's classes_."""
-        proba = np.asarray(scorer.predict_proba(texts), dtype=float)
+    def _stage_proba(self, scorer, texts: list[str], proba: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities of one stage (computed unless given), columns reordered to the cascade's classes_."""
+        proba = np.asarray(scorer.predict_proba(texts) if proba is None else proba, dtype=float)
         order = [list(map(str, scorer.classes_)).index(c) for c in self.classes_]
         return proba[:, order]
 
@@ -156,7 +156,7 @@ class Cascade:
         if self.rules is not None:
             start = time.perf_counter()
             fired = self.rules.fired(texts)
-            rule_proba = self._stage_proba(self.rules, texts)
+            rule_proba = self._stage_proba(self.rules, texts, self.rules.proba_from_fired(fired))
             scores["rules"] = self._positive(rule_proba)
             category_of = {r.name: r.category for r in self.rules.policy_.rules}
             for i, names in enumerate(fired):

@@ -191,15 +191,19 @@ class RulesScorer:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         check_is_fitted(self)
-        texts = check_texts(texts)
-        fired = self.fired(texts)
+        return self.proba_from_fired(self.fired(texts))
+
+    def proba_from_fired(self, fired: list[list[str]]) -> np.ndarray:
+        """`predict_proba` from the output of `fired`, for callers (the cascade) that need both."""
+        check_is_fitted(self)
+        n = len(fired)
         if not self.multilabel_:
             table = self.table_["*"]
             # A rule never seen firing in training falls back to "no rule": it has no calibration yet.
             rows = [table.get(self._key(f), table[NONE_KEY]) for f in fired]
-            return np.array(rows, dtype=float).reshape(len(texts), len(self.classes_))
+            return np.array(rows, dtype=float).reshape(n, len(self.classes_))
         category_of = {r.name: r.category for r in self.policy_.rules}
-        out = np.zeros((len(texts), len(self.classes_)))
+        out = np.zeros((n, len(self.classes_)))
         for j, c in enumerate(self.classes_):
             table = self.table_[c]
             for i, f in enumerate(fired):
