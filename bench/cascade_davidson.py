@@ -19,8 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from finesieve.cascade.build import fit_cascade
 from finesieve.cascade.fit import CascadeConfig
 from finesieve.data.load import load_dataset
@@ -90,7 +88,7 @@ def main() -> int:
         print(f"  round {i}: model {r['model_msgs_per_s']:,.0f} msgs/s, cascade {r['cascade_msgs_per_s']:,.0f} msgs/s, "
               f"speed-up {r['speedup']:.2f}x")
     print(f"  end-to-end speed-up (median of {len(rounds)} rounds): {speedup:.2f}x")
-    print(f"  cost per million messages: " + ", ".join(f"{k} {v:.4f}" for k, v in result["cost_per_million"].items()))
+    print("  cost per million messages: " + ", ".join(f"{k} {v:.4f}" for k, v in result["cost_per_million"].items()))
     for name, ok in checks.items():
         print(f"  [{'PASS' if ok else 'FAIL'}] {name}")
     if args.json:

@@ -173,14 +173,9 @@ def measure(cascade: Cascade, model, test: Dataset, *, positive: Sequence[str], 
     return results, decisions
 
 
-def reach(decisions: Decisions) -> dict[str, float]:
-    """Share of messages each stage scored."""
-    return {stage: float(np.mean(~np.isnan(s))) if len(s) else 0.0 for stage, s in decisions.stage_scores.items()}
-
-
 def price(results: dict[str, EvalResult], decisions: Decisions, stage_costs: dict[str, StageCost],
           prices: PriceTable) -> dict[str, dict]:
-    shares = reach(decisions)
+    shares = decisions.reach()
     model_result, cascade_result = results["fine-tuned model"], results["cascade"]
     return {
         "fine-tuned model": {"route": 1.0, "messages_per_second": _mps(model_result),

@@ -80,10 +80,13 @@ class Decisions:
     def flagged(self) -> np.ndarray:
         return self.action != "deliver"
 
+    def reach(self) -> dict[str, float]:
+        """Share of messages each stage scored."""
+        return {stage: float(np.mean(~np.isnan(s))) if len(s) else 0.0 for stage, s in self.stage_scores.items()}
+
     def route_fraction(self) -> float:
         """Share of messages that reached the fine-tuned model."""
-        s = self.stage_scores.get("model")
-        return float(np.mean(~np.isnan(s))) if s is not None and len(s) else 0.0
+        return self.reach().get("model", 0.0)
 
     def to_frame(self) -> pd.DataFrame:
         frame = pd.DataFrame({"action": self.action, "category": self.category, "decided_by": self.decided_by})
