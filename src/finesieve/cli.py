@@ -45,6 +45,8 @@ IdCol = Annotated[Optional[str], typer.Option("--id-col", help="Unique message i
 TimeCol = Annotated[Optional[str], typer.Option("--time-col", help="Timestamp column.")]
 UserCol = Annotated[Optional[str], typer.Option("--user-col", help="Sender/user id column.")]
 ThreadCol = Annotated[Optional[str], typer.Option("--thread-col", help="Conversation id column.")]
+VoteCol = Annotated[Optional[list[str]], typer.Option(
+    "--vote-col", help="CLASS=COLUMN: the column counting annotators' votes for CLASS (soft labels); one per class.")]
 MetaCol = Annotated[Optional[list[str]], typer.Option("--meta-col", help="Extra column to keep (e.g. for slices); repeatable.")]
 Classes = Annotated[Optional[str], typer.Option("--classes", help="Comma-separated allowed classes; others are rejected.")]
 Format = Annotated[Optional[str], typer.Option("--format", help="csv, tsv, jsonl or parquet (default: from the extension).")]
@@ -55,14 +57,24 @@ Positive = Annotated[Optional[str], typer.Option(
 
 
 def column_spec(text_col="text", label_col=None, label_sep=None, id_col=None, time_col=None, user_col=None,
-                thread_col=None, meta_col=None, classes=None, file_format=None, encoding="utf-8"):
+                thread_col=None, meta_col=None, classes=None, file_format=None, encoding="utf-8", vote_col=None):
+    from finesieve.data.errors import ConfigError
     from finesieve.data.spec import ColumnSpec
+
+    votes = None
+    if vote_col:
+        votes = {}
+        for item in vote_col:
+            cls, sep, col = item.partition("=")
+            if not sep or not cls.strip() or not col.strip():
+                raise ConfigError(f"--vote-col {item!r}: write CLASS=COLUMN, e.g. --vote-col hate_speech=hate_votes")
+            votes[cls.strip()] = col.strip()
 
     return ColumnSpec(
         text_col=text_col, label_cols=tuple(label_col or ["label"]), label_sep=label_sep, id_col=id_col,
         time_col=time_col, user_col=user_col, thread_col=thread_col, meta_cols=tuple(meta_col or ()),
         classes=tuple(c.strip() for c in classes.split(",")) if classes else None, file_format=file_format,
-        encoding=encoding,
+        encoding=encoding, vote_cols=votes,
     )
 
 
@@ -154,6 +166,7 @@ def data_review(
     file: Path, text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
     time_col: TimeCol = None, user_col: UserCol = None, thread_col: ThreadCol = None, meta_col: MetaCol = None,
     classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
+    vote_col: VoteCol = None,
     out: Annotated[Path, typer.Option(help="The HTML report (a JSON twin is written beside it).")] = Path("data_review.html"),
     corner: Annotated[Optional[list[Path]], typer.Option(help="A corner-case file (same columns); repeatable.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split checked for leakage and of the examples.")] = 0,
@@ -165,9 +178,9 @@ def data_review(
     from finesieve.data.split import SplitConfig, make_splits
 
     spec = column_spec(text_col, label_col, label_sep, id_col, time_col, user_col, thread_col, meta_col, classes,
-                       file_format, encoding)
+                       file_format, encoding, vote_col)
     dataset = load_dataset(file, spec, max_rows=max_rows)
-    corner_sets = {p.stem: load_dataset(p, spec) for p in corner or []}
+    corner_sets = {p.stem: load_dataset(p, spec.model_copy(update={"vote_cols": None})) for p in corner or []}
     splits = make_splits(dataset, SplitConfig(seed=seed))
     result = review(dataset, split=splits.assignment, corner_sets=corner_sets, seed=seed, noise_check=noise_check)
     for line in summary_lines(result):
@@ -355,7 +368,8 @@ def fit_command(
     from finesieve.data.split import SplitConfig
     from finesieve.train.recipe import train_reference
 
-    spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding)
+    spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding,
+                       vote_col=vote_col)
     dataset = load_dataset(data, spec, max_rows=max_rows)
     corner_sets = {p.stem: load_dataset(p, spec) for p in corner or []}
     pos = _positive(positive, dataset.classes)
@@ -444,7 +458,8 @@ def prefilter_train(
     settings = parse_assignments(set_ or [])
     config_cls, scorer_cls = kinds[kind]
     scorer = scorer_cls.from_config(config_cls(**settings))
-    spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding)
+    spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding,
+                       vote_col=vote_col)
     dataset = load_dataset(data, spec, max_rows=max_rows)
     corner_sets = {p.stem: load_dataset(p, spec) for p in corner or []}
     pos = _positive(positive, dataset.classes)
@@ -466,7 +481,9 @@ def train_command(
     out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
     text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
     classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
-    positive: Positive = None,
+    positive: Positive = None, vote_col: VoteCol = None,
+    soft_labels: Annotated[Optional[float], typer.Option(
+        help="Weight of the vote shares (from --vote-col) in the training target, 0-1.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file of fine-tuning settings (see FinetuneConfig).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Base model: HF id, local path or packaged:all-MiniLM-L6-v2.")] = None,
     method: Annotated[Optional[str], typer.Option(help="lora (default), qlora (GPU) or full.")] = None,
@@ -490,12 +507,15 @@ def train_command(
 
     overrides = {k: v for k, v in dict(model=model, method=method, learning_rate=learning_rate, batch_size=batch_size,
                                        max_epochs=max_epochs, max_steps=max_steps, replay_from=replay_from,
-                                       replay_fraction=replay_fraction, tracking_uri=tracking_uri).items() if v is not None}
+                                       replay_fraction=replay_fraction, tracking_uri=tracking_uri,
+                                       soft_labels=soft_labels).items() if v is not None}
     cfg = load_finetune_config(config, overrides, set_ or [])
     console.print(f"fine-tuning with {cfg.model_dump_json()}", highlight=False)
-    spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding)
+    spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding,
+                       vote_col=vote_col)
     dataset = load_dataset(data, spec, max_rows=max_rows)
-    corner_sets = {p.stem: load_dataset(p, spec) for p in corner or []}
+    # Corner-case sets are only scored, so they need no vote columns.
+    corner_sets = {p.stem: load_dataset(p, spec.model_copy(update={"vote_cols": None})) for p in corner or []}
     pos = _positive(positive, dataset.classes)
     fitted = train_finetune(cfg, dataset, positive=pos, out=out, split_config=SplitConfig(seed=seed),
                             corner_sets=corner_sets, resume=resume)

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -224,3 +225,43 @@ def test_column_spec_errors_name_the_fields():
         ColumnSpec(text_col="x", label_cols=("x",))
     with pytest.raises(ValueError, match="extra"):
         ColumnSpec(txt_col="x")
+
+
+def test_annotator_votes_load_as_shares_and_bad_counts_are_rejected(tmp_path, davidson_csv):
+    df = pd.read_csv(davidson_csv, dtype=str, keep_default_na=False).iloc[:300].copy()
+    df.loc[3, "hate_speech"] = "-1"
+    df.loc[4, "neither"] = "many"
+    df.loc[5, ["hate_speech", "offensive_language", "neither"]] = "0"
+    path = tmp_path / "votes.csv"
+    df.to_csv(path, index=False)
+    votes = {"hate_speech": "hate_speech", "offensive": "offensive_language", "neither": "neither"}
+    ds = load_dataset(path, ColumnSpec(vote_cols=votes))
+    assert len(ds) == 297 and ds.rejected.counts == {"bad_votes": 3}
+    bad = {e["row"]: e for e in ds.rejected.examples}
+    assert bad[4]["column"] == "hate_speech" and "--vote-col" in bad[4]["fix"] and bad[5]["column"] == "neither"
+    shares = ds.vote_shares(["hate_speech", "neither", "offensive"])
+    kept = df.drop(index=[3, 4, 5]).reset_index(drop=True)
+    counts = kept[["hate_speech", "neither", "offensive_language"]].astype(float).to_numpy()
+    np.testing.assert_allclose(shares, counts / counts.sum(axis=1, keepdims=True))
+    # The majority label is the largest share in this data set.
+    assert (np.array(ds.classes)[shares.argmax(axis=1)] == np.array(ds.labels)).mean() > 0.95
+    # Without vote columns there are no shares; a file to score needs no vote columns.
+    assert load_dataset(path, ColumnSpec()).vote_shares() is None
+    assert validate_file(path, ColumnSpec(text_col="text", label_cols=("label",),
+                                          vote_cols=votes)).n_accepted == 297
+
+
+def test_vote_columns_are_checked_against_classes_and_roles(tmp_path, davidson_csv):
+    df = pd.read_csv(davidson_csv, dtype=str, keep_default_na=False).iloc[:200]
+    path = tmp_path / "votes.csv"
+    df.to_csv(path, index=False)
+    with pytest.raises(DataError, match="'hate'.*CLASS=COLUMN"):
+        load_dataset(path, ColumnSpec(vote_cols={"hate": "hate_speech", "neither": "neither"}))
+    with pytest.raises(DataError, match="'hate_votes'"):
+        load_dataset(path, ColumnSpec(vote_cols={"hate_speech": "hate_votes"}))
+    with pytest.raises(ValueError, match="single-label"):
+        ColumnSpec(label_cols=("a", "b"), vote_cols={"a": "va"})
+    with pytest.raises(ValueError, match="more than one role"):
+        ColumnSpec(vote_cols={"spam": "label"})
+    with pytest.raises(ValueError, match="vote_cols is empty"):
+        ColumnSpec(vote_cols={})

@@ -179,6 +179,64 @@ def test_replay_mixes_old_rows_without_leaking(tmp_path, davidson_csv):
     assert not {i.removeprefix("replay:") for i in replayed["id"]} & old_test_ids
 
 
+def test_soft_targets_mix_majority_label_and_vote_shares():
+    from finesieve.train.finetune import soft_targets
+
+    y = np.array([0, 1, 2])
+    shares = np.array([[2 / 3, 1 / 3, 0.0], [np.nan, np.nan, np.nan], [0.0, 0.0, 1.0]], dtype=np.float32)
+    t = soft_targets(y, shares, 0.5)
+    np.testing.assert_allclose(t, [[5 / 6, 1 / 6, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], rtol=1e-6)
+    np.testing.assert_allclose(soft_targets(y, shares, 1.0)[0], shares[0])
+
+
+def test_vote_shares_reach_the_loss_aligned_by_row_and_class(sms_task, tiny_bert, monkeypatch):
+    """The targets handed to the training loop are the mix of label and votes for the same rows (after the
+    internal validation split) and in the model's class order, whatever the votes' column order."""
+    import pandas as pd
+
+    import finesieve.train.finetune as ft
+
+    train, _ = sms_task
+    texts, labels = train["text"].tolist(), train["label"].tolist()
+    votes = pd.DataFrame({"spam": np.linspace(0, 1, len(texts)), "ham": 1 - np.linspace(0, 1, len(texts))})
+    votes.iloc[:50] = np.nan  # rows without votes keep their label
+    seen = {}
+
+    class Captured(Exception):
+        pass
+
+    def capture(model, batches, *args, **kwargs):
+        seen["targets"] = batches.targets
+        raise Captured
+
+    monkeypatch.setattr(ft, "train_loop", capture)
+    with pytest.raises(Captured):
+        FineTunedScorer(config(tiny_bert, soft_labels=0.25)).fit(texts, labels, vote_shares=votes)
+    train_idx, _ = ft._internal_val_split(texts, [(l,) for l in labels], False, 0)
+    onehot = np.array([[l == "ham", l == "spam"] for l in labels], dtype=float)
+    expected = np.where(np.isnan(votes[["ham", "spam"]].to_numpy()), onehot,
+                        0.75 * onehot + 0.25 * votes[["ham", "spam"]].to_numpy())[train_idx]
+    np.testing.assert_allclose(seen["targets"], expected, rtol=1e-6)
+
+
+def test_training_learns_from_vote_shares(sms_task, tiny_bert):
+    """With soft_labels=1 the votes alone are the target: votes that contradict every label are what it learns."""
+    import pandas as pd
+
+    train, test = sms_task
+    texts, labels = train["text"].tolist(), train["label"].tolist()
+    spam = np.array([label == "spam" for label in labels], dtype=float)
+    flipped = pd.DataFrame({"ham": spam, "spam": 1 - spam})
+    # Validate at epoch ends only, so every kept checkpoint has trained on the votes for at least an epoch.
+    scorer = FineTunedScorer(config(tiny_bert, soft_labels=1.0, eval_every=1000)).fit(
+        texts, labels, positive=["spam"], vote_shares=flipped)
+    auc = roc_auc((test["label"] == "spam").to_numpy(), scorer.predict_proba(test["text"].tolist())[:, 1])
+    assert auc < 0.35, auc  # the same set-up learns the labels to > 0.75 (test_learns_and_round_trips)
+    assert scorer.training_["soft_label_rows"] == scorer.training_["n_train"]
+    with pytest.raises(ConfigError, match="--vote-col"):
+        FineTunedScorer(config(tiny_bert, soft_labels=0.5)).fit(texts, labels)
+
+
 def test_train_recipe_writes_a_complete_run(tiny_bert, sms_csv, tmp_path):
     from finesieve.data.load import load_dataset
     from finesieve.data.spec import ColumnSpec

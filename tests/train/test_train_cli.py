@@ -46,3 +46,23 @@ def test_sweep_judges_on_validation(tmp_path, sms_csv, tiny_bert):
     assert sorted(t["learning_rate"] for t in trials) == [1e-4, 1e-3]
     assert all(0 <= t["val_pr_auc"] <= 1 and t["steps"] == 6 for t in trials)
     assert "validation split" in proc.stdout
+
+
+def test_train_on_annotator_votes(tmp_path, davidson_slice, tiny_bert):
+    data = tmp_path / "votes.csv"
+    davidson_slice.iloc[:500].to_csv(data, index=False)
+    votes = ["--vote-col", "hate_speech=hate_speech", "--vote-col", "offensive=offensive_language",
+             "--vote-col", "neither=neither"]
+    run = tmp_path / "run"
+    cli("train", "--data", data, "--positive", "hate_speech", "--out", run, "--model", tiny_bert, *votes,
+        "--soft-labels", "0.5", "--max-steps", "4", "--tracking-uri", "none", "--set", "eval_every=2")
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["scorer_config"]["soft_labels"] == 0.5
+    assert manifest["data"]["column_spec"]["vote_cols"]["offensive"] == "offensive_language"
+    assert manifest["training"]["soft_label_rows"] == manifest["training"]["n_train"] > 0
+    assert len(manifest["data"]["votes_hash"]) == 64
+    proc = cli("train", "--data", data, "--out", tmp_path / "r2", "--vote-col", "hate_speech", check=False)
+    assert proc.returncode == 2 and "CLASS=COLUMN" in proc.stderr and "Traceback" not in proc.stderr
+    proc = cli("train", "--data", data, "--out", tmp_path / "r3", "--soft-labels", "0.5", "--max-rows", "200",
+               "--positive", "hate_speech", "--model", tiny_bert, "--tracking-uri", "none", check=False)
+    assert proc.returncode == 2 and "--vote-col" in proc.stderr and "Traceback" not in proc.stderr

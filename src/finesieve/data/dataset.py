@@ -7,6 +7,7 @@ A `Dataset` holds one row per accepted message. Columns of `frame`:
   text      str    cleaned (Unicode, invisible characters, look-alikes) and redacted: what is trained and stored
   labels    tuple  the message's labels; one element for binary and multi-class tasks
   time, user, thread   optional metadata columns, when mapped
+  votes     tuple  annotator vote counts in `spec.vote_cols` order, when mapped (soft labels)
 """
 
 from __future__ import annotations
@@ -79,6 +80,23 @@ class Dataset:
                     y[i, index[label]] = 1
         return y
 
+    def vote_shares(self, classes: Sequence[str] | None = None) -> np.ndarray | None:
+        """(n, n_classes) share of annotators' votes per class in `classes` order, or None without vote columns.
+        Rows that carry no votes (e.g. replayed from data without them) are NaN."""
+        if not self.spec.vote_cols or "votes" not in self.frame:
+            return None
+        classes = list(classes if classes is not None else self.classes)
+        columns = [classes.index(c) if c in classes else -1 for c in self.spec.vote_cols]
+        shares = np.full((len(self.frame), len(classes)), np.nan)
+        for i, votes in enumerate(self.frame["votes"]):
+            if isinstance(votes, tuple) and len(votes) == len(columns) and sum(votes) > 0:
+                shares[i] = 0.0
+                for j, count in zip(columns, votes):
+                    if j >= 0:
+                        shares[i, j] += count
+                shares[i] /= sum(votes)
+        return shares
+
     def violation(self, positive: Sequence[str]) -> np.ndarray:
         """(n,) 0/1: 1 where the message carries any of the `positive` classes."""
         unknown = [p for p in positive if p not in self.classes]
@@ -109,6 +127,17 @@ class Dataset:
             h.update(b"\x1f")
             h.update("|".join(labels).encode())
             h.update(b"\x1e")
+        return h.hexdigest()
+
+    @property
+    def votes_hash(self) -> str | None:
+        """sha256 over ids and annotator votes, or None without vote columns. Kept apart from `content_hash`
+        so that mapping vote columns does not change the data's identity or its split."""
+        if "votes" not in self.frame:
+            return None
+        h = hashlib.sha256()
+        for row_id, votes in zip(self.frame["id"], self.frame["votes"]):
+            h.update(f"{row_id}\x1f{votes}\x1e".encode())
         return h.hexdigest()
 
     def class_counts(self) -> dict[str, int]:

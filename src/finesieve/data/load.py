@@ -46,12 +46,18 @@ def detect_format(path: Path, spec: ColumnSpec) -> str:
 
 
 def _needed_columns(spec: ColumnSpec) -> list[str]:
-    cols = [spec.text_col, *spec.label_cols, spec.id_col, spec.time_col, spec.user_col, spec.thread_col, *spec.meta_cols]
+    cols = [spec.text_col, *spec.label_cols, spec.id_col, spec.time_col, spec.user_col, spec.thread_col, *spec.meta_cols,
+            *(spec.vote_cols or {}).values()]
     return [c for c in cols if c is not None]
 
 
+def _label_columns(spec: ColumnSpec) -> set[str]:
+    """Columns only a labelled file has (labels and vote counts): a file to score may lack them."""
+    return set(spec.label_cols) | set((spec.vote_cols or {}).values())
+
+
 def _check_columns(path: Path, available: list[str], spec: ColumnSpec, labelled: bool = True) -> None:
-    needed = _needed_columns(spec) if labelled else [c for c in _needed_columns(spec) if c not in spec.label_cols]
+    needed = _needed_columns(spec) if labelled else [c for c in _needed_columns(spec) if c not in _label_columns(spec)]
     missing = [c for c in needed if c not in available]
     if not missing:
         return
@@ -106,7 +112,7 @@ def _iter_delimited(path: Path, spec: ColumnSpec, fmt: str, chunk_rows: int, lab
 
 
 def _iter_jsonl(path: Path, spec: ColumnSpec, chunk_rows: int, labelled: bool) -> Iterator[pd.DataFrame]:
-    wanted = _needed_columns(spec) if labelled else [c for c in _needed_columns(spec) if c not in spec.label_cols]
+    wanted = _needed_columns(spec) if labelled else [c for c in _needed_columns(spec) if c not in _label_columns(spec)]
     rows: list[dict] = []
     checked = False
     with open(path, "rb") as fh:
@@ -277,6 +283,9 @@ def load_dataset(
         raise DataError("\n".join([f"{path}: no valid rows"] + report.summary_lines()))
 
     classes = _classes(frame, spec)
+    if spec.vote_cols and (extra := sorted(set(spec.vote_cols) - set(classes))):
+        raise DataError(f"{path}: --vote-col names class(es) {extra} that no row is labelled with; the classes are "
+                        f"{classes}. Fix: map each class's vote column as CLASS=COLUMN")
     if len(classes) < 2 and not spec.multilabel:
         raise DataError(
             f"{path}: the label column '{spec.label_cols[0]}' holds one class only ({classes}): "
@@ -288,8 +297,8 @@ def load_dataset(
         rejects_path=report.rejects_path,
     )
     return Dataset(
-        frame=frame[[c for c in ["id", "row", "text_raw", "text", "labels", "time", "user", "thread", *spec.meta_cols]
-                     if c in frame]],
+        frame=frame[[c for c in ["id", "row", "text_raw", "text", "labels", "time", "user", "thread", *spec.meta_cols,
+                                 "votes"] if c in frame]],
         classes=classes,
         spec=spec,
         source=str(path),

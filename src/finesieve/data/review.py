@@ -4,7 +4,8 @@
 
 Class balance, text lengths, exact and near duplicates (and leakage across a split, when one is given),
 personal data found by redaction, random examples per class, and suspected label noise: near-duplicates
-carrying different labels, and messages whose label a cross-validated TF-IDF model strongly disputes.
+carrying different labels, messages whose label a cross-validated TF-IDF model strongly disputes, and,
+when several annotators voted on each message, how often they agreed and the most disputed messages.
 Suspected noise is shown for a person to judge; nothing is removed or relabelled here.
 """
 
@@ -68,6 +69,38 @@ def suspected_label_noise(dataset: Dataset, folds: int = 3, seed: int = 0, min_c
     ]
 
 
+def annotator_agreement(dataset: Dataset) -> dict | None:
+    """How far annotators agreed, per class of the majority label, from the vote columns (None without them).
+
+    The share of votes the majority label got is the item's agreement; low agreement marks hard or noisy
+    messages, which is what soft-label training (`soft_labels`) learns from.
+    """
+    shares = dataset.vote_shares()
+    if shares is None:
+        return None
+    has = ~np.isnan(shares).any(axis=1)
+    labels = np.array(dataset.labels)
+    given = np.array([dataset.classes.index(lbl) for lbl in labels])
+    agreement = np.where(has, shares[np.arange(len(labels)), given], np.nan)
+    per_class = {}
+    for j, c in enumerate(dataset.classes):
+        a = agreement[(given == j) & has]
+        per_class[c] = {"n": int(a.size), "mean_agreement": float(a.mean()) if a.size else None,
+                        "share_unanimous": float((a >= 1 - 1e-9).mean()) if a.size else None}
+    disputed = np.flatnonzero(has)
+    disputed = disputed[np.argsort(agreement[disputed], kind="stable")][:NOISE_EXAMPLES]
+    return {
+        "n_with_votes": int(has.sum()),
+        "share_unanimous": float((agreement[has] >= 1 - 1e-9).mean()) if has.any() else None,
+        "per_class": per_class,
+        "most_disputed": [{"row": int(dataset.frame["row"].iat[i]), "label": labels[i],
+                           "agreement": float(agreement[i]), "votes": dict(zip(dataset.classes, shares[i].round(3).tolist())),
+                           "text": dataset.texts[i]} for i in disputed],
+        "_agreement": agreement[has],
+        "_given": given[has],
+    }
+
+
 def review(dataset: Dataset, *, split=None, corner_sets: dict[str, Dataset] | None = None, seed: int = 0,
            near_dup_threshold: float = 0.8, noise_check: bool = True) -> dict:
     """Compute the review. `split`: a per-row array of split names, to check leakage across it."""
@@ -112,6 +145,10 @@ def review(dataset: Dataset, *, split=None, corner_sets: dict[str, Dataset] | No
     noise = suspected_label_noise(dataset, seed=seed) if noise_check else []
     out["n_model_disputed_labels"] = len(noise)
     out["model_disputed_labels"] = noise[:NOISE_EXAMPLES]
+    agreement = annotator_agreement(dataset)
+    if agreement is not None:
+        out["annotator_agreement"] = {k: v for k, v in agreement.items() if not k.startswith("_")}
+        out["_agreement"], out["_agreement_given"] = agreement["_agreement"], agreement["_given"]
     out["_lengths"] = lengths  # for the plots; dropped from JSON
     return out
 
@@ -134,6 +171,11 @@ def summary_lines(result: dict) -> list[str]:
     lines.append(f"  personal data redacted: {found}; {pii['share_with_any']:.1%} of messages had some")
     lines.append(f"  suspected label noise: {result['n_model_disputed_labels']:,} labels disputed by a cross-validated model "
                  "(shown for review, nothing removed)")
+    if "annotator_agreement" in result:
+        a = result["annotator_agreement"]
+        lines.append(f"  annotators: {a['share_unanimous']:.1%} of {a['n_with_votes']:,} messages unanimous; mean agreement "
+                     + ", ".join(f"{c} {v['mean_agreement']:.2f}" for c, v in a["per_class"].items()
+                                 if v["mean_agreement"] is not None))
     return lines
 
 
@@ -193,6 +235,29 @@ def write_review(result: dict, dataset: Dataset, path: str | Path) -> Path:
                           [[m["row"], m["label"], m["model_says"], m["p_model"], m["p_label"], m["text"][:140]]
                            for m in result["model_disputed_labels"]])),
     ]
+    if "annotator_agreement" in result:
+        a = result["annotator_agreement"]
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        bins = np.linspace(0, 1, 21)
+        for j, c in enumerate(dataset.classes):
+            values = result["_agreement"][result["_agreement_given"] == j]
+            if values.size:
+                ax.hist(values, bins=bins, alpha=0.5, label=c)
+        ax.set(xlabel="share of annotators' votes for the majority label", ylabel="messages",
+               title="Annotator agreement per majority label")
+        ax.legend(fontsize=8)
+        sections.append(R.section(
+            "Annotator agreement",
+            R.paragraph("Messages the annotators split on are hard or noisy. Fine-tuning with --vote-col and "
+                        "--soft-labels learns from the vote shares, so a split vote teaches less certainty than a "
+                        "unanimous one.", "note"),
+            R.figure(fig),
+            R.table(["majority label", "messages", "mean agreement", "unanimous"],
+                    [[c, v["n"], v["mean_agreement"], v["share_unanimous"]] for c, v in a["per_class"].items()]),
+            "<h3>Most disputed messages</h3>",
+            R.table(["row", "label", "agreement", "votes", "text"],
+                    [[m["row"], m["label"], m["agreement"], json.dumps(m["votes"]), m["text"][:140]]
+                     for m in a["most_disputed"]])))
     if result["corner_sets"]:
         sections.append(R.section("Corner-case sets", R.table(["set", "messages", "classes"],
                                                                [[k, v["n"], json.dumps(v["class_counts"])] for k, v in result["corner_sets"].items()])))

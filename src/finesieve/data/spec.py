@@ -36,6 +36,11 @@ class ColumnSpec(BaseModel):
     classes: tuple[str, ...] | None = Field(
         None, description="The allowed class names; rows with any other label are rejected. Inferred when absent."
     )
+    vote_cols: dict[str, str] | None = Field(
+        None,
+        description="Annotator vote counts per class (class -> column), when several people labelled each message. "
+        "Fine-tuning can learn from the vote shares (soft labels) as well as the majority label.",
+    )
     file_format: FileFormat | None = Field(None, description="File format; inferred from the extension when absent.")
     encoding: str = Field("utf-8", description="Text encoding of CSV/TSV/JSONL files.")
 
@@ -48,8 +53,17 @@ class ColumnSpec(BaseModel):
                 "label_cols has several columns and label_sep is set: use either one column with "
                 "separated labels (label_sep) or one 0/1 column per category, not both"
             )
+        if self.vote_cols is not None:
+            if not self.vote_cols:
+                raise ValueError("vote_cols is empty: map each class to its vote-count column, e.g. "
+                                 "--vote-col hate_speech=hate_votes")
+            if self.multilabel:
+                raise ValueError("vote_cols needs a single-label task (one class per message); "
+                                 "drop the vote columns or the multi-label mapping")
+            if self.classes is not None and (extra := sorted(set(self.vote_cols) - set(self.classes))):
+                raise ValueError(f"vote_cols names class(es) {extra} that are not in classes {list(self.classes)}")
         named = [self.text_col, *self.label_cols, self.id_col, self.time_col, self.user_col, self.thread_col,
-                 *self.meta_cols]
+                 *self.meta_cols, *(self.vote_cols or {}).values()]
         named = [c for c in named if c is not None]
         dupes = sorted({c for c in named if named.count(c) > 1})
         if dupes:

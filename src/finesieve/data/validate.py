@@ -33,6 +33,8 @@ FIXES = {
     "duplicate_id": "ids must be unique: remove the repeated row or give it a new id",
     "bad_timestamp": "use ISO 8601 (2024-05-01T12:00:00Z) or epoch seconds",
     "malformed_record": "each line must be one JSON object: fix the line's JSON syntax",
+    "bad_votes": "vote counts must be non-negative numbers with at least one vote in the row; "
+    "fix the counts or drop --vote-col",
 }
 
 
@@ -101,6 +103,7 @@ class RowValidator:
                 problem(spec.text_col, text, "empty_text")
 
             labels = self._labels(raw, allowed, problem) if self.labelled else ()
+            votes = self._votes(raw, problem) if self.labelled and spec.vote_cols else None
 
             row_id = str(row)
             if spec.id_col is not None:
@@ -128,6 +131,8 @@ class RowValidator:
             for col in spec.meta_cols:
                 value = raw.get(col)
                 record[col] = None if _is_missing(value) else str(value)
+            if votes is not None:
+                record["votes"] = votes
 
             if row_problems:
                 problems.extend(row_problems)
@@ -143,8 +148,26 @@ class RowValidator:
         columns = ["id", "row", "text_raw", "labels"] + [
             role for role, col in (("time", spec.time_col), ("user", spec.user_col), ("thread", spec.thread_col))
             if col is not None
-        ] + list(spec.meta_cols)
+        ] + list(spec.meta_cols) + (["votes"] if self.labelled and spec.vote_cols else [])
         return ChunkResult(pd.DataFrame.from_records(records, columns=columns), problems, rejected)
+
+    def _votes(self, raw: dict, problem) -> tuple[float, ...]:
+        """Vote counts in `spec.vote_cols` order; non-numeric, negative or all-zero counts are a problem."""
+        votes = []
+        for col in self.spec.vote_cols.values():
+            value = raw.get(col)
+            try:
+                count = float(value)
+            except (TypeError, ValueError):
+                count = math.nan
+            if not math.isfinite(count) or count < 0:
+                problem(col, value, "bad_votes")
+                return ()
+            votes.append(count)
+        if sum(votes) <= 0:
+            problem(next(iter(self.spec.vote_cols.values())), votes, "bad_votes")
+            return ()
+        return tuple(votes)
 
     def _labels(self, raw: dict, allowed: set[str] | None, problem) -> tuple[str, ...]:
         spec = self.spec

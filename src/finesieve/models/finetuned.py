@@ -30,13 +30,15 @@ class FineTunedScorer:
     def fit(self, texts: Sequence[str], labels: Sequence, multilabel: bool | None = None,
             val_texts: Sequence[str] | None = None, val_labels: Sequence | None = None,
             out_dir: str | Path | None = None, resume: bool = False, positive: Sequence[str] | None = None,
-            tracker=None) -> "FineTunedScorer":
+            tracker=None, vote_shares=None) -> "FineTunedScorer":
         """Fine-tune on (texts, labels); early stopping and calibration use the validation texts when given,
-        else a 10% split of the training data. `positive` makes early stopping watch their PR AUC."""
+        else a 10% split of the training data. `positive` makes early stopping watch their PR AUC.
+        `vote_shares` (a DataFrame, one column per class) adds annotators' votes to the target when
+        `config.soft_labels` > 0."""
         from finesieve.train.finetune import fit_classifier
 
         fit_classifier(self, texts, labels, multilabel=multilabel, val_texts=val_texts, val_labels=val_labels,
-                       out_dir=out_dir, resume=resume, positive=positive, tracker=tracker)
+                       out_dir=out_dir, resume=resume, positive=positive, tracker=tracker, vote_shares=vote_shares)
         return self
 
     def get_config(self) -> FinetuneConfig:

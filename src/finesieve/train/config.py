@@ -41,6 +41,9 @@ class FinetuneConfig(BaseModel):
     patience: int = Field(3, ge=1, description="Stop after this many validations without improvement.")
     class_weight: Literal["balanced", "sqrt", "none"] = Field(
         "sqrt", description="Loss weights for rare classes: balanced (n / (k n_c)), its square root, or none.")
+    soft_labels: float = Field(
+        0.0, ge=0, le=1, description="Weight of the annotators' vote shares in the training target (needs vote "
+        "columns): 0 trains on the majority label alone, 1 on the vote shares alone, between mixes the two.")
     resample: bool = Field(False, description="Oversample rare classes instead of (or as well as) weighting the loss.")
     replay_from: str | None = Field(None, description="An earlier run directory (or data file) whose training data is replayed.")
     replay_fraction: float = Field(0.2, ge=0, le=1, description="Replayed rows as a fraction of the new training rows.")

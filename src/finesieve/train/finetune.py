@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
 from finesieve.data.dataset import Dataset
@@ -104,24 +105,50 @@ def _targets(tuples: list[tuple[str, ...]], classes: list[str], multilabel: bool
 
 
 def _internal_val_split(texts, tuples, multilabel, seed):
+    """Indices (train, val) of a 10% validation split, stratified by class where every class allows it."""
     from sklearn.model_selection import train_test_split
 
+    index = np.arange(len(texts))
     strat = None if multilabel else [t[0] for t in tuples]
     try:
-        return train_test_split(texts, tuples, test_size=0.1, random_state=seed, stratify=strat)
+        return train_test_split(index, test_size=0.1, random_state=seed, stratify=strat)
     except ValueError:  # a class too rare to stratify
-        return train_test_split(texts, tuples, test_size=0.1, random_state=seed)
+        return train_test_split(index, test_size=0.1, random_state=seed)
+
+
+def soft_targets(y: np.ndarray, shares: np.ndarray, weight: float) -> np.ndarray:
+    """Per-row class distributions: (1 - weight) x the majority label + weight x the annotators' vote shares.
+
+    Votes say how sure people were: a message two of three reviewers called hate teaches the model less
+    certainty than a unanimous one. Rows without votes (NaN) keep their one-hot label.
+    """
+    onehot = np.eye(shares.shape[1], dtype=np.float32)[y]
+    has_votes = ~np.isnan(shares).any(axis=1)
+    mixed = onehot.copy()
+    mixed[has_votes] = (1 - weight) * onehot[has_votes] + weight * shares[has_votes]
+    return mixed
 
 
 def fit_classifier(scorer: FineTunedScorer, texts, labels, *, multilabel=None, val_texts=None, val_labels=None,
-                   out_dir=None, resume=False, positive: Sequence[str] | None = None, tracker: Tracker | None = None):
+                   out_dir=None, resume=False, positive: Sequence[str] | None = None, tracker: Tracker | None = None,
+                   vote_shares=None):
+    """`vote_shares`: optional DataFrame (one row per text, one column per class) of annotators' vote shares,
+    NaN where a row has none; used when `config.soft_labels` > 0."""
     config = scorer.config = scorer.config or FinetuneConfig()
     torch.manual_seed(config.seed)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     texts, tuples, multilabel = check_fit_inputs(texts, labels, multilabel)
+    if config.soft_labels > 0 and vote_shares is None:
+        raise ConfigError(f"soft_labels={config.soft_labels} needs annotator votes: map them with --vote-col CLASS=COLUMN "
+                          "(one per class), or set soft_labels=0")
+    if vote_shares is not None and len(vote_shares) != len(texts):
+        raise ValueError(f"vote_shares has {len(vote_shares)} rows for {len(texts)} texts: give one row per text")
     if val_texts is None:
-        texts, val_texts, tuples, val_tuples = _internal_val_split(texts, tuples, multilabel, config.seed)
+        train_idx, val_idx = _internal_val_split(texts, tuples, multilabel, config.seed)
+        texts, val_texts = [texts[i] for i in train_idx], [texts[i] for i in val_idx]
+        tuples, val_tuples = [tuples[i] for i in train_idx], [tuples[i] for i in val_idx]
+        vote_shares = vote_shares.iloc[train_idx] if vote_shares is not None else None
     else:
         val_tuples = label_tuples(val_labels, multilabel)
     classes = sorted({c for t in tuples for c in t} | {c for t in val_tuples for c in t})
@@ -134,6 +161,12 @@ def fit_classifier(scorer: FineTunedScorer, texts, labels, *, multilabel=None, v
     y = _targets(tuples, classes, multilabel)
     y_val = _targets(val_tuples, classes, multilabel)
     weights = class_weights(y, len(classes), config.class_weight, multilabel)
+    train_targets = y
+    if config.soft_labels > 0:
+        if multilabel:
+            raise ConfigError("soft_labels needs a single-label task; set soft_labels=0 for multi-label data")
+        shares = vote_shares.reindex(columns=classes, fill_value=0.0).to_numpy(dtype=np.float32)
+        train_targets = soft_targets(y, shares, config.soft_labels)
     weights = weights.to(device) if weights is not None else None
     loss_fn = (torch.nn.BCEWithLogitsLoss(pos_weight=weights) if multilabel else torch.nn.CrossEntropyLoss(weight=weights))
     sample_weights = None
@@ -145,7 +178,7 @@ def fit_classifier(scorer: FineTunedScorer, texts, labels, *, multilabel=None, v
         else:
             sample_weights = 1.0 / np.bincount(y, minlength=len(classes))[y]
     ids = tokenizer(texts, truncation=True, max_length=config.max_length)["input_ids"]
-    batches = Batches(ids, y, tokenizer.pad_token_id, sample_weights)
+    batches = Batches(ids, train_targets, tokenizer.pad_token_id, sample_weights)
 
     scorer.model_, scorer.tokenizer_, scorer.architecture_ = model, tokenizer, arch
     scorer.classes_, scorer.multilabel_ = np.array(classes), multilabel
@@ -176,6 +209,8 @@ def fit_classifier(scorer: FineTunedScorer, texts, labels, *, multilabel=None, v
                         "stopped_early": state.stopped_early, "history": state.history, "seconds": round(state.seconds, 1),
                         "train_messages_per_second": round(state.messages_seen / max(state.seconds, 1e-9), 1),
                         "n_train": len(texts), "n_val": len(val_texts), "device": str(device),
+                        "soft_label_rows": int((~np.isnan(vote_shares.to_numpy(dtype=float)).any(axis=1)).sum())
+                        if config.soft_labels > 0 else 0,
                         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
                         "total_parameters": sum(p.numel() for p in model.parameters()),
                         "temperature": scorer.calibrator_.temperature_.tolist()}
@@ -196,13 +231,15 @@ def train_finetune(config: FinetuneConfig, dataset: Dataset, *, positive: Sequen
         parent = str(config.replay_from)
     tracker = Tracker(config, out)
     scorer = FineTunedScorer(config)
+    shares = train.vote_shares()
+    vote_shares = pd.DataFrame(shares, columns=train.classes) if shares is not None and config.soft_labels > 0 else None
     with tracker:
         tracker.log_params({**config.model_dump(), "n_train": len(train), "data_hash": dataset.content_hash,
                             "split_hash": splits.split_hash})
         fitted = fit_and_save(
             scorer, "finetuned", splits, positive=positive, out=out, train=train,
             fit_kwargs={"val_texts": val.texts, "val_labels": val.labels, "out_dir": out, "resume": resume,
-                        "positive": positive, "tracker": tracker},
+                        "positive": positive, "tracker": tracker, "vote_shares": vote_shares},
             corner_sets=corner_sets, n_boot=n_boot, name=name, parent_run=parent,
             extra=lambda s: {"training": s.training_, "replay": replay_info, "tracking": tracker.info()},
         )

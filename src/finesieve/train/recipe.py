@@ -77,6 +77,7 @@ def fit_and_save(scorer, kind: str, splits: Splits, *, positive: Sequence[str], 
                   "positive": list(positive), "threshold": threshold, "threshold_source": source},
             data={"source": dataset.source, "content_hash": dataset.content_hash, "n_rows": len(dataset),
                   "rejected": dataset.rejected.to_dict(), "column_spec": dataset.spec.model_dump(),
+                  "votes_hash": dataset.votes_hash,
                   "corner_sets": {k: {"source": v.source, "content_hash": v.content_hash, "n_rows": len(v)}
                                   for k, v in (corner_sets or {}).items()}},
             metrics=_strip(metrics), splits=splits, parent_run=parent_run,
