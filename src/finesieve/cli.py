@@ -368,8 +368,7 @@ def fit_command(
     from finesieve.data.split import SplitConfig
     from finesieve.train.recipe import train_reference
 
-    spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding,
-                       vote_col=vote_col)
+    spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding)
     dataset = load_dataset(data, spec, max_rows=max_rows)
     corner_sets = {p.stem: load_dataset(p, spec) for p in corner or []}
     pos = _positive(positive, dataset.classes)
@@ -458,8 +457,7 @@ def prefilter_train(
     settings = parse_assignments(set_ or [])
     config_cls, scorer_cls = kinds[kind]
     scorer = scorer_cls.from_config(config_cls(**settings))
-    spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding,
-                       vote_col=vote_col)
+    spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding)
     dataset = load_dataset(data, spec, max_rows=max_rows)
     corner_sets = {p.stem: load_dataset(p, spec) for p in corner or []}
     pos = _positive(positive, dataset.classes)

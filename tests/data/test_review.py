@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-import pandas as pd
 
 from finesieve.data.load import load_dataset
 from finesieve.data.review import review, summary_lines, write_review
