@@ -161,12 +161,13 @@ def fit_classifier(scorer: FineTunedScorer, texts, labels, *, multilabel=None, v
     y = _targets(tuples, classes, multilabel)
     y_val = _targets(val_tuples, classes, multilabel)
     weights = class_weights(y, len(classes), config.class_weight, multilabel)
-    train_targets = y
+    train_targets, soft_label_rows = y, 0
     if config.soft_labels > 0:
         if multilabel:
             raise ConfigError("soft_labels needs a single-label task; set soft_labels=0 for multi-label data")
         shares = vote_shares.reindex(columns=classes, fill_value=0.0).to_numpy(dtype=np.float32)
         train_targets = soft_targets(y, shares, config.soft_labels)
+        soft_label_rows = int((~np.isnan(shares).any(axis=1)).sum())
     weights = weights.to(device) if weights is not None else None
     loss_fn = (torch.nn.BCEWithLogitsLoss(pos_weight=weights) if multilabel else torch.nn.CrossEntropyLoss(weight=weights))
     sample_weights = None
@@ -209,8 +210,7 @@ def fit_classifier(scorer: FineTunedScorer, texts, labels, *, multilabel=None, v
                         "stopped_early": state.stopped_early, "history": state.history, "seconds": round(state.seconds, 1),
                         "train_messages_per_second": round(state.messages_seen / max(state.seconds, 1e-9), 1),
                         "n_train": len(texts), "n_val": len(val_texts), "device": str(device),
-                        "soft_label_rows": int((~np.isnan(vote_shares.to_numpy(dtype=float)).any(axis=1)).sum())
-                        if config.soft_labels > 0 else 0,
+                        "soft_label_rows": soft_label_rows,
                         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
                         "total_parameters": sum(p.numel() for p in model.parameters()),
                         "temperature": scorer.calibrator_.temperature_.tolist()}
