@@ -7,8 +7,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import math
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -17,7 +21,8 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from finesieve import __version__
-from finesieve.data.errors import FinesieveError
+from finesieve.data.errors import ConfigError, FinesieveError, config_error
+from finesieve.outputs import check_output_file, check_outputs, check_run_dir
 
 app = typer.Typer(help="finesieve: from a prompt baseline to a fine-tuned moderation model in production.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -30,6 +35,7 @@ cascade_app = typer.Typer(help="Rules, pre-filter and fine-tuned model composed 
 app.add_typer(cascade_app, name="cascade")
 
 console = Console(stderr=True)
+DEBUG = {"on": bool(os.environ.get("FINESIEVE_DEBUG"))}
 
 
 def stdout_console() -> Console:
@@ -51,14 +57,22 @@ MetaCol = Annotated[Optional[list[str]], typer.Option("--meta-col", help="Extra 
 Classes = Annotated[Optional[str], typer.Option("--classes", help="Comma-separated allowed classes; others are rejected.")]
 Format = Annotated[Optional[str], typer.Option("--format", help="csv, tsv, jsonl or parquet (default: from the extension).")]
 Encoding = Annotated[str, typer.Option("--encoding", help="Text encoding of CSV/TSV/JSONL files.")]
-MaxRows = Annotated[Optional[int], typer.Option("--max-rows", help="Read only the first N rows.")]
+MaxRows = Annotated[Optional[int], typer.Option("--max-rows", min=1, help="Read only the first N rows.")]
 Positive = Annotated[Optional[str], typer.Option(
     "--positive", help="Class(es) counted as the violation for binary metrics; comma-separate several.")]
+NormaliseLabels = Annotated[bool, typer.Option(
+    "--normalise-labels", help="Map labels that differ only by case, spaces, '_' or '-' (Hate_Speech, hate speech) to "
+                               "one spelling (the most frequent, or the one in --classes); recorded in the run. "
+                               "Without it such variants are refused.")]
+Overwrite = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace an existing run directory at --out whole (refused without it).")]
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+Seed = Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Split seed.")]
+NBoot = Annotated[int, typer.Option(min=0, max=100_000, help="Bootstrap resamples for confidence intervals (0: none).")]
 
 
 def column_spec(text_col="text", label_col=None, label_sep=None, id_col=None, time_col=None, user_col=None,
                 thread_col=None, meta_col=None, classes=None, file_format=None, encoding="utf-8", vote_col=None):
-    from finesieve.data.errors import ConfigError
     from finesieve.data.spec import ColumnSpec
 
     votes = None
@@ -69,71 +83,142 @@ def column_spec(text_col="text", label_col=None, label_sep=None, id_col=None, ti
             if not sep or not cls.strip() or not col.strip():
                 raise ConfigError(f"--vote-col {item!r}: write CLASS=COLUMN, e.g. --vote-col hate_speech=hate_votes")
             votes[cls.strip()] = col.strip()
-
-    return ColumnSpec(
-        text_col=text_col, label_cols=tuple(label_col or ["label"]), label_sep=label_sep, id_col=id_col,
-        time_col=time_col, user_col=user_col, thread_col=thread_col, meta_cols=tuple(meta_col or ()),
-        classes=tuple(c.strip() for c in classes.split(",")) if classes else None, file_format=file_format,
-        encoding=encoding, vote_cols=votes,
-    )
+    if file_format is not None and file_format.lower() not in ("csv", "tsv", "jsonl", "parquet"):
+        raise typer.BadParameter(f"{file_format!r}: use csv, tsv, jsonl or parquet", param_hint="--format")
+    if classes is not None and not [c for c in classes.split(",") if c.strip()]:
+        raise typer.BadParameter("give at least one class, comma-separated, e.g. --classes spam,ham", param_hint="--classes")
+    try:
+        return ColumnSpec(
+            text_col=text_col, label_cols=tuple(label_col or ["label"]), label_sep=label_sep or None, id_col=id_col,
+            time_col=time_col, user_col=user_col, thread_col=thread_col, meta_cols=tuple(meta_col or ()),
+            classes=tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None,
+            file_format=file_format.lower() if file_format else None, encoding=encoding, vote_cols=votes,
+        )
+    except ValidationError as err:
+        raise config_error(err, "column mapping (--text-col, --label-col, --id-col, ...)") from None
 
 
 def _positive(value: str | None, classes: list[str]) -> list[str]:
     if value:
-        return [p.strip() for p in value.split(",") if p.strip()]
+        positive = [p.strip() for p in value.split(",") if p.strip()]
+        if not positive:
+            raise typer.BadParameter("name at least one class, e.g. --positive spam", param_hint="--positive")
+        unknown = [p for p in positive if p not in classes]
+        if unknown:
+            raise typer.BadParameter(f"{unknown} not among the data's classes {classes}", param_hint="--positive")
+        return positive
     if len(classes) == 2:
         return [sorted(classes)[-1]]
     raise typer.BadParameter(f"name the violation class with --positive (one of {classes})", param_hint="--positive")
 
 
-def _fail(err: Exception) -> None:
-    console.print(f"[red]error:[/red] {err}", markup=True, highlight=False)
-    raise typer.Exit(code=2)
+def _fraction(value: float | None, flag: str, *, low_open: bool = True, high_open: bool = False) -> None:
+    """A share in (0, 1] by default; open or closed ends as asked. Typer's own ranges are closed only."""
+    if value is None:
+        return
+    low_ok = value > 0 if low_open else value >= 0
+    high_ok = value < 1 if high_open else value <= 1
+    if not (low_ok and high_ok):
+        interval = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+        raise typer.BadParameter(f"{value} is not a share in {interval}", param_hint=flag)
+
+
+def _fmt(value, spec: str = ".3f") -> str:
+    """A metric for a summary line; n/a where it is undefined (e.g. AUC on a test split with one class)."""
+    return "n/a" if value is None else format(value, spec)
+
+
+def user_error_message(err: BaseException) -> str | None:
+    """The message for an error a user can cause (bad input, bad flag, a file problem), None for a bug."""
+    if isinstance(err, FinesieveError):
+        return str(err)
+    if isinstance(err, ValidationError):
+        return str(config_error(err, "settings"))
+    if isinstance(err, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)):
+        fix = {FileNotFoundError: "check the path", IsADirectoryError: "name a file, not a folder",
+               NotADirectoryError: "a part of the path is a file, not a folder: check the path",
+               PermissionError: "check the file's permissions, or choose a path you may use",
+               FileExistsError: "choose a path that does not exist yet"}[type(err)]
+        where = err.filename or "a file"
+        return f"{where}: {err.strerror or err}. Fix: {fix}"
+    if isinstance(err, UnicodeError):
+        return f"text that does not decode ({err}). Fix: re-save the file as UTF-8, or pass the right --encoding"
+    if isinstance(err, OSError) and err.errno == 28:
+        return f"{err.filename or 'the output'}: no space left on the device. Fix: free space, or write elsewhere"
+    return None
 
 
 def _guard(fn):
-    """Turn expected errors (bad input, bad config) into a clear message and exit code 2, not a traceback."""
-    import functools
+    """Turn every error a user can cause into a clear message and exit code 2; a bug still raises (traceback).
+    `finesieve --debug ...` (or FINESIEVE_DEBUG=1) prints the traceback of any error."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        for name, value in kwargs.items():
+            # "nan" and "inf" parse as floats and slip through every range check (nan < x is always False).
+            if isinstance(value, float) and not math.isfinite(value):
+                raise typer.BadParameter(f"{value} is not a finite number", param_hint="--" + name.replace("_", "-"))
         try:
             return fn(*args, **kwargs)
-        except (FinesieveError, ValueError, FileNotFoundError) as err:
-            if isinstance(err, ValidationError):
-                problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in err.errors())
-                _fail(Exception(problems))
-            _fail(err)
+        except (typer.Exit, typer.Abort, typer.TyperException):  # bad flags: typer prints usage, exit code 2
+            raise
+        except KeyboardInterrupt:
+            console.print("interrupted", highlight=False)
+            raise typer.Exit(code=130) from None
+        except Exception as err:
+            message = user_error_message(err)
+            if message is None:
+                console.print("[red]finesieve hit a bug[/red] (not a problem with your input); please report it with "
+                              "this traceback:", markup=True, highlight=False)
+                raise
+            if DEBUG["on"]:
+                traceback.print_exc(file=sys.stderr)
+            console.print(f"[red]error:[/red] {message}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
 
     return wrapper
 
 
 @app.callback(invoke_without_command=True)
-def main(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False) -> None:
+def main(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+         debug: Annotated[bool, typer.Option("--debug", help="Print the full traceback of any error.")] = False) -> None:
+    if debug:
+        DEBUG["on"] = True
     if version:
         print(__version__)
         raise typer.Exit()
 
 
+def _load(path: Path, spec, *, max_rows=None, normalise_labels=False, rejects=None):
+    from finesieve.data.load import load_dataset
+
+    return load_dataset(path, spec, max_rows=max_rows, normalise_labels=normalise_labels, rejects_path=rejects)
+
+
 @app.command()
 @_guard
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for reports and runs.")] = Path("finesieve-demo"),
-    data_dir: Annotated[Optional[Path], typer.Option(help="Folder holding the shared data sets.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for reports and runs (a folder of an earlier demo is replaced).")] = Path("finesieve-demo"),
+    data_dir: Annotated[Optional[Path], typer.Option(help="Folder holding the data sets (default: $FINESIEVE_DATA, the "
+                                                          "repository's data/, a shared/data above the working "
+                                                          "directory, then a download cache).")] = None,
     max_rows: MaxRows = None,
-    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for confidence intervals.")] = 1000,
-    finetune_steps: Annotated[int, typer.Option(help="Fine-tuning steps (bounded so the demo takes minutes).")] = 250,
+    n_boot: NBoot = 1000,
+    finetune_steps: Annotated[int, typer.Option(min=1, help="Fine-tuning steps (bounded so the demo takes minutes).")] = 250,
     model_run: Annotated[Optional[Path], typer.Option(help="Reuse this fine-tuned run (trained on the same file with "
                                                            "seed 0) instead of fine-tuning.")] = None,
     prices: Annotated[Optional[Path], typer.Option(help="YAML price table for the cost column.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out even if it is not an earlier demo's "
+                                                                "folder.")] = False,
 ) -> None:
     """The whole story on the embedded defaults: data review, prompt baseline, legacy rules + pre-filter,
     fine-tuning, the cascade fitted to a traffic budget, and the side-by-side table and HTML report."""
     from finesieve.cascade.cost import load_prices
     from finesieve.demo import run_demo
 
+    check_outputs({"--out": out}, {"--data-dir": data_dir, "--model-run": model_run, "--prices": prices})
     run_demo(out=out, data_dir=data_dir, max_rows=max_rows, n_boot=n_boot, finetune_steps=finetune_steps,
-             model_run=model_run, prices=load_prices(prices), console=stdout_console())
+             model_run=model_run, prices=load_prices(prices), console=stdout_console(), overwrite=overwrite)
 
 
 @data_app.command("validate")
@@ -142,15 +227,17 @@ def data_validate(
     file: Path, text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
     time_col: TimeCol = None, user_col: UserCol = None, thread_col: ThreadCol = None, meta_col: MetaCol = None,
     classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8",
+    normalise_labels: NormaliseLabels = False,
     rejects: Annotated[Optional[Path], typer.Option(help="Write every rejected row, with its problems, to this JSONL file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
 ) -> None:
     """Check every row of a file in a stream (any size); report what would be rejected and why."""
     from finesieve.data.load import validate_file
 
+    check_outputs({"--rejects": rejects}, {"FILE": file})
     spec = column_spec(text_col, label_col, label_sep, id_col, time_col, user_col, thread_col, meta_col, classes,
                        file_format, encoding)
-    report = validate_file(file, spec, rejects_path=rejects)
+    report = validate_file(file, spec, rejects_path=rejects, normalise_labels=normalise_labels)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -166,21 +253,24 @@ def data_review(
     file: Path, text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
     time_col: TimeCol = None, user_col: UserCol = None, thread_col: ThreadCol = None, meta_col: MetaCol = None,
     classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
-    vote_col: VoteCol = None,
+    vote_col: VoteCol = None, normalise_labels: NormaliseLabels = False,
     out: Annotated[Path, typer.Option(help="The HTML report (a JSON twin is written beside it).")] = Path("data_review.html"),
     corner: Annotated[Optional[list[Path]], typer.Option(help="A corner-case file (same columns); repeatable.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the split checked for leakage and of the examples.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the split checked for leakage and of the examples.")] = 0,
     noise_check: Annotated[bool, typer.Option(help="Look for labels a cross-validated model disputes.")] = True,
 ) -> None:
     """Write the data review a person reads before training: balance, lengths, duplicates, leakage, PII, noise."""
-    from finesieve.data.load import load_dataset
     from finesieve.data.review import review, summary_lines, write_review
     from finesieve.data.split import SplitConfig, make_splits
 
+    check_output_file(out)
+    check_outputs({"--out": out, "--out (its JSON twin)": out.with_suffix(".json")},
+                  {"FILE": file, **{f"--corner {p}": p for p in corner or []}})
     spec = column_spec(text_col, label_col, label_sep, id_col, time_col, user_col, thread_col, meta_col, classes,
                        file_format, encoding, vote_col)
-    dataset = load_dataset(file, spec, max_rows=max_rows)
-    corner_sets = {p.stem: load_dataset(p, spec.model_copy(update={"vote_cols": None})) for p in corner or []}
+    dataset = _load(file, spec, max_rows=max_rows, normalise_labels=normalise_labels)
+    corner_sets = {p.stem: _load(p, spec.model_copy(update={"vote_cols": None}), normalise_labels=normalise_labels)
+                   for p in corner or []}
     splits = make_splits(dataset, SplitConfig(seed=seed))
     result = review(dataset, split=splits.assignment, corner_sets=corner_sets, seed=seed, noise_check=noise_check)
     for line in summary_lines(result):
@@ -195,20 +285,30 @@ def data_split(
     file: Path, text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
     time_col: TimeCol = None, user_col: UserCol = None, thread_col: ThreadCol = None, meta_col: MetaCol = None,
     classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8",
+    normalise_labels: NormaliseLabels = False,
     out: Annotated[Path, typer.Option(help="Folder for train/val/test JSONL files and splits.json.")] = Path("splits"),
-    test_frac: Annotated[float, typer.Option(help="Share of the random test set.")] = 0.1,
-    val_frac: Annotated[float, typer.Option(help="Share of the validation set.")] = 0.1,
-    seed: Annotated[int, typer.Option(help="Seed; with the data hash it fixes the split.")] = 0,
+    test_frac: Annotated[float, typer.Option(help="Share of the random test set, in (0, 1).")] = 0.1,
+    val_frac: Annotated[float, typer.Option(help="Share of the validation set, in [0, 1).")] = 0.1,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed; with the data hash it fixes the split.")] = 0,
     group_col: Annotated[Optional[str], typer.Option(help="Keep rows sharing this column (thread, user) in one split.")] = None,
     corner: Annotated[Optional[list[Path]], typer.Option(help="A corner-case file, kept out of train/val; repeatable.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out folder whole.")] = False,
 ) -> None:
     """Make a reproducible, stratified, leakage-free train/val/test split; corner-case sets stay separate."""
     from finesieve.data.split_files import write_split_files
 
+    _fraction(test_frac, "--test-frac", high_open=True)
+    _fraction(val_frac, "--val-frac", low_open=False, high_open=True)
+    if test_frac + val_frac >= 1:
+        raise typer.BadParameter(f"--test-frac {test_frac} + --val-frac {val_frac} leave nothing to train on: keep "
+                                 "their sum below 1", param_hint="--test-frac/--val-frac")
+    check_outputs({"--out": out}, {"FILE": file, **{f"--corner {p}": p for p in corner or []}})
+    check_run_dir(out, overwrite=overwrite)
     spec = column_spec(text_col, label_col, label_sep, id_col, time_col, user_col, thread_col, meta_col, classes,
                        file_format, encoding)
     for line in write_split_files(file, spec, out, test_frac=test_frac, val_frac=val_frac, seed=seed,
-                                  group_col=group_col, corner_files=corner or []):
+                                  group_col=group_col, corner_files=corner or [], overwrite=overwrite,
+                                  normalise_labels=normalise_labels):
         print(line)
 
 
@@ -216,51 +316,54 @@ def data_split(
 @_guard
 def data_redact(
     text: Annotated[Optional[str], typer.Argument(help="One message to redact (or use --file).")] = None,
-    file: Annotated[Optional[Path], typer.Option(help="A labelled file to redact (text column only).")] = None,
+    file: Annotated[Optional[Path], typer.Option(help="A file to redact (the text column only is written).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Where to write the redacted file (JSONL).")] = None,
-    text_col: TextCol = "text", entities: Annotated[Optional[str], typer.Option(
+    text_col: TextCol = "text", file_format: Format = None, encoding: Encoding = "utf-8",
+    entities: Annotated[Optional[str], typer.Option(
         help="Comma-separated entity types to redact (default all): EMAIL,PHONE,URL,HANDLE,ADDRESS,CARD")] = None,
 ) -> None:
     """Replace personal data with typed placeholders (<PHONE>, <EMAIL>...), one message or a whole file."""
-    from finesieve.data.normalize import clean
-    from finesieve.data.redact import RedactionConfig, Redactor
+    from finesieve.data.redact import ENTITY_TYPES, RedactionConfig, Redactor
 
-    config = RedactionConfig(entities=tuple(e.strip().upper() for e in entities.split(","))) if entities else RedactionConfig()
-    redactor = Redactor(config)
+    chosen = tuple(e.strip().upper() for e in entities.split(",") if e.strip()) if entities else None
+    if chosen is not None:
+        unknown = [e for e in chosen if e not in ENTITY_TYPES]
+        if unknown or not chosen:
+            raise typer.BadParameter(f"{unknown or entities!r}: choose from {','.join(ENTITY_TYPES)}", param_hint="--entities")
+    redactor = Redactor(RedactionConfig(entities=chosen) if chosen else RedactionConfig())
     if text is not None:
+        if file is not None or out is not None:
+            raise typer.BadParameter("give one message as an argument, or --file and --out, not both", param_hint="TEXT")
+        from finesieve.data.normalize import clean
+
         result = redactor.redact(clean(text))
         print(json.dumps({"text": result.text, "counts": result.counts}, ensure_ascii=False))
         return
     if file is None or out is None:
-        raise typer.BadParameter("give one message as an argument, or --file and --out")
-    from finesieve.data.load import iter_chunks
+        raise typer.BadParameter("give one message as an argument, or --file and --out", param_hint="--file/--out")
+    from finesieve.data.redact_file import redact_file
 
-    spec = column_spec(text_col, file_format=None)
-    totals: dict[str, int] = {}
-    with open(out, "w", encoding="utf-8") as fh:
-        for chunk in iter_chunks(file, spec, labelled=False):
-            for row, value in zip(chunk["_row"], chunk[text_col]):
-                result = redactor.redact(clean(value if isinstance(value, str) else ""))
-                for k, v in result.counts.items():
-                    totals[k] = totals.get(k, 0) + v
-                fh.write(json.dumps({"row": int(row), text_col: result.text}, ensure_ascii=False) + "\n")
-    print(f"redacted {file} -> {out}: {totals or 'nothing found'}")
+    check_output_file(out)
+    check_outputs({"--out": out}, {"--file": file})
+    summary = redact_file(file, out, column_spec(text_col, file_format=file_format, encoding=encoding), redactor)
+    print(summary)
 
 
 @data_app.command("dedupe")
 @_guard
 def data_dedupe(
     file: Path, text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None,
-    id_col: IdCol = None, file_format: Format = None, max_rows: MaxRows = None,
-    threshold: Annotated[float, typer.Option(help="Estimated Jaccard similarity that makes a near-duplicate.")] = 0.8,
-    show: Annotated[int, typer.Option(help="How many clusters to print.")] = 10,
+    id_col: IdCol = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
+    normalise_labels: NormaliseLabels = False,
+    threshold: Annotated[float, typer.Option(help="Estimated Jaccard similarity that makes a near-duplicate, in (0, 1].")] = 0.8,
+    show: Annotated[int, typer.Option(min=0, help="How many clusters to print.")] = 10,
 ) -> None:
     """Find exact and near-duplicate messages (MinHash/LSH) and clusters with conflicting labels."""
     from finesieve.data.dedupe import find_duplicates
-    from finesieve.data.load import load_dataset
 
-    dataset = load_dataset(file, column_spec(text_col, label_col, label_sep, id_col, file_format=file_format),
-                           max_rows=max_rows)
+    _fraction(threshold, "--threshold")
+    dataset = _load(file, column_spec(text_col, label_col, label_sep, id_col, file_format=file_format, encoding=encoding),
+                    max_rows=max_rows, normalise_labels=normalise_labels)
     report = find_duplicates(dataset.texts, threshold=threshold)
     conflicts = report.conflicting_label_clusters(["|".join(t) for t in dataset.frame["labels"]])
     print(f"{len(dataset):,} messages: {report.n_exact_dupes:,} exact repeats, {report.n_near_dupe_rows:,} rows in "
@@ -278,31 +381,39 @@ def eval_command(
     data: Annotated[Path, typer.Option("--data", help="Labelled file to evaluate on.")],
     text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
     meta_col: MetaCol = None, classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8",
-    max_rows: MaxRows = None, positive: Positive = None,
+    max_rows: MaxRows = None, positive: Positive = None, normalise_labels: NormaliseLabels = False,
     train: Annotated[Optional[Path], typer.Option(help="Fit scorer names on this file (else on a split of --data).")] = None,
-    threshold: Annotated[Optional[float], typer.Option(help="Operating threshold for every scorer.")] = None,
-    target_precision: Annotated[float, typer.Option(help="Report the threshold and recall at this precision.")] = 0.9,
-    target_recall: Annotated[float, typer.Option(help="Report the threshold and precision at this recall.")] = 0.9,
-    miss_cost: Annotated[float, typer.Option(help="Cost of one missed violation.")] = 10.0,
-    false_alarm_cost: Annotated[float, typer.Option(help="Cost of one false alarm.")] = 1.0,
+    threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Operating threshold for every scorer, in [0, 1].")] = None,
+    target_precision: Annotated[float, typer.Option(help="Report the threshold and recall at this precision, in (0, 1].")] = 0.9,
+    target_recall: Annotated[float, typer.Option(help="Report the threshold and precision at this recall, in (0, 1].")] = 0.9,
+    miss_cost: Annotated[float, typer.Option(min=0.0, help="Cost of one missed violation.")] = 10.0,
+    false_alarm_cost: Annotated[float, typer.Option(min=0.0, help="Cost of one false alarm.")] = 1.0,
     slice_col: Annotated[Optional[list[str]], typer.Option(help="Report figures per value of this column; repeatable.")] = None,
     baseline: Annotated[Optional[str], typer.Option(help="Scorer the others are compared against (default: the first).")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write the HTML report (and its JSON twin) here.")] = None,
-    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for confidence intervals (0: none).")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed for splits and bootstrap.")] = 0,
+    n_boot: NBoot = 1000,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed for splits and bootstrap.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object on stdout.")] = False,
 ) -> None:
     """Evaluate one or more scorers on the same data; with several, compare them side by side with ratios."""
-    from finesieve.data.load import load_dataset
+    from finesieve.demo import comparison_table
     from finesieve.evals.harness import CostModel
     from finesieve.evals.report import write_eval_report
     from finesieve.evals.side_by_side import run_side_by_side
     from finesieve.report import json_safe
 
+    _fraction(target_precision, "--target-precision")
+    _fraction(target_recall, "--target-recall")
+    if miss_cost == 0 and false_alarm_cost == 0:
+        raise typer.BadParameter("a miss and a false alarm cannot both cost nothing", param_hint="--miss-cost")
+    if report is not None:
+        check_output_file(report, "--report")
+        check_outputs({"--report": report, "--report (its JSON twin)": report.with_suffix(".json")},
+                      {"--data": data, "--train": train, **{f"RUN {r}": r for r in refs if Path(r).exists()}})
     spec = column_spec(text_col, label_col, label_sep, id_col, None, None, None, (meta_col or []) + [
         c for c in (slice_col or []) if c not in (meta_col or [])], classes, file_format, encoding)
-    dataset = load_dataset(data, spec, max_rows=max_rows)
-    train_set = load_dataset(train, spec) if train else None
+    dataset = _load(data, spec, max_rows=max_rows, normalise_labels=normalise_labels)
+    train_set = _load(train, spec, normalise_labels=normalise_labels) if train else None
     pos = _positive(positive, dataset.classes)
     result = run_side_by_side(
         refs, dataset, positive=pos, train=train_set, threshold=threshold, target_precision=target_precision,
@@ -311,20 +422,19 @@ def eval_command(
     )
     if report:
         path = write_eval_report(report, result.results, result.comparison, f"finesieve evaluation: {', '.join(pos)}",
-                                 subtitle=result.evaluated_on)
+                                 subtitle=result.evaluated_on, notes=result.notes)
         console.print(f"report written to {path}")
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
     if as_json:
         if len(result.results) == 1:
-            payload = {**result.results[0].to_dict(), "evaluated_on": result.evaluated_on, "notes": result.notes}
+            payload = {**result.results[0].to_dict(), "evaluated_on": result.evaluated_on, "notes": result.notes,
+                       "split_overlap": result.comparison.get("split_overlap")}
         else:
-            payload = result.comparison
+            payload = {**result.comparison, "notes": result.notes}
         print(json.dumps(json_safe(payload)))
         return
-    from finesieve.demo import comparison_table
-
     stdout_console().print(comparison_table(result.comparison))
-    for note in result.notes:
-        console.print(f"note: {note}")
 
 
 @app.command("score")
@@ -334,21 +444,42 @@ def score_command(
     data: Annotated[Path, typer.Option("--data", help="File of messages to score (labels, if any, are ignored).")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the decisions: .csv or .jsonl.")],
     text_col: TextCol = "text", id_col: IdCol = None, file_format: Format = None, encoding: Encoding = "utf-8",
-    chunk_rows: Annotated[int, typer.Option(help="Rows read, scored and written at a time (memory holds one chunk).")] = 5000,
+    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows read, scored and written at a time (memory holds one chunk).")] = 5000,
     rejects: Annotated[Optional[Path], typer.Option(help="Write every rejected row, with its problems, to this JSONL file.")] = None,
     include_text: Annotated[bool, typer.Option("--include-text", help="Add the redacted text that was scored.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from OUT.partial.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
     """Score a file of any size in a stream: action, category, deciding stage and per-stage scores per message."""
     from finesieve.serve.batch import score_file
 
+    check_output_file(out)
+    if rejects is not None:
+        check_output_file(rejects, "--rejects")
+    check_outputs({"--out": out, "--rejects": rejects}, {"--data": data, "RUN": run})
     spec = column_spec(text_col, id_col=id_col, file_format=file_format, encoding=encoding)
     summary = score_file(run, data, out, spec=spec, chunk_rows=chunk_rows, rejects_path=rejects,
-                         include_text=include_text, progress=progress)
+                         include_text=include_text, progress=progress, resume=resume)
     print(json.dumps(summary.to_dict(), indent=2) if as_json else summary.summary_line())
     if summary.n_scored == 0:
         raise typer.Exit(code=1)
+
+
+def _corner_sets(corner: list[Path] | None, spec, normalise_labels: bool) -> dict:
+    return {p.stem: _load(p, spec.model_copy(update={"vote_cols": None}), normalise_labels=normalise_labels)
+            for p in corner or []}
+
+
+def _check_run_output(out: Path, overwrite: bool, inputs: dict) -> None:
+    """Before any work: the run directory may be written, and replacing it destroys no input."""
+    check_outputs({"--out": out}, inputs)
+    check_run_dir(out, overwrite=overwrite)
+
+
+def _metrics_line(m: dict) -> str:
+    return (f"test ROC AUC {_fmt(m['roc_auc'])}, PR AUC {_fmt(m['pr_auc'])}, precision {_fmt(m['precision'])}, "
+            f"recall {_fmt(m['recall'])}")
 
 
 @app.command("fit")
@@ -359,24 +490,25 @@ def fit_command(
     out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
     text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
     classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
-    positive: Positive = None,
-    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    positive: Positive = None, normalise_labels: NormaliseLabels = False, overwrite: Overwrite = False,
+    seed: Seed = 0,
     corner: Annotated[Optional[list[Path]], typer.Option(help="Corner-case file evaluated separately; repeatable.")] = None,
 ) -> None:
     """Fit a reference scorer and write a run directory (model, config, data hash, split, metrics)."""
-    from finesieve.data.load import load_dataset
     from finesieve.data.split import SplitConfig
+    from finesieve.runs import new_reference_scorer
     from finesieve.train.recipe import train_reference
 
+    new_reference_scorer(ref)  # an unknown name fails now, before the data is read
+    _check_run_output(out, overwrite, {"--data": data, **{f"--corner {p}": p for p in corner or []}})
     spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding)
-    dataset = load_dataset(data, spec, max_rows=max_rows)
-    corner_sets = {p.stem: load_dataset(p, spec) for p in corner or []}
+    dataset = _load(data, spec, max_rows=max_rows, normalise_labels=normalise_labels)
+    corner_sets = _corner_sets(corner, spec, normalise_labels)
     pos = _positive(positive, dataset.classes)
     fitted = train_reference(ref, dataset, positive=pos, out=out, split_config=SplitConfig(seed=seed),
-                             corner_sets=corner_sets)
-    m = fitted.test_result.to_dict()
-    print(f"{ref}: test ROC AUC {m['roc_auc']:.3f}, PR AUC {m['pr_auc']:.3f}, precision {m['precision']:.3f}, "
-          f"recall {m['recall']:.3f} at threshold {fitted.threshold:.3f}; run written to {fitted.run_dir}")
+                             corner_sets=corner_sets, overwrite=overwrite)
+    print(f"{ref}: {_metrics_line(fitted.test_result.to_dict())} at threshold {fitted.threshold:.3f}; "
+          f"run written to {fitted.run_dir}")
 
 
 @app.command("baseline")
@@ -396,37 +528,39 @@ def baseline_command(
     few_shot: Annotated[bool, typer.Option(help="Add the prompt's worked examples.")] = False,
     text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
     classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
-    positive: Positive = None, seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    positive: Positive = None, normalise_labels: NormaliseLabels = False, overwrite: Overwrite = False,
+    seed: Seed = 0,
 ) -> None:
     """Score the data with a prompt baseline (zero- or few-shot) and write its run, to compare fine-tunes against."""
-    from finesieve.data.load import load_dataset
     from finesieve.data.split import SplitConfig, make_splits
     from finesieve.models.prompts import prompt_for_classes
     from finesieve.train.recipe import fit_and_save
 
+    if kind not in ("embedding", "llm"):
+        raise typer.BadParameter(f"{kind!r}: choose embedding or llm", param_hint="--kind")
+    if kind == "llm" and not model:
+        raise typer.BadParameter("name the LLM with --model (a HF id or path, or the endpoint's model name)",
+                                 param_hint="--model")
+    _check_run_output(out, overwrite, {"--data": data})
     spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding)
-    dataset = load_dataset(data, spec, max_rows=max_rows)
+    dataset = _load(data, spec, max_rows=max_rows, normalise_labels=normalise_labels)
     pos = _positive(positive, dataset.classes)
     task_prompt = prompt or prompt_for_classes(dataset.classes)
     if kind == "embedding":
         from finesieve.models.embedding_zero_shot import EmbeddingZeroShot
 
         scorer, run_kind = EmbeddingZeroShot(prompt=task_prompt, model=model, few_shot=few_shot, progress=False), "embedding_zero_shot"
-    elif kind == "llm":
+    else:
         from finesieve.models.prompt_baseline import PromptBaseline
 
-        if not model:
-            raise typer.BadParameter("name the LLM with --model (a HF id or path, or the endpoint's model name)")
         extra = {"base_url": base_url} if base_url else {}
         scorer = PromptBaseline(model, prompt=task_prompt, backend=backend, few_shot=few_shot, api=api, progress=False, **extra)
         run_kind = "prompt_baseline"
-    else:
-        raise typer.BadParameter("choose embedding or llm", param_hint="--kind")
     splits = make_splits(dataset, SplitConfig(seed=seed))
-    fitted = fit_and_save(scorer, run_kind, splits, positive=pos, out=out, name=f"{kind} {'few' if few_shot else 'zero'}-shot")
+    fitted = fit_and_save(scorer, run_kind, splits, positive=pos, out=out, name=f"{kind} {'few' if few_shot else 'zero'}-shot",
+                          overwrite=overwrite)
     m = fitted.test_result.to_dict()
-    print(f"{run_kind} ({'few' if few_shot else 'zero'}-shot, prompt {task_prompt}): test ROC AUC {m['roc_auc']:.3f}, "
-          f"PR AUC {m['pr_auc']:.3f}, precision {m['precision']:.3f}, recall {m['recall']:.3f}; "
+    print(f"{run_kind} ({'few' if few_shot else 'zero'}-shot, prompt {task_prompt}): {_metrics_line(m)}; "
           f"{m['messages_per_second']} msgs/s; run written to {fitted.run_dir}")
 
 
@@ -438,37 +572,35 @@ def prefilter_train(
     kind: Annotated[str, typer.Option(help="char_cnn (a character CNN, robust to obfuscation) or tfidf.")] = "char_cnn",
     text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
     classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
-    positive: Positive = None,
+    positive: Positive = None, normalise_labels: NormaliseLabels = False, overwrite: Overwrite = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="A scorer setting as key=value; repeatable.")] = None,
-    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    seed: Seed = 0,
     corner: Annotated[Optional[list[Path]], typer.Option(help="Corner-case file evaluated separately; repeatable.")] = None,
 ) -> None:
     """Train the pre-filter (character CNN by default, or TF-IDF + logistic regression) into a run directory."""
-    from finesieve.data.load import load_dataset
     from finesieve.data.split import SplitConfig, make_splits
     from finesieve.models.char_cnn import CharCNNConfig, CharCNNScorer
     from finesieve.models.tfidf import TfidfConfig, TfidfLogReg
-    from finesieve.train.config import parse_assignments
+    from finesieve.train.config import parse_assignments, validate_settings
     from finesieve.train.recipe import fit_and_save
 
     kinds = {"char_cnn": (CharCNNConfig, CharCNNScorer), "tfidf": (TfidfConfig, TfidfLogReg)}
     if kind not in kinds:
-        raise typer.BadParameter(f"choose one of {sorted(kinds)}", param_hint="--kind")
-    settings = parse_assignments(set_ or [])
+        raise typer.BadParameter(f"{kind!r}: choose one of {sorted(kinds)}", param_hint="--kind")
     config_cls, scorer_cls = kinds[kind]
-    scorer = scorer_cls.from_config(config_cls(**settings))
+    scorer = scorer_cls.from_config(validate_settings(config_cls, parse_assignments(set_ or []), f"--set ({kind} settings)"))
+    _check_run_output(out, overwrite, {"--data": data, **{f"--corner {p}": p for p in corner or []}})
     spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding)
-    dataset = load_dataset(data, spec, max_rows=max_rows)
-    corner_sets = {p.stem: load_dataset(p, spec) for p in corner or []}
+    dataset = _load(data, spec, max_rows=max_rows, normalise_labels=normalise_labels)
+    corner_sets = _corner_sets(corner, spec, normalise_labels)
     pos = _positive(positive, dataset.classes)
     splits = make_splits(dataset, SplitConfig(seed=seed))
     val = splits.dataset("val")
     fit_kwargs = {"val_texts": val.texts, "val_labels": val.labels} if kind == "char_cnn" else {}
     fitted = fit_and_save(scorer, kind, splits, positive=pos, out=out, fit_kwargs=fit_kwargs, corner_sets=corner_sets,
-                          name=kind)
+                          name=kind, overwrite=overwrite)
     m = fitted.test_result.to_dict()
-    print(f"{kind}: test ROC AUC {m['roc_auc']:.3f}, PR AUC {m['pr_auc']:.3f}, precision {m['precision']:.3f}, "
-          f"recall {m['recall']:.3f} at threshold {fitted.threshold:.3f}; {m['messages_per_second']} msgs/s; "
+    print(f"{kind}: {_metrics_line(m)} at threshold {fitted.threshold:.3f}; {m['messages_per_second']} msgs/s; "
           f"run written to {fitted.run_dir}")
 
 
@@ -479,49 +611,63 @@ def train_command(
     out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
     text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
     classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
-    positive: Positive = None, vote_col: VoteCol = None,
+    positive: Positive = None, vote_col: VoteCol = None, normalise_labels: NormaliseLabels = False,
+    overwrite: Overwrite = False,
     soft_labels: Annotated[Optional[float], typer.Option(
-        help="Weight of the vote shares (from --vote-col) in the training target, 0-1.")] = None,
+        min=0.0, max=1.0, help="Weight of the vote shares (from --vote-col) in the training target, 0-1.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file of fine-tuning settings (see FinetuneConfig).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Base model: HF id, local path or packaged:all-MiniLM-L6-v2.")] = None,
     method: Annotated[Optional[str], typer.Option(help="lora (default), qlora (GPU) or full.")] = None,
-    learning_rate: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Messages per step.")] = None,
-    max_epochs: Annotated[Optional[float], typer.Option(help="Upper bound on epochs.")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="Upper bound on optimiser steps.")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(help="Peak learning rate (> 0).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Messages per step.")] = None,
+    max_epochs: Annotated[Optional[float], typer.Option(help="Upper bound on epochs (> 0).")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(min=1, help="Upper bound on optimiser steps.")] = None,
     replay_from: Annotated[Optional[str], typer.Option(help="Earlier run (or data file) to replay rows from.")] = None,
-    replay_fraction: Annotated[Optional[float], typer.Option(help="Replayed rows as a share of the new rows.")] = None,
+    replay_fraction: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Replayed rows as a share of the new rows.")] = None,
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI ('none' turns tracking off).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any other setting as key=value; repeatable.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the run directory's checkpoint.")] = False,
-    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from the checkpoint an interrupted run left in OUT.partial.")] = False,
+    seed: Seed = 0,
     corner: Annotated[Optional[list[Path]], typer.Option(help="Corner-case file evaluated separately; repeatable.")] = None,
 ) -> None:
     """Fine-tune a transformer (LoRA by default) and write a run directory scored by `finesieve eval RUN`."""
-    from finesieve.data.load import load_dataset
     from finesieve.data.split import SplitConfig
     from finesieve.train.config import load_finetune_config
     from finesieve.train.finetune import train_finetune
 
+    for flag, value in (("--learning-rate", learning_rate), ("--max-epochs", max_epochs)):
+        if value is not None and not value > 0:
+            raise typer.BadParameter(f"{value} must be above 0", param_hint=flag)
     overrides = {k: v for k, v in dict(model=model, method=method, learning_rate=learning_rate, batch_size=batch_size,
                                        max_epochs=max_epochs, max_steps=max_steps, replay_from=replay_from,
                                        replay_fraction=replay_fraction, tracking_uri=tracking_uri,
                                        soft_labels=soft_labels).items() if v is not None}
     cfg = load_finetune_config(config, overrides, set_ or [])
+    _check_run_output(out, overwrite, {"--data": data, "--config": config, "--replay-from": replay_from,
+                                                 **{f"--corner {p}": p for p in corner or []}})
     console.print(f"fine-tuning with {cfg.model_dump_json()}", highlight=False)
     spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding,
                        vote_col=vote_col)
-    dataset = load_dataset(data, spec, max_rows=max_rows)
+    dataset = _load(data, spec, max_rows=max_rows, normalise_labels=normalise_labels)
     # Corner-case sets are only scored, so they need no vote columns.
-    corner_sets = {p.stem: load_dataset(p, spec.model_copy(update={"vote_cols": None})) for p in corner or []}
+    corner_sets = _corner_sets(corner, spec, normalise_labels)
     pos = _positive(positive, dataset.classes)
     fitted = train_finetune(cfg, dataset, positive=pos, out=out, split_config=SplitConfig(seed=seed),
-                            corner_sets=corner_sets, resume=resume)
+                            corner_sets=corner_sets, resume=resume, overwrite=overwrite)
     m = fitted.test_result.to_dict()
     t = fitted.scorer.training_
-    print(f"fine-tuned {cfg.model} ({cfg.method}): test ROC AUC {m['roc_auc']:.3f}, PR AUC {m['pr_auc']:.3f}, "
-          f"precision {m['precision']:.3f}, recall {m['recall']:.3f} at threshold {fitted.threshold:.3f}; "
+    print(f"fine-tuned {cfg.model} ({cfg.method}): {_metrics_line(m)} at threshold {fitted.threshold:.3f}; "
           f"{t['steps']} steps in {t['seconds']:.0f} s; scoring {m['messages_per_second']} msgs/s; run written to {fitted.run_dir}")
+
+
+def _grid_values(text: str, cast, flag: str) -> list:
+    try:
+        values = [cast(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: give comma-separated numbers, e.g. 1e-4,3e-4", param_hint=flag) from None
+    if not values or any(v <= 0 for v in values):
+        raise typer.BadParameter(f"{text!r}: give one or more values above 0, comma-separated", param_hint=flag)
+    return values
 
 
 @app.command("sweep")
@@ -531,35 +677,36 @@ def sweep_command(
     out: Annotated[Path, typer.Option("--out", help="Folder for sweep.json.")] = Path("sweep"),
     learning_rate: Annotated[str, typer.Option(help="Comma-separated learning rates.")] = "1e-4,3e-4,1e-3",
     batch_size: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "16,32",
-    max_steps: Annotated[int, typer.Option(help="Steps per trial (keep it short).")] = 300,
+    max_steps: Annotated[int, typer.Option(min=1, help="Steps per trial (keep it short).")] = 300,
     text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
     classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
-    positive: Positive = None,
+    positive: Positive = None, normalise_labels: NormaliseLabels = False,
     config: Annotated[Optional[Path], typer.Option(help="YAML file of the other fine-tuning settings.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Another fixed setting as key=value; repeatable.")] = None,
-    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    seed: Seed = 0,
 ) -> None:
     """A short learning-rate x batch-size sweep, scored on the validation split (never the test split)."""
     from rich.table import Table
 
-    from finesieve.data.load import load_dataset
     from finesieve.data.split import SplitConfig
     from finesieve.train.config import load_finetune_config
     from finesieve.train.sweep import run_sweep
 
+    grid = {"learning_rate": _grid_values(learning_rate, float, "--learning-rate"),
+            "batch_size": _grid_values(batch_size, int, "--batch-size")}
     base = load_finetune_config(config, {"max_steps": max_steps}, set_ or [])
-    grid = {"learning_rate": [float(v) for v in learning_rate.split(",")],
-            "batch_size": [int(v) for v in batch_size.split(",")]}
+    check_outputs({"--out": out}, {"--data": data, "--config": config})
+    check_run_dir(out, overwrite=True)  # a folder (existing or not) that sweep.json is written into; not a file
     spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding)
-    dataset = load_dataset(data, spec, max_rows=max_rows)
+    dataset = _load(data, spec, max_rows=max_rows, normalise_labels=normalise_labels)
     pos = _positive(positive, dataset.classes)
     trials = run_sweep(base, dataset, grid, positive=pos, out=out, split_config=SplitConfig(seed=seed))
     table = Table(title=f"sweep on the validation split ({', '.join(pos)}); best first")
     for col in ("learning_rate", "batch_size", "val PR AUC", "val ROC AUC", "steps", "seconds"):
         table.add_column(col, justify="right")
     for t in trials:
-        table.add_row(f"{t['learning_rate']:g}", str(t["batch_size"]), f"{t['val_pr_auc']:.4f}", f"{t['val_roc_auc']:.4f}",
-                      str(t["steps"]), f"{t['seconds']:.0f}")
+        table.add_row(f"{t['learning_rate']:g}", str(t["batch_size"]), _fmt(t["val_pr_auc"], ".4f"),
+                      _fmt(t["val_roc_auc"], ".4f"), str(t["steps"]), f"{t['seconds']:.0f}")
     stdout_console().print(table)
     print(f"trials written to {out / 'sweep.json'}; train the best with finesieve train --learning-rate ... --batch-size ...")
 
@@ -573,37 +720,46 @@ def cascade_fit(
     out: Annotated[Path, typer.Option("--out", help="Run directory to write for the cascade.")],
     prefilter: Annotated[Optional[Path], typer.Option(help="Run directory of the pre-filter (finesieve prefilter train).")] = None,
     rules: Annotated[Optional[str], typer.Option(help="Rules: builtin:NAME, a policy YAML, or a rules run directory.")] = None,
-    budget: Annotated[float, typer.Option(help="Largest share of messages that may reach the fine-tuned model.")] = 0.20,
-    recall_floor: Annotated[float, typer.Option(help="Least recall kept, as a share of the model's own.")] = 0.98,
-    review_precision: Annotated[Optional[float], typer.Option(help="Least review-queue precision (default 0.9x the "
-                                                                   "model's own).")] = None,
-    block_precision: Annotated[float, typer.Option(help="Least precision (95% lower bound) to block without review.")] = 0.95,
+    budget: Annotated[float, typer.Option(help="Largest share of messages that may reach the fine-tuned model, in (0, 1].")] = 0.20,
+    recall_floor: Annotated[float, typer.Option(help="Least recall kept, as a share of the model's own, in (0, 1].")] = 0.98,
+    review_precision: Annotated[Optional[float], typer.Option(help="Least review-queue precision, in (0, 1] (default "
+                                                                   "0.9x the model's own).")] = None,
+    block_precision: Annotated[float, typer.Option(help="Least precision (95% lower bound) to block without review, in (0, 1].")] = 0.95,
     no_block: Annotated[bool, typer.Option("--no-block", help="Never block outright: everything flagged is reviewed.")] = False,
     method: Annotated[str, typer.Option(help="conformal (finite-sample guarantees) or empirical.")] = "conformal",
     on_infeasible: Annotated[str, typer.Option(help="When targets conflict: recall (route more), budget, or error.")] = "recall",
     prices: Annotated[Optional[Path], typer.Option(help="YAML price table (fields of PriceTable) for cost per million.")] = None,
     text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
     classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
-    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for confidence intervals (0: none).")] = 1000,
+    normalise_labels: NormaliseLabels = False, overwrite: Overwrite = False,
+    n_boot: NBoot = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="Print the fit and test figures as JSON on stdout.")] = False,
 ) -> None:
     """Fit the cascade's thresholds on the model's validation split and measure it on the test split."""
     from finesieve.cascade.build import fit_cascade, summary_rows
     from finesieve.cascade.cost import load_prices
     from finesieve.cascade.fit import CascadeConfig
-    from finesieve.data.load import load_dataset
     from finesieve.demo import production_table
     from finesieve.report import json_safe
 
-    config = CascadeConfig(budget=budget, recall_floor=recall_floor, review_precision=review_precision,
-                           block_precision=block_precision, block_categories=[] if no_block else None,
-                           method=method, on_infeasible=on_infeasible)
+    for flag, value in (("--budget", budget), ("--recall-floor", recall_floor), ("--review-precision", review_precision),
+                        ("--block-precision", block_precision)):
+        _fraction(value, flag)
+    try:
+        config = CascadeConfig(budget=budget, recall_floor=recall_floor, review_precision=review_precision,
+                               block_precision=block_precision, block_categories=[] if no_block else None,
+                               method=method, on_infeasible=on_infeasible)
+    except ValidationError as err:
+        raise config_error(err, "cascade settings (--method, --on-infeasible, ...)") from None
+    rules_input = {"--rules": rules} if rules and Path(rules).exists() else {}
+    _check_run_output(out, overwrite, {"--data": data, "--model": model, "--prefilter": prefilter, "--prices": prices,
+                                       **rules_input})
     console.print(f"cascade fit with {config.model_dump_json()}", highlight=False)
     price_table = load_prices(prices)
     spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding)
-    dataset = load_dataset(data, spec, max_rows=max_rows)
+    dataset = _load(data, spec, max_rows=max_rows, normalise_labels=normalise_labels)
     run = fit_cascade(dataset, model_run=model, prefilter_run=prefilter, rules=rules, config=config,
-                      prices=price_table, out=out, n_boot=n_boot)
+                      prices=price_table, out=out, n_boot=n_boot, overwrite=overwrite)
     for message in run.fit.messages:
         console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
     if as_json:
@@ -613,8 +769,8 @@ def cascade_fit(
     c = run.fit.chosen
     stdout_console().print(production_table(summary_rows(run), title=f"held-out test split (n={len(run.splits.dataset('test')):,})",
                                             currency=price_table.currency))
-    print(f"validation: {c['route']:.1%} routed to the model, recall {c['recall']:.3f} "
-          f"({c['recall_retention']:.1%} of the model's), queue precision {c['precision']:.3f}; "
+    print(f"validation: {c['route']:.1%} routed to the model, recall {_fmt(c['recall'])} "
+          f"({c['recall_retention']:.1%} of the model's), queue precision {_fmt(c['precision'])}; "
           f"thresholds escalate {c['escalate']}, review {c['review']:.4f}; targets "
           f"{'met' if run.fit.feasible else 'NOT all met'}; guarantee: {run.fit.guarantee}")
     print(f"run written to {run.run_dir}")

@@ -16,7 +16,6 @@ Thresholds are always chosen on the validation split; every figure in the table 
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -27,9 +26,10 @@ from finesieve.cascade.build import fit_cascade, legacy_cascade, summary_row, su
 from finesieve.cascade.cost import PriceTable, StageCost, api_per_million, count_prompt_tokens
 from finesieve.cascade.fit import CascadeConfig
 from finesieve.cascade.report import cascade_sections
-from finesieve.data.errors import DataError
+from finesieve.data.errors import ConfigError
 from finesieve.data.load import load_dataset
 from finesieve.data.review import review, summary_lines, write_review
+from finesieve.data.sources import find_dataset
 from finesieve.data.spec import ColumnSpec
 from finesieve.data.split import SplitConfig, make_splits
 from finesieve.evals.compare import compare, ratio_sentence
@@ -41,37 +41,30 @@ from finesieve.models.rules import RulesScorer
 from finesieve.train.config import FinetuneConfig
 from finesieve.train.recipe import fit_and_save
 
-DAVIDSON = Path("davidson_hate_offensive") / "davidson_hate_offensive.csv"
 POSITIVE = ["hate_speech"]
 PROMPT = "builtin:davidson"
 POLICY = "builtin:hate_speech"
 FINETUNE_STEPS = 250
+MARKER = ".finesieve-demo"
 LEGACY, BASELINE, FINETUNED, CASCADE = "legacy (rules + pre-filter)", "prompt baseline", "fine-tuned", "cascade"
 
 
 def find_data_dir(explicit: str | Path | None = None) -> Path:
-    """The shared data folder: the argument, $FINESIEVE_DATA, or a `shared/data` above the working directory."""
-    if explicit:
-        return Path(explicit)
-    if os.environ.get("FINESIEVE_DATA"):
-        return Path(os.environ["FINESIEVE_DATA"])
-    for start in (Path.cwd(), Path(__file__).resolve()):
-        for parent in [start, *start.parents]:
-            if (parent / "shared" / "data" / DAVIDSON).exists():
-                return parent / "shared" / "data"
-    raise DataError(
-        "the demo data was not found: pass --data-dir pointing at the folder that holds "
-        f"{DAVIDSON} (or set FINESIEVE_DATA)"
-    )
+    """The data folder holding the demo's data set (Davidson et al.): `explicit` (--data-dir), $FINESIEVE_DATA,
+    the repository's data/, a `shared/data` above the working directory, or the download cache (fetched there on
+    first use by an installed wheel). See finesieve.data.sources.find_dataset."""
+    return find_dataset("davidson", explicit).parents[1]
 
 
 def run_demo(out: str | Path = "finesieve-demo", data_dir: str | Path | None = None, max_rows: int | None = None,
              n_boot: int = 1000, finetune_steps: int = FINETUNE_STEPS, model_run: str | Path | None = None,
-             prices: PriceTable | None = None, console: Console | None = None) -> dict:
+             prices: PriceTable | None = None, console: Console | None = None, overwrite: bool = False) -> dict:
+    """`out` may be an earlier demo's folder (its runs and reports are replaced); any other non-empty folder is
+    refused unless `overwrite`."""
     console, prices = console or Console(), prices or PriceTable()
-    out = Path(out)
+    out = _claim_output(Path(out), overwrite)
     started = time.perf_counter()
-    data_file = find_data_dir(data_dir) / DAVIDSON
+    data_file = find_dataset("davidson", data_dir)
     step = _Steps(console, started)
 
     step("1. Data review and split")
@@ -88,7 +81,7 @@ def run_demo(out: str | Path = "finesieve-demo", data_dir: str | Path | None = N
 
     step("2. Prompt baseline: zero-shot, label descriptions vs message embeddings (packaged MiniLM)")
     baseline = fit_and_save(EmbeddingZeroShot(prompt=PROMPT, progress=False), "embedding_zero_shot", splits,
-                            positive=POSITIVE, out=runs / "baseline", n_boot=n_boot, name=BASELINE)
+                            positive=POSITIVE, out=runs / "baseline", n_boot=n_boot, name=BASELINE, overwrite=True)
     tokens = count_prompt_tokens(PROMPT, test.texts[:500])
     api_cost = api_per_million(tokens, prices)
     console.print(f"baseline test ROC AUC {baseline.test_result.summary['roc_auc']:.3f}; the same prompt on a hosted "
@@ -100,7 +93,8 @@ def run_demo(out: str | Path = "finesieve-demo", data_dir: str | Path | None = N
     # A lighter CNN than the default (64 filters per width, at most 4 epochs): a minute instead of five, within
     # 0.01 ROC AUC of the default on this split, and twice as fast at scoring, which is the pre-filter's job.
     cnn = fit_and_save(CharCNNScorer.from_config(CharCNNConfig(channels=64, max_epochs=4)), "char_cnn", splits, positive=POSITIVE, out=runs / "prefilter",
-                       fit_kwargs={"val_texts": val.texts, "val_labels": val.labels}, n_boot=n_boot, name="pre-filter")
+                       fit_kwargs={"val_texts": val.texts, "val_labels": val.labels}, n_boot=n_boot, name="pre-filter",
+                       overwrite=True)
     rules = RulesScorer(policy=POLICY).fit(train.texts, train.labels)
     legacy = legacy_cascade(rules, cnn.scorer, positive=POSITIVE, threshold=cnn.threshold)
     legacy_result = evaluate(legacy, test, positive=POSITIVE, threshold=cnn.threshold,
@@ -116,7 +110,7 @@ def run_demo(out: str | Path = "finesieve-demo", data_dir: str | Path | None = N
         # Validate once, at the end: each validation pass costs as much as ~20 training steps here.
         config = FinetuneConfig(max_steps=finetune_steps, eval_every=finetune_steps, checkpoint_every=finetune_steps)
         fitted = train_finetune(config, dataset, positive=POSITIVE, out=runs / "finetuned", splits=splits,
-                                n_boot=n_boot, name=FINETUNED)
+                                n_boot=n_boot, name=FINETUNED, overwrite=True)
         model_run = runs / "finetuned"
         t = fitted.scorer.training_
         console.print(f"{t['steps']} steps in {t['seconds']:.0f} s; run written to {model_run}")
@@ -126,7 +120,7 @@ def run_demo(out: str | Path = "finesieve-demo", data_dir: str | Path | None = N
     step("5. Cascade: rules -> pre-filter -> fine-tuned model, fitted to the traffic budget on validation")
     config = CascadeConfig()
     cascade = fit_cascade(dataset, model_run=model_run, prefilter_run=runs / "prefilter", rules=POLICY,
-                          config=config, prices=prices, out=runs / "cascade", n_boot=n_boot)
+                          config=config, prices=prices, out=runs / "cascade", n_boot=n_boot, overwrite=True)
     for message in cascade.fit.messages:
         console.print(f"[yellow]warning:[/yellow] {message}")
     c = cascade.fit.chosen
@@ -214,3 +208,15 @@ def _f(value) -> str:
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _claim_output(out: Path, overwrite: bool) -> Path:
+    """The demo writes into its own folder: a new one, an empty one or an earlier demo's (marked by MARKER)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; the demo writes a folder. Fix: choose a folder path")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists() and not overwrite:
+        raise ConfigError(f"--out {out} holds files that no earlier demo wrote. Fix: choose another --out, or pass "
+                          "--overwrite to let the demo replace what it writes there")
+    _mkdir(out)
+    (out / MARKER).write_text("written by `finesieve demo`; a later demo may replace this folder's runs and reports\n")
+    return out

@@ -18,6 +18,8 @@ import numpy as np
 matplotlib.use("Agg")  # headless: no display on servers or CI
 import matplotlib.pyplot as plt  # noqa: E402
 
+from finesieve.outputs import write_text  # noqa: E402
+
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
 h1 { border-bottom: 2px solid #444; } h2 { margin-top: 2rem; border-bottom: 1px solid #ccc; }
@@ -78,10 +80,7 @@ def page(title: str, sections: Sequence[str], subtitle: str = "") -> str:
 
 
 def write_page(path: str | Path, title: str, sections: Sequence[str], subtitle: str = "") -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page(title, sections, subtitle), encoding="utf-8")
-    return path
+    return write_text(path, page(title, sections, subtitle))
 
 
 def json_safe(obj):

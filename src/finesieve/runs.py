@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import sys
 import warnings
 from dataclasses import dataclass
@@ -30,8 +31,10 @@ from finesieve.models.finetuned import FineTunedScorer
 from finesieve.models.prompt_baseline import PromptBaseline
 from finesieve.models.rules import RulesScorer
 from finesieve.models.tfidf import TfidfLogReg
+from finesieve.outputs import check_run_dir, commit_run_dir, start_run_dir
 
 MANIFEST = "manifest.json"
+CHECKPOINTS = "checkpoints"  # inside the staging folder while a fine-tune runs
 SCORER_KINDS = {
     "tfidf": TfidfLogReg,
     "rules": RulesScorer,
@@ -79,11 +82,18 @@ def environment() -> dict:
 
 
 def save_run(directory: str | Path, scorer, *, kind: str, task: dict, data: dict, metrics: dict,
-             splits=None, parent_run: str | None = None, extra: dict | None = None) -> Path:
-    """Write a run directory. `task` holds classes, multilabel, positive and the chosen threshold."""
+             splits=None, parent_run: str | None = None, extra: dict | None = None, overwrite: bool = False,
+             staging: str | Path | None = None) -> Path:
+    """Write a run directory. `task` holds classes, multilabel, positive and the chosen threshold.
+
+    The run is written into `directory.partial` (or `staging`, when the caller already works there, e.g. a
+    fine-tune's checkpoints) and renamed to `directory` when complete, so a run directory is never half
+    written. An existing run directory is refused unless `overwrite`, which replaces it whole.
+    """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    scorer.save(directory / "model")
+    staging = Path(staging) if staging is not None else start_run_dir(directory, overwrite=overwrite)
+    check_run_dir(directory, overwrite=overwrite)
+    scorer.save(staging / "model")
     manifest = {
         "finesieve_version": __version__,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -98,9 +108,11 @@ def save_run(directory: str | Path, scorer, *, kind: str, task: dict, data: dict
         **(extra or {}),
     }
     if splits is not None:
-        splits.save(directory / "splits.json")
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-    return directory
+        splits.save(staging / "splits.json")
+    # The manifest goes last: a folder holding one is a complete run.
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    shutil.rmtree(staging / CHECKPOINTS, ignore_errors=True)  # only an unfinished run needs them
+    return commit_run_dir(staging, directory)
 
 
 def _scorer_config(scorer) -> dict:
@@ -116,15 +128,27 @@ def load_run(directory: str | Path) -> Run:
     manifest_path = directory / MANIFEST
     if not manifest_path.exists():
         raise ConfigError(f"{directory}: not a run directory (no {MANIFEST}); train one first, or name a scorer")
-    manifest = json.loads(manifest_path.read_text())
-    version = manifest.get("finesieve_version", "0")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise ConfigError(f"{manifest_path}: not valid JSON ({err}); the run directory is damaged. Fix: restore it "
+                          "from a copy, or write the run again") from None
+    if not isinstance(manifest, dict):
+        raise ConfigError(f"{manifest_path}: expected a JSON object, found {type(manifest).__name__}; the run "
+                          "directory is damaged. Fix: restore it from a copy, or write the run again")
+    version = str(manifest.get("finesieve_version", "0"))
     if _version_tuple(version) > _version_tuple(__version__):
         warnings.warn(f"{directory} was written by finesieve {version}, newer than this {__version__}: "
                       "loading it may miss settings; upgrade finesieve", stacklevel=2)
     kind = manifest.get("kind")
     if kind not in SCORER_KINDS:
         raise ConfigError(f"{directory}: unknown scorer kind {kind!r}; this finesieve knows {sorted(SCORER_KINDS)}")
-    scorer = SCORER_KINDS[kind].load(directory / "model")
+    try:
+        scorer = SCORER_KINDS[kind].load(directory / "model")
+    except (OSError, ValueError, KeyError, RuntimeError) as err:  # missing, truncated or edited model files
+        raise ConfigError(f"{directory / 'model'}: cannot load the {kind} scorer ({type(err).__name__}: {err}); the "
+                          "run directory is incomplete or damaged. Fix: restore it from a copy, or write the run "
+                          "again") from err
     return Run(path=directory, manifest=manifest, scorer=scorer)
 
 

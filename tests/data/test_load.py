@@ -158,15 +158,16 @@ def test_only_one_class_is_refused(tmp_path):
 
 def test_rare_label_typo_rejected_when_classes_inferred(tmp_path, sms_csv):
     df = pd.read_csv(sms_csv, dtype=str, keep_default_na=False).head(1500)
-    df.loc[3, "label"] = "Spam"
+    df.loc[3, "label"] = "spma"  # a typo; 'Spam' (a spelling variant) is refused instead: see test_labels.py
     path = tmp_path / "typo.csv"
     df.to_csv(path, index=False)
     ds = load_dataset(path, SPEC)
     assert ds.classes == ["ham", "spam"]
     assert ds.rejected.counts == {"unknown_label": 1}
-    assert "typo of 'spam'" in ds.rejected.examples[0]["fix"]
+    assert "typo of 'spam'" in ds.rejected.examples[0]["fix"] and ds.rejected.examples[0]["row"] == 4
     report = validate_file(path, SPEC)
     assert report.rejected["unknown_label"] == 1 and report.n_accepted == 1499
+    assert [(p.row, p.value) for p in report.examples] == [(4, "spma")]
 
 
 def test_multilabel_separator_and_indicator_columns(tmp_path):
@@ -265,3 +266,70 @@ def test_vote_columns_are_checked_against_classes_and_roles(tmp_path, davidson_c
         ColumnSpec(vote_cols={"spam": "label"})
     with pytest.raises(ValueError, match="vote_cols is empty"):
         ColumnSpec(vote_cols={})
+
+
+def test_jsonl_blank_lines_are_counted_rows_rejected_with_their_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    lines = [json.dumps({"text": "first", "label": "ham"}), "", json.dumps({"text": "second", "label": "spam"}),
+             "   ", json.dumps({"text": "third", "label": "ham"}), ""]
+    path.write_text("\n".join(lines) + "\n")
+    report = validate_file(path, SPEC)
+    assert (report.n_rows, report.n_accepted, dict(report.rejected)) == (6, 3, {"blank_line": 3})
+    assert [(p.row, p.line, p.problem) for p in report.examples] == [(2, 2, "blank_line"), (4, 4, "blank_line"),
+                                                                     (6, 6, "blank_line")]
+    assert load_dataset(path, SPEC).frame["row"].tolist() == [1, 3, 5]
+
+
+def test_text_of_only_invisible_characters_is_rejected_as_empty_for_training_and_scoring(tmp_path):
+    from finesieve.data.load import iter_chunks
+    from finesieve.data.validate import RowValidator
+
+    path = tmp_path / "invisible.csv"
+    texts = ["win a prize now", "\u200b\u200b", "\u202e\u200d\ufeff", "\x01\x02", "see you at 6", "a\u200bb"]
+    pd.DataFrame({"text": texts, "label": ["spam", "ham", "ham", "spam", "ham", "spam"]}).to_csv(path, index=False)
+    ds = load_dataset(path, SPEC)
+    assert ds.texts == ["win a prize now", "see you at 6", "ab"]
+    assert ds.rejected.counts == {"empty_text": 3}
+    assert [e["row"] for e in ds.rejected.examples] == [2, 3, 4]
+    assert "only invisible or control characters" in ds.rejected.examples[0]["fix"]
+    # A file to score is checked the same way.
+    validator = RowValidator(SPEC, str(path), labelled=False, unique_ids=False)
+    result = validator.validate(next(iter_chunks(path, SPEC, labelled=False)))
+    assert result.accepted["row"].tolist() == [1, 5, 6]
+    assert [(p.row, p.line, p.problem) for p in result.problems] == [(2, 3, "empty_text"), (3, 4, "empty_text"),
+                                                                     (4, 5, "empty_text")]
+
+
+def test_row_problem_line_is_optional_and_shown_when_known():
+    from finesieve.data.errors import RowProblem
+
+    old = RowProblem("f.csv", 3, "text", "", "empty_text", "fill it in")
+    assert old.line is None and "line" not in old.to_dict() and "row 3, column" in str(old)
+    new = RowProblem("f.csv", 3, "text", "", "empty_text", "fill it in", line=5)
+    assert new.to_dict()["line"] == 5 and "f.csv: row 3 (line 5), column 'text'" in str(new)
+
+
+def test_rejects_file_appears_whole_or_not_at_all(tmp_path, monkeypatch):
+    """The rejects file is staged as REJECTS.partial: complete under its name, even when every row is rejected
+    (the rejects say why), and absent after a failure that is not about the data."""
+    import finesieve.data.load as load_module
+    from finesieve.data.errors import DataError
+    from finesieve.data.load import load_dataset, validate_file
+    from finesieve.data.spec import ColumnSpec
+
+    path = tmp_path / "bad.csv"
+    path.write_text("text,label\n,spam\n   ,ham\n", encoding="utf-8")
+    rejects = tmp_path / "rejects.jsonl"
+    with pytest.raises(DataError, match="no valid rows"):
+        load_dataset(path, ColumnSpec(), rejects_path=rejects)
+    assert [json.loads(line)["row"] for line in rejects.read_text().splitlines()] == [1, 2]
+    assert not (tmp_path / "rejects.jsonl.partial").exists()
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed mid-pass")
+
+    rejects.unlink()
+    monkeypatch.setattr(load_module, "iter_chunks", crash)
+    with pytest.raises(RuntimeError):
+        validate_file(path, ColumnSpec(), rejects_path=rejects)
+    assert not rejects.exists() and not (tmp_path / "rejects.jsonl.partial").exists()

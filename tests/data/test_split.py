@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -11,7 +12,8 @@ from pydantic import ValidationError
 from finesieve.data.dataset import from_records
 from finesieve.data.dedupe import _dedupe_key, check_leakage, near_duplicate_clusters
 from finesieve.data.errors import ConfigError, DataError
-from finesieve.data.split import SplitConfig, exclude_near_duplicates, load_splits, make_splits
+from finesieve.data.split import (SplitConfig, exclude_near_duplicates, load_splits, make_splits, read_split_members,
+                                  text_hash)
 
 
 def typo(text: str) -> str:
@@ -189,3 +191,21 @@ def test_corner_cases_push_their_near_duplicates_out_of_the_data(dataset):
     assert 10 <= n_removed <= 15  # the picked rows, plus any copies of them already in the data
     assert n_removed == int((~kept).sum())
     assert len(dataset.subset(kept)) == len(dataset) - n_removed
+
+
+def test_saved_split_records_a_text_hash_per_row_and_old_files_still_load(splits, dataset, tmp_path):
+    path = splits.save(tmp_path / "splits.json")
+    saved = json.loads(path.read_text())
+    by_id = dict(zip(dataset.ids, dataset.texts))
+    for name in ("train", "val", "test"):
+        assert saved["text_hashes"][name] == [text_hash(by_id[i]) for i in saved["ids"][name]]
+    assert text_hash("a tweet") == hashlib.sha256(b"a tweet").hexdigest()[:16]
+    members = read_split_members(path)
+    assert members.data_hash == dataset.content_hash and members.ids["val"] == set(splits.ids("val"))
+    assert members.text_hashes["train"] == {text_hash(t) for t in splits.dataset("train").texts}
+
+    del saved["text_hashes"]  # a splits.json written before text hashes were saved
+    path.write_text(json.dumps(saved))
+    assert (load_splits(path, dataset).assignment == splits.assignment).all()
+    old = read_split_members(path)
+    assert old.text_hashes is None and old.ids["test"] == set(splits.ids("test"))

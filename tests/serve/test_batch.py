@@ -6,7 +6,12 @@ and every action occurs, so the per-stage columns are checked where they are emp
 """
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import textwrap
+import time
 import tracemalloc
 
 import numpy as np
@@ -22,8 +27,9 @@ from finesieve.data.spec import ColumnSpec
 from finesieve.models.base import positive_scores
 from finesieve.models.rules import RulesScorer
 from finesieve.models.tfidf import TfidfLogReg
+from finesieve.outputs import partial_path
 from finesieve.runs import save_run
-from finesieve.serve.batch import COLUMNS, score_file
+from finesieve.serve.batch import COLUMNS, progress_path, score_file
 
 FIT_ROWS = 600
 TASK = {"classes": ["ham", "spam"], "multilabel": False, "positive": ["spam"]}
@@ -199,7 +205,7 @@ def test_bad_arguments_are_refused_before_any_file_is_written(cascade_run, tmp_p
     data.write_text("body\nhello there\n")
     with pytest.raises(ConfigError, match=r"\.csv.*\.jsonl"):
         score_file(cascade_run, data, tmp_path / "out.xlsx", spec=ColumnSpec(text_col="body"), progress=False)
-    with pytest.raises(ConfigError, match="same file"):
+    with pytest.raises(ConfigError, match="is the input --data"):
         score_file(cascade_run, data, data, spec=ColumnSpec(text_col="body"), progress=False)
     with pytest.raises(DataError, match="'text' not found"):
         score_file(cascade_run, data, tmp_path / "out.csv", spec=ColumnSpec(), progress=False)
@@ -266,3 +272,176 @@ def test_cli_scores_a_file_without_labels(cascade_run, unseen, tmp_path):
 
     result = runner.invoke(app, ["score", str(cascade_run), "--data", str(data), "--out", str(tmp_path / "o.txt")])
     assert result.exit_code == 2 and ".jsonl" in result.output
+
+
+# --- Resuming an interrupted job (`finesieve score --resume`) ---------------------------------------------------
+
+JOB_CHUNK = 50  # 600 rows: 12 chunks
+
+
+@pytest.fixture(scope="module")
+def job_rows(unseen) -> pd.DataFrame:
+    """600 unseen rows, a few of them bad (empty text, missing id) so that the rejects file fills chunk by chunk."""
+    rows = unseen.head(600)[["msg_id", "text"]].copy()
+    rows.loc[rows.index[5::97], "text"] = ""
+    rows.loc[rows.index[40::151], "msg_id"] = ""
+    return rows
+
+
+def job_data(job_rows, folder):
+    path = folder / "messages.csv"
+    job_rows.to_csv(path, index=False)
+    return path
+
+
+def score_job(run, data, out, **kwargs):
+    """One scoring job as the tests below run it: 50-row chunks, rejects beside the output."""
+    kwargs = {"spec": SCORE_SPEC, "chunk_rows": JOB_CHUNK, "rejects_path": rejects_of(out), "progress": False,
+              **kwargs}
+    return score_file(run, data, out, **kwargs)
+
+
+def rejects_of(out):
+    return out.with_name(out.stem + ".rejects.jsonl")
+
+
+def counts(summary) -> dict:
+    """The summary without its timings."""
+    return {k: v for k, v in summary.to_dict().items() if k not in ("seconds", "stage_seconds", "rows_per_second")}
+
+
+def interrupt(monkeypatch, *, at_call: int, check=None):
+    """Make the cascade raise in its `at_call`-th decide call (that chunk is never written); returns the calls."""
+    calls = []
+    decide = Cascade.decide
+
+    def failing(self, texts):
+        calls.append(len(texts))
+        if check is not None:
+            check()
+        if len(calls) == at_call:
+            raise RuntimeError("interrupted")
+        return decide(self, texts)
+
+    monkeypatch.setattr(Cascade, "decide", failing)
+    return calls
+
+
+@pytest.mark.parametrize("suffix, include_text", [(".csv", False), (".jsonl", True)])
+def test_interrupted_job_resumes_to_the_same_bytes(cascade_run, job_rows, tmp_path, monkeypatch, suffix,
+                                                   include_text):
+    data = job_data(job_rows, tmp_path)
+    full = score_job(cascade_run, data, tmp_path / f"full{suffix}", include_text=include_text)
+    assert full.n_rejected == 7 + 4 and full.n_scored == 600 - 11 and min(full.actions.values()) > 0
+
+    out = tmp_path / f"job{suffix}"
+    rejects = rejects_of(out)
+
+    def never_final():  # while the job runs, only the partial files exist
+        assert not out.exists() and not rejects.exists()
+        assert partial_path(out).exists() and partial_path(rejects).exists()
+
+    with monkeypatch.context() as m:
+        interrupt(m, at_call=3, check=never_final)
+        with pytest.raises(RuntimeError, match="interrupted"):
+            score_job(cascade_run, data, out, include_text=include_text)
+    never_final()
+    record = json.loads(progress_path(out).read_text())
+    assert record["rows_done"] == 2 * JOB_CHUNK
+    assert record["out_partial_bytes"] == partial_path(out).stat().st_size
+    # What a SIGKILL in the middle of writing chunk 3 leaves: bytes beyond what the record counts.
+    with open(partial_path(out), "a") as fh:
+        fh.write("sms-9999,42,deliver,,mod")
+    with open(partial_path(rejects), "a") as fh:
+        fh.write('{"row": 13')
+
+    with monkeypatch.context() as m:
+        calls = interrupt(m, at_call=0)  # never raises: counts the chunks scored
+        resumed = score_job(cascade_run, data, out, include_text=include_text, resume=True)
+    assert len(calls) == 12 - 2  # the two chunks done are read but not scored again
+    assert out.read_bytes() == (tmp_path / f"full{suffix}").read_bytes()
+    assert rejects.read_bytes() == rejects_of(tmp_path / f"full{suffix}").read_bytes()
+    assert counts(resumed) == {**counts(full), "out": str(out), "rejects_path": str(rejects)}
+    assert not any(p.exists() for p in (partial_path(out), partial_path(rejects), progress_path(out)))
+
+
+def test_job_killed_with_sigkill_resumes_to_the_same_bytes(cascade_run, job_rows, tmp_path):
+    data = job_data(job_rows, tmp_path)
+    full = score_job(cascade_run, data, tmp_path / "full.csv")
+    out = tmp_path / "killed.csv"
+    rejects = rejects_of(out)
+    # A child process scores the job, slowed to 50 ms a chunk so that the kill lands mid-job.
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(f"""
+        import time
+        from finesieve.cascade.cascade import Cascade
+        from finesieve.data.spec import ColumnSpec
+        from finesieve.serve.batch import score_file
+
+        decide = Cascade.decide
+        Cascade.decide = lambda self, texts: (time.sleep(0.05), decide(self, texts))[1]
+        score_file({str(cascade_run)!r}, {str(data)!r}, {str(out)!r}, spec=ColumnSpec(text_col="text",
+                   id_col="msg_id"), chunk_rows={JOB_CHUNK}, rejects_path={str(rejects)!r}, progress=False)
+    """))
+    child = subprocess.Popen([sys.executable, str(script)], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and child.poll() is None:
+            if progress_path(out).exists() and json.loads(progress_path(out).read_text())["rows_done"] >= JOB_CHUNK:
+                break
+            time.sleep(0.01)
+        assert child.poll() is None, child.communicate()[0].decode()[-2000:]
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    rows_done = json.loads(progress_path(out).read_text())["rows_done"]
+    assert JOB_CHUNK <= rows_done < len(job_rows)
+    assert not out.exists() and not rejects.exists() and partial_path(rejects).exists()
+
+    resumed = score_job(cascade_run, data, out, resume=True)
+    assert out.read_bytes() == (tmp_path / "full.csv").read_bytes()
+    assert rejects.read_bytes() == rejects_of(tmp_path / "full.csv").read_bytes()
+    assert counts(resumed) == {**counts(full), "out": str(out), "rejects_path": str(rejects)}
+
+
+def test_resume_of_another_job_is_refused_and_names_what_changed(cascade_run, tfidf_run, job_rows, tmp_path,
+                                                                 monkeypatch):
+    data = job_data(job_rows, tmp_path)
+    out = tmp_path / "job.csv"
+    with monkeypatch.context() as m:
+        interrupt(m, at_call=2)
+        with pytest.raises(RuntimeError):
+            score_job(cascade_run, data, out)
+    before = partial_path(out).read_bytes()
+
+    with pytest.raises(ConfigError, match=r"another job: the run directory was .*cascade.*now .*tfidf.*"
+                                          r"start over without --resume"):
+        score_job(tfidf_run, data, out, resume=True)
+    with pytest.raises(ConfigError, match=r"the columns read .*msg_id.*now.*null"):
+        score_job(cascade_run, data, out, spec=ColumnSpec(text_col="text"), resume=True)
+    with pytest.raises(ConfigError, match="--include-text was False, now True"):
+        score_job(cascade_run, data, out, include_text=True, resume=True)
+    stat = data.stat()
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the data file was rewritten
+    with pytest.raises(ConfigError, match=r"modification time \(ns\) was \d+, now \d+"):
+        score_job(cascade_run, data, out, resume=True)
+    assert partial_path(out).read_bytes() == before  # a refusal touches nothing
+
+    # Without --resume the stale partial output is replaced, as before.
+    summary = score_job(cascade_run, data, out)
+    assert summary.n_rows == len(job_rows) and len(read_csv_out(out)) == summary.n_scored
+    assert not progress_path(out).exists()
+
+
+def test_resume_without_a_partial_output_is_refused(cascade_run, job_rows, tmp_path):
+    data = job_data(job_rows, tmp_path)
+    out = tmp_path / "job.csv"
+    with pytest.raises(ConfigError, match=r"no partial output .*job\.csv\.partial to continue\. Fix: drop --resume"):
+        score_job(cascade_run, data, out, resume=True)
+    assert not out.exists() and not partial_path(out).exists()
+    score_job(cascade_run, data, out)
+    with pytest.raises(ConfigError, match=r"job\.csv exists, so the job it was writing finished"):
+        score_job(cascade_run, data, out, resume=True)

@@ -151,6 +151,37 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_bert, sms_task
     np.testing.assert_allclose(resumed.logits(val_t), reference.logits(val_t), atol=1e-4)
 
 
+def test_interrupted_train_run_resumes_from_its_staging_folder(tiny_bert, davidson_slice, tmp_path, monkeypatch):
+    """`finesieve train` writes checkpoints into RUN.partial; an interrupted run leaves no RUN, refuses a fresh
+    start that would discard its checkpoint, and --resume finishes it into RUN."""
+    import finesieve.train.finetune as finetune_module
+    from finesieve.data.load import load_dataset
+    from finesieve.data.spec import ColumnSpec
+
+    path = tmp_path / "d.csv"
+    davidson_slice.iloc[:400][["text", "label"]].to_csv(path, index=False)
+    dataset = load_dataset(path, ColumnSpec())
+    cfg = config(tiny_bert, max_steps=8, eval_every=4, checkpoint_every=4, patience=100)
+    run = tmp_path / "run"
+
+    class CtrlCAtFirstValidation(finetune_module.Tracker):
+        def log_metrics(self, metrics, step=None):
+            if "val_pr_auc" in metrics:
+                signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(finetune_module, "Tracker", CtrlCAtFirstValidation)
+    with pytest.raises(TrainingInterrupted):
+        train_finetune(cfg, dataset, positive=["hate_speech"], out=run, n_boot=0)
+    assert not run.exists() and (tmp_path / "run.partial" / "checkpoints" / "checkpoint.pt").exists()
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match="--resume"):
+        train_finetune(cfg, dataset, positive=["hate_speech"], out=run, n_boot=0)
+    fitted = train_finetune(cfg, dataset, positive=["hate_speech"], out=run, n_boot=0, resume=True)
+    assert fitted.scorer.training_["steps"] == 8
+    assert (run / "manifest.json").exists() and not (tmp_path / "run.partial").exists()
+    assert not (run / "checkpoints").exists()
+
+
 def test_replay_mixes_old_rows_without_leaking(tmp_path, davidson_csv):
     from finesieve.data.load import load_dataset
     from finesieve.data.spec import ColumnSpec

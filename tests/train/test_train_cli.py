@@ -27,8 +27,13 @@ def test_train_then_eval_on_unseen_file(tmp_path, sms_csv, tiny_bert):
     payload = json.loads(cli("eval", run, "--data", other, "--text-col", "text", "--label-col", "label",
                              "--positive", "spam", "--json").stdout)
     assert payload["n"] == 300 and 0.5 < payload["roc_auc"] <= 1.0
-    # Interrupted runs resume from the run directory's checkpoint.
-    assert (run / "checkpoints" / "checkpoint.pt").exists()
+    # Checkpoints live in the staging folder RUN.partial while training; a finished run carries none.
+    assert not (run / "checkpoints").exists() and not (tmp_path / "run.partial").exists()
+    # A second train into the finished run is refused before any work, and the run is untouched.
+    before = (run / "manifest.json").read_bytes()
+    again = cli("train", "--data", train, "--positive", "spam", "--out", run, "--model", tiny_bert, check=False)
+    assert again.returncode == 2 and "--overwrite" in again.stderr and "Traceback" not in again.stderr
+    assert (run / "manifest.json").read_bytes() == before
 
 
 def test_train_bad_setting_is_a_clear_error(tmp_path, sms_csv):

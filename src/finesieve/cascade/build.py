@@ -30,6 +30,7 @@ from finesieve.data.split import Splits, load_splits
 from finesieve.evals.harness import EvalResult, evaluate_scored
 from finesieve.models.base import positive_scores
 from finesieve.models.rules import RulesScorer
+from finesieve.outputs import check_run_dir
 from finesieve.runs import Run, load_run, save_run
 
 
@@ -47,8 +48,13 @@ class CascadeRun:
 
 def fit_cascade(dataset: Dataset, *, model_run: str | Path, prefilter_run: str | Path | None = None,
                 rules: str | Path | None = None, config: CascadeConfig | None = None,
-                prices: PriceTable | None = None, out: str | Path | None = None, n_boot: int = 1000) -> CascadeRun:
+                prices: PriceTable | None = None, out: str | Path | None = None, n_boot: int = 1000,
+                overwrite: bool = False) -> CascadeRun:
+    """Without a pre-filter every message no rule decides reaches the model: the budget is reported, not enforced.
+    An existing run directory at `out` is refused before any work unless `overwrite` (see `runs.save_run`)."""
     config, prices = config or CascadeConfig(), prices or PriceTable()
+    if out is not None:
+        check_run_dir(out, overwrite=overwrite)
     model = load_run(model_run)
     if model.threshold is None or not model.positive:
         raise ConfigError(f"{model_run}: the run records no positive class or threshold; train it with finesieve train")
@@ -86,9 +92,10 @@ def fit_cascade(dataset: Dataset, *, model_run: str | Path, prefilter_run: str |
             task={"classes": [str(c) for c in cascade.classes_], "multilabel": cascade.multilabel_,
                   "positive": positive, "threshold": fit.thresholds.review,
                   "threshold_source": f"cascade fit ({config.method}) on the validation split"},
-            data={"source": dataset.source, "content_hash": dataset.content_hash, "n_rows": len(dataset)},
+            data={"source": dataset.source, "content_hash": dataset.content_hash, "n_rows": len(dataset),
+                  "label_normalisation": dataset.label_normalisation},
             metrics={"test": _headline(results["cascade"]), "test_model_alone": _headline(results["fine-tuned model"])},
-            splits=splits, parent_run=str(model_run),
+            splits=splits, parent_run=str(model_run), overwrite=overwrite,
             extra={"cascade": {"config": config.model_dump(), "fit": fit.to_dict(), "costs": costs,
                                "prices": prices.model_dump(),
                                "stage_costs": {k: v.to_dict(prices) for k, v in stage_costs.items()},

@@ -27,7 +27,7 @@ from typing import Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from finesieve.data.errors import ConfigError
+from finesieve.data.errors import ConfigError, config_error
 
 MILLION = 1_000_000
 
@@ -60,8 +60,7 @@ def load_prices(path: str | Path | None = None) -> PriceTable:
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
-        raise ConfigError(f"{path}: invalid price table: {problems}") from None
+        raise config_error(err, f"{path}: invalid price table", PriceTable) from None
 
 
 def available_cores() -> int:

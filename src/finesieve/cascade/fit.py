@@ -26,6 +26,10 @@ Both are marginal guarantees over the draw of the validation data. They do not h
 route level is itself picked on the same data (a selection effect left uncorrected). The queue precision is
 checked on validation without a guarantee. Rules and auto-blocks act only where the 95% Clopper-Pearson lower
 bound of their validation precision meets the target. `method="empirical"` uses the plain validation figures.
+
+Without a pre-filter nothing holds messages back: every message no rule decides reaches the model, so the budget
+cannot be enforced; it is reported (`targets["budget_applies"]` is False, with a message) and the recall and
+precision targets are met at that one route.
 """
 
 from __future__ import annotations
@@ -240,8 +244,8 @@ def fit_thresholds(v: ValidationScores, *, model_threshold: float, config: Casca
     r_model, p_model = _pr(y, model_flag)
     target_recall = config.recall_floor * r_model
     target_precision = config.review_precision if config.review_precision is not None else 0.9 * p_model
-    targets = {"budget": config.budget, "recall_floor": config.recall_floor, "recall": target_recall,
-               "review_precision": target_precision,
+    targets = {"budget": config.budget, "budget_applies": v.prefilter is not None,  # no pre-filter: nothing routes
+               "recall_floor": config.recall_floor, "recall": target_recall, "review_precision": target_precision,
                "review_precision_source": "given" if config.review_precision is not None else "0.9 x model's own"}
 
     rules = _rule_modes(v, target_precision, config)
@@ -272,17 +276,24 @@ def fit_thresholds(v: ValidationScores, *, model_threshold: float, config: Casca
                        meets_precision=precision >= target_precision)
         rows.append(row)
 
-    def meets(row, budget=True):
-        return row["review"] is not None and row["meets_precision"] and (not budget or row["level"] <= config.budget + 1e-9)
-
-    feasible_rows = [r for r in rows if meets(r)]
-    reachable = _reachable(rows, y, v, forced, g, config, target_precision, r_model)
+    # The routing levels the budget allows. Without a pre-filter there is nothing to hold messages back with:
+    # every message no rule decides reaches the model, so the one level there is stands and the budget is
+    # reported, not enforced (filtering on it would leave no level at all).
+    if v.prefilter is None:
+        in_budget = rows
+        messages.append(f"no pre-filter: every message no rule decides reaches the model (route "
+                        f"{rows[0]['route']:.1%}), so the budget of {config.budget:.0%} does not apply; "
+                        "pass a pre-filter run to route less")
+    else:
+        in_budget = [r for r in rows if r["level"] <= config.budget + 1e-9]
+    feasible_rows = [r for r in in_budget if r["review"] is not None and r["meets_precision"]]
+    reachable = _reachable(rows, in_budget, y, v, forced, g, target_precision, r_model)
     feasible = bool(feasible_rows)
     if feasible:
         chosen = feasible_rows[0]
     else:
         messages.append(_infeasible_message(config, targets, reachable))
-        chosen = _fallback(rows, reachable, config, y, v, forced, g, model_threshold, target_precision)
+        chosen = _fallback(rows, in_budget, reachable, config, model_threshold)
     t_pre, t_rev = chosen["escalate"], chosen["review"]
     routed = g >= t_pre
     blocks = _block_thresholds(v, y, routed, t_rev, config)
@@ -321,8 +332,9 @@ def _best_recall_at_precision(y, model, routed, forced, target_precision) -> tup
     return best if best else (None, None)
 
 
-def _reachable(rows, y, v, forced, g, config, target_precision, r_model) -> dict:
-    at_budget = [r for r in rows if r["level"] <= config.budget + 1e-9][-1]
+def _reachable(rows, in_budget, y, v, forced, g, target_precision, r_model) -> dict:
+    """What can be met: within the budget (the largest routing level in `in_budget`), and at any route."""
+    at_budget = in_budget[-1]
     routed = g >= at_budget["escalate"]
     t, best = _best_recall_at_precision(y, v.model, routed, forced, target_precision)
     out = {"at_budget": {
@@ -338,19 +350,19 @@ def _reachable(rows, y, v, forced, g, config, target_precision, r_model) -> dict
     return out
 
 
-def _fallback(rows, reachable, config, y, v, forced, g, model_threshold, target_precision) -> dict:
+def _fallback(rows, in_budget, reachable, config, model_threshold) -> dict:
     if config.on_infeasible in ("recall", "error"):
         ok = [r for r in rows if r["review"] is not None and r["meets_precision"]]
         if ok:
             return ok[0]  # every target but the budget: route more
-        within = [r for r in rows if r["review"] is not None and r["level"] <= config.budget + 1e-9]
+        within = [r for r in in_budget if r["review"] is not None]
         if within:
             return max(within, key=lambda r: r["precision"])  # recall and budget, queue less precise
         recall_rows = [r for r in rows if r["review"] is not None]
         if recall_rows:
             return recall_rows[0]
     # Keep the budget: the most recall the precision target allows (else the model's own threshold).
-    row = dict([r for r in rows if r["level"] <= config.budget + 1e-9][-1])
+    row = dict(in_budget[-1])
     t = reachable["at_budget"]["review_threshold_for_it"]
     row["review"] = float(t) if t is not None else float(model_threshold)
     return row

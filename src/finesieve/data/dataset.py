@@ -8,6 +8,14 @@ A `Dataset` holds one row per accepted message. Columns of `frame`:
   labels    tuple  the message's labels; one element for binary and multi-class tasks
   time, user, thread   optional metadata columns, when mapped
   votes     tuple  annotator vote counts in `spec.vote_cols` order, when mapped (soft labels)
+
+`label_normalisation` records the label spellings that `load_dataset(..., normalise_labels=True)` mapped to one
+class ({"Hate_Speech": "hate_speech"}), and `label_normalised_rows` how many rows it changed ({} and 0 when
+the file spelled every label one way).
+
+    from finesieve.data.load import load_dataset
+    ds = load_dataset("messages.csv", ColumnSpec())
+    ds.texts, ds.labels, ds.indicator(), ds.rejected.to_dict()
 """
 
 from __future__ import annotations
@@ -46,6 +54,8 @@ class Dataset:
     source: str = "<memory>"
     rejected: RejectionSummary = field(default_factory=RejectionSummary)
     redaction_counts: dict[str, int] = field(default_factory=dict)
+    label_normalisation: dict[str, str] = field(default_factory=dict)  # label as written -> class it was mapped to
+    label_normalised_rows: int = 0  # rows whose labels that mapping changed
 
     @property
     def multilabel(self) -> bool:
@@ -114,6 +124,8 @@ class Dataset:
             source=self.source,
             rejected=self.rejected,
             redaction_counts=self.redaction_counts,
+            label_normalisation=self.label_normalisation,
+            label_normalised_rows=self.label_normalised_rows,
         )
 
     @property

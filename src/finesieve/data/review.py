@@ -18,9 +18,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from finesieve import report as R
-from finesieve.report import json_safe
 from finesieve.data.dataset import Dataset
 from finesieve.data.dedupe import check_leakage, find_duplicates
+from finesieve.outputs import write_text
+from finesieve.report import json_safe
 
 EXAMPLES_PER_CLASS = 5
 NOISE_EXAMPLES = 20
@@ -263,5 +264,5 @@ def write_review(result: dict, dataset: Dataset, path: str | Path) -> Path:
                                                                [[k, v["n"], json.dumps(v["class_counts"])] for k, v in result["corner_sets"].items()])))
     out = R.write_page(path, "finesieve data review", sections, subtitle=f"{result['source']} · data hash {result['data_hash'][:12]}")
     clean = {k: v for k, v in result.items() if not k.startswith("_")}
-    Path(out).with_suffix(".json").write_text(json.dumps(json_safe(clean), indent=2, default=str))
+    write_text(Path(out).with_suffix(".json"), json.dumps(json_safe(clean), indent=2, default=str))
     return out

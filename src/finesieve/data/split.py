@@ -2,8 +2,9 @@
 
     from finesieve.data.split import SplitConfig, make_splits, load_splits
     splits = make_splits(dataset, SplitConfig(test_frac=0.1, val_frac=0.1, seed=0))
-    splits.save("runs/x/splits.json")              # ids per split, hashes, sizes, class counts
+    splits.save("runs/x/splits.json")              # ids and text hashes per split, hashes, sizes, class counts
     splits = load_splits("runs/x/splits.json", dataset)   # refuses a dataset whose content changed
+    members = read_split_members("runs/x/splits.json")    # ids and text hashes per split, without the dataset
 
 How a split is made:
   1. Groups. Near-duplicate clusters (finesieve.data.dedupe) are groups, merged with the groups of
@@ -47,6 +48,12 @@ from finesieve.data.dedupe import UnionFind, check_leakage, near_duplicate_clust
 from finesieve.data.errors import ConfigError, DataError
 
 SPLIT_NAMES = ("train", "val", "test")
+TEXT_HASH_HEX = 16  # hex digits kept of sha256(text): 64 bits, so a chance match among 1e6 x 1e5 texts is ~5e-9
+
+
+def text_hash(text: str) -> str:
+    """Short hash of a cleaned and redacted text (`Dataset.texts`): how a run remembers which texts it saw."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:TEXT_HASH_HEX]
 
 
 class SplitConfig(BaseModel):
@@ -105,6 +112,11 @@ class Splits:
     def sizes(self) -> dict[str, int]:
         return {name: int((self.assignment == name).sum()) for name in SPLIT_NAMES}
 
+    def text_hashes(self, name: str) -> list[str]:
+        """`text_hash` of each row's cleaned and redacted text in split `name`, in `ids(name)` order."""
+        self._check_name(name)
+        return [text_hash(t) for t in self.source.frame["text"][self.assignment == name]]
+
     @property
     def split_hash(self) -> str:
         """sha256 over the sorted ids of each split: equal hashes mean the same rows went to the same splits."""
@@ -131,11 +143,16 @@ class Splits:
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write the summary plus the ids of every split as sorted, indented JSON."""
+        """Write the summary plus the ids and text hashes of every split as sorted, indented JSON.
+
+        The text hashes let a run recognise its training and validation messages in another file, whatever
+        their ids there (`read_split_members`); files written before them lack `text_hashes` and still load.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {**self.to_dict(), "finesieve_version": finesieve.__version__,
-                   "ids": {name: self.ids(name) for name in SPLIT_NAMES}}
+                   "ids": {name: self.ids(name) for name in SPLIT_NAMES},
+                   "text_hashes": {name: self.text_hashes(name) for name in SPLIT_NAMES}}
         path.write_text(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
         return path
 
@@ -169,6 +186,37 @@ def load_splits(path: str | Path, dataset: Dataset) -> Splits:
     if splits.split_hash != payload["split_hash"]:
         raise DataError(f"{path}: the ids per split do not match the saved split_hash (file edited?). Fix: make a new split")
     return splits
+
+
+@dataclass
+class SplitMembers:
+    """Which ids and texts a saved split put in each split, read without the dataset it was made from."""
+
+    path: Path
+    data_hash: str  # content hash of the dataset the split was made from
+    ids: dict[str, set[str]]  # split name -> ids
+    text_hashes: dict[str, set[str]] | None  # split name -> text_hash of its texts; None in older files
+
+
+def read_split_members(path: str | Path) -> SplitMembers:
+    """The ids (and, in files that have them, the text hashes) of each split saved in `path` by `Splits.save`."""
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: cannot read a saved split ({exc}). Fix: pass the splits.json written by Splits.save") from exc
+    if not isinstance(payload, dict) or not isinstance(payload.get("ids"), dict) or "data_hash" not in payload:
+        raise DataError(f"{path}: no 'ids' per split or no 'data_hash'; this is not a file written by Splits.save")
+    hashes = payload.get("text_hashes")
+    if hashes is not None and not isinstance(hashes, dict):
+        raise DataError(f"{path}: 'text_hashes' is a {type(hashes).__name__}, expected an object of split name -> "
+                        "list of hashes. Fix: write the split again with Splits.save")
+    return SplitMembers(
+        path=path,
+        data_hash=str(payload["data_hash"]),
+        ids={name: {str(i) for i in payload["ids"].get(name, [])} for name in SPLIT_NAMES},
+        text_hashes=None if hashes is None else {name: set(map(str, hashes.get(name, []))) for name in SPLIT_NAMES},
+    )
 
 
 def _groups(dataset: Dataset, config: SplitConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -1,20 +1,30 @@
 """Row validation: decide for each raw row whether it is a usable labelled message, and say why not.
 
 Works on one chunk at a time so files larger than memory can be checked in a stream. A rejected row is
-never dropped silently: it becomes a `RowProblem` (file, row, column, value, problem, fix), is counted in
+never dropped silently: it becomes a `RowProblem` (file, row, line, column, value, problem, fix), is counted in
 the summary and, when asked, written with its raw values to a rejects file so nothing is lost.
+
+    result = RowValidator(spec, "messages.csv").validate(chunk)   # chunk from load.iter_chunks
+    result.accepted, result.problems, result.rejected_rows
+
+Label hygiene lives here too: `label_key` is a label's identity with its spelling set aside, `label_variants`
+finds the labels of a file that differ only in case, spacing, '_' or '-' (which would otherwise train as
+separate classes), and `suspicious_labels` finds rare labels that look like typos of frequent ones.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
+import re
 from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from finesieve.data.errors import RowProblem
+from finesieve.data.errors import DataError, RowProblem
+from finesieve.data.normalize import clean
 from finesieve.data.spec import ColumnSpec
 
 TRUE_VALUES = {"1", "true", "yes", "y", "t"}
@@ -22,7 +32,8 @@ FALSE_VALUES = {"0", "false", "no", "n", "f", ""}
 
 FIXES = {
     "missing_text": "fill in the message text or remove the row",
-    "empty_text": "the text is empty or only whitespace: fill it in or remove the row",
+    "empty_text": "the text is empty, only whitespace, or only invisible or control characters: fill it in or "
+    "remove the row",
     "non_text": "the text column must hold the message as a string, not a number, list or object",
     "bad_encoding": "the bytes are not valid in the file's encoding: re-save the file as UTF-8, "
     "or pass the right one with --encoding (e.g. latin-1)",
@@ -33,9 +44,26 @@ FIXES = {
     "duplicate_id": "ids must be unique: remove the repeated row or give it a new id",
     "bad_timestamp": "use ISO 8601 (2024-05-01T12:00:00Z) or epoch seconds",
     "malformed_record": "each line must be one JSON object: fix the line's JSON syntax",
+    "bad_field_count": "give the row exactly one value per header column: quote every field that contains the "
+    "separator (a comma in a CSV, a tab in a TSV), e.g. \"Hello, world\"",
+    "malformed_quotes": "a quoted field must end with its quote right before the separator or the line end; write a "
+    "quote inside a quoted field twice (\"\")",
+    "unbalanced_quote": "close the quote opened on this line, or write a quote that is part of the text twice "
+    "(\"\"); the lines after it were read as rows of their own",
+    "blank_line": "remove the blank line (it is counted as a row so that row numbers match the file)",
     "bad_votes": "vote counts must be non-negative numbers with at least one vote in the row; "
     "fix the counts or drop --vote-col",
 }
+
+
+# Columns the readers in load.py add to a chunk beside the file's own: never written back as the row's values.
+INTERNAL_COLUMNS = frozenset({"_row", "_line", "_malformed", "_problem", "_fix"})
+# A label seen at most this many times may be a typo (`suspicious_labels`).
+RARE_LABEL_MAX = 5
+# A printable ASCII character survives `clean`: a text holding one cannot be empty once cleaned.
+_VISIBLE_ASCII = re.compile(r"[!-~]")
+_INVISIBLE_ONLY_FIX = ("the text holds only invisible or control characters (zero-width spaces, direction marks, "
+                       "control codes), so nothing is left once cleaned: fill in the message or remove the row")
 
 
 def _short(value, limit: int = 60) -> str:
@@ -48,9 +76,12 @@ def _is_missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
 
 
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
 def _has_surrogates(text: str) -> bool:
     # Bytes that do not decode are carried as lone surrogates (errors="surrogateescape") so we can say which row.
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
+    return not text.isascii() and _ESCAPED_BYTE.search(text) is not None
 
 
 @dataclass
@@ -66,6 +97,10 @@ class RowValidator:
 
     `labelled=False` checks a file to score (no label is read); `unique_ids=False` does not remember ids, so
     memory stays constant over a file of any size (duplicate ids are then not caught).
+
+    With `spec.classes`, a label that differs from an allowed class only in spelling (same `label_key`, e.g.
+    'Spam' for 'spam') is accepted as written: whether it is refused or normalised is decided over the whole
+    file, by `load_dataset` and `validate_file` (see `label_variants`).
     """
 
     spec: ColumnSpec
@@ -75,32 +110,32 @@ class RowValidator:
     unique_ids: bool = True
 
     def validate(self, chunk: pd.DataFrame) -> ChunkResult:
-        """`chunk` holds the raw mapped columns plus `_row` (1-based data row in the file)."""
+        """`chunk` holds the raw mapped columns plus `_row` (1-based data row in the file), and may hold `_line`
+        (1-based line where the row starts) and, for a row the reader could not split, `_malformed` (its raw
+        text), `_problem` (the kind; malformed_record when absent) and `_fix` (see `load.iter_chunks`)."""
         spec = self.spec
         allowed = set(spec.classes) if spec.classes else None
         records, problems, rejected = [], [], []
         for raw in chunk.to_dict("records"):
             row = int(raw["_row"])
+            line = None if _is_missing(raw.get("_line")) else int(raw["_line"])
             row_problems: list[RowProblem] = []
 
             def problem(column: str, value, kind: str, fix: str | None = None) -> None:
-                row_problems.append(RowProblem(self.file, row, column, _short(value), kind, fix or FIXES[kind]))
+                row_problems.append(RowProblem(self.file, row, column, _short(value), kind, fix or FIXES[kind], line))
 
-            if "_malformed" in raw and not _is_missing(raw.get("_malformed")):
-                problem("<line>", raw["_malformed"], "malformed_record")
+            if not _is_missing(raw.get("_malformed")):  # the reader could not split this record into columns
+                kind, fix = raw.get("_problem"), raw.get("_fix")
+                problem("<line>", raw["_malformed"], "malformed_record" if _is_missing(kind) else kind,
+                        None if _is_missing(fix) else fix)
                 problems.extend(row_problems)
-                rejected.append({"row": row, "problems": [p.to_dict() for p in row_problems]})
+                rejected.append({"row": row, "raw": _jsonable(raw["_malformed"]),
+                                 "problems": [p.to_dict() for p in row_problems]})
                 continue
 
             text = raw.get(spec.text_col)
-            if _is_missing(text):
-                problem(spec.text_col, text, "missing_text")
-            elif not isinstance(text, str):
-                problem(spec.text_col, text, "non_text")
-            elif _has_surrogates(text):
-                problem(spec.text_col, text, "bad_encoding")
-            elif not text.strip():
-                problem(spec.text_col, text, "empty_text")
+            if (found := _text_problem(text)) is not None:
+                problem(spec.text_col, text, *found)
 
             labels = self._labels(raw, allowed, problem) if self.labelled else ()
             votes = self._votes(raw, problem) if self.labelled and spec.vote_cols else None
@@ -137,7 +172,7 @@ class RowValidator:
             if row_problems:
                 problems.extend(row_problems)
                 rejected.append(
-                    {"row": row, **{k: _jsonable(v) for k, v in raw.items() if k != "_row"},
+                    {"row": row, **{k: _jsonable(v) for k, v in raw.items() if k not in INTERNAL_COLUMNS},
                      "problems": [p.to_dict() for p in row_problems]}
                 )
                 continue
@@ -208,10 +243,28 @@ class RowValidator:
                 text = text[:-2]  # integer labels read back as floats
             labels = (text,)
         if allowed is not None:
+            allowed_keys = {label_key(c) for c in allowed}
             for label in labels:
-                if label not in allowed:
+                # A spelling variant of a class is judged over the whole file by the caller, not rejected here.
+                if label not in allowed and label_key(label) not in allowed_keys:
                     problem(col, label, "unknown_label", _unknown_label_fix(label, sorted(allowed)))
         return labels
+
+
+def _text_problem(text) -> tuple[str, str | None] | None:
+    """(problem kind, specific fix or None) when a raw text cannot be a message; None when it can."""
+    if _is_missing(text):
+        return "missing_text", None
+    if not isinstance(text, str):
+        return "non_text", None
+    if _has_surrogates(text):
+        return "bad_encoding", None
+    if not text.strip():
+        return "empty_text", None
+    if not _VISIBLE_ASCII.search(text) and not clean(text):
+        # Training and scoring see the cleaned text: an empty one would be a silent empty example.
+        return "empty_text", _INVISIBLE_ONLY_FIX
+    return None
 
 
 def _unknown_label_fix(label: str, allowed: list[str]) -> str:
@@ -220,25 +273,106 @@ def _unknown_label_fix(label: str, allowed: list[str]) -> str:
     return f"{hint}allowed classes are {allowed}; fix the label or add it to --classes"
 
 
-def suspicious_labels(counts: dict[str, int], max_share: float = 0.001, max_count: int = 5) -> dict[str, str]:
-    """Rare labels that look like typos of frequent ones ('Spam' beside 'spam'), when classes were inferred.
+def suspicious_labels(counts: dict[str, int], max_share: float = 0.001,
+                      max_count: int = RARE_LABEL_MAX) -> dict[str, str]:
+    """Rare labels that look like typos of frequent ones ('spma' beside 'spam'), when classes were inferred.
 
     Returns {rare_label: likely_intended_label}. Such rows are rejected with a pointer to --classes, because a
-    one-off class silently becomes a class the model must learn from a handful of examples.
+    one-off class silently becomes a class the model must learn from a handful of examples. Spelling variants
+    ('Spam' beside 'spam', same `label_key`) are not typos: `label_variants` finds them, whatever their count.
     """
     total = sum(counts.values()) or 1
     frequent = [c for c, n in counts.items() if n > max_count and n / total > max_share]
     out = {}
     for label, n in counts.items():
         if n <= max_count and n / total <= max_share:
-            norm = label.strip().lower().replace(" ", "_").replace("-", "_")
             for other in frequent:
-                if norm == other.lower().replace(" ", "_").replace("-", "_") or difflib.SequenceMatcher(
-                    None, label.lower(), other.lower()
-                ).ratio() >= 0.8:
+                if label_key(label) == label_key(other):
+                    continue
+                a, b = label.lower(), other.lower()
+                if difflib.SequenceMatcher(None, a, b).ratio() >= 0.8 or _swapped_neighbours(a, b):
                     out[label] = other
                     break
     return out
+
+
+def _swapped_neighbours(a: str, b: str) -> bool:
+    """True when `a` is `b` with two adjacent characters swapped ('spma' for 'spam'): the commonest typing slip,
+    which the similarity ratio scores too low on short labels."""
+    if len(a) != len(b) or len(a) < 3:
+        return False
+    diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+    return len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
+
+
+_LABEL_ENDS = re.compile(r"^[\s_]+|[\s_]+$")
+_LABEL_SPACING = re.compile(r"[\s_\-]+")
+
+
+def label_key(label: str) -> str:
+    """A label's identity with its spelling set aside: casefolded, whitespace and '_' stripped from the ends,
+    and every run of whitespace, '_' and '-' made one '_'.
+
+        label_key("Hate_Speech") == label_key(" hate  speech") == label_key("HATE-SPEECH") == "hate_speech"
+
+    A leading '-' is not stripped (it becomes '_'), so the numeric labels '-1' and '1' stay apart.
+    """
+    return _LABEL_SPACING.sub("_", _LABEL_ENDS.sub("", label.casefold()))
+
+
+def label_variants(counts: Mapping[str, int], classes: Sequence[str] | None = None) -> dict[str, str]:
+    """{variant: canonical spelling} for every label spelled differently from another with the same `label_key`.
+
+    `counts` maps each label as written to its number of rows. Without `classes`, a group's canonical spelling is
+    its most frequent one (a tie goes to the spelling that is its own key, e.g. 'off_platform', then to the first
+    in sorted order); with `classes`, it is the class whose key matches, even when that spelling never occurs
+    (labels matching no class are `unknown_label` rows instead).
+
+        label_variants({"hate_speech": 1144, "Hate_Speech": 3, "offensive": 15352})  # {"Hate_Speech": "hate_speech"}
+    """
+    groups: dict[str, list[str]] = {}
+    for label in counts:
+        groups.setdefault(label_key(label), []).append(label)
+    class_of = {label_key(c): c for c in classes} if classes is not None else None
+    variants = {}
+    for key, spellings in groups.items():
+        if class_of is not None:
+            if key not in class_of:
+                continue
+            canonical = class_of[key]
+        elif len(spellings) < 2:
+            continue
+        else:
+            canonical = min(spellings, key=lambda s: (-counts[s], s != key, s))
+        variants.update({s: canonical for s in spellings if s != canonical})
+    return variants
+
+
+def label_variants_error(file: str, column: str, variants: Mapping[str, str], counts: Mapping[str, int],
+                         first_rows: Mapping[str, int], *, classes_given: bool) -> DataError:
+    """The refusal of a file whose labels are spelled several ways: every group with each spelling's count and
+    first row, the canonical spelling first, and the two fixes."""
+    groups: dict[str, list[str]] = {}
+    for variant, canonical in sorted(variants.items()):
+        groups.setdefault(canonical, []).append(variant)
+
+    def spelling(label: str) -> str:
+        n = counts.get(label, 0)
+        if n == 0:
+            return f"{label!r} (in --classes, no row)"
+        return f"{label!r} ({n:,} row{'s' if n != 1 else ''}, first at row {first_rows[label]})"
+
+    if classes_given:
+        lines = [f"{file}: column '{column}' spells classes of --classes in other ways (case, spaces, '_' or '-'):"]
+    else:
+        lines = [f"{file}: column '{column}' spells the same label in several ways (case, spaces, '_' or '-'); "
+                 "each spelling would silently become a class of its own:"]
+    for canonical in sorted(groups):
+        lines.append("  " + " = ".join(spelling(s) for s in [canonical, *groups[canonical]]))
+    target = "its spelling in --classes" if classes_given else "its most frequent spelling"
+    lines.append(f"Fix: correct the spellings in the file, or pass --normalise-labels to map each variant to {target} "
+                 "(the first of each group above).")
+    return DataError("\n".join(lines))
 
 
 def _parse_time(value):

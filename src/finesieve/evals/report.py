@@ -14,10 +14,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from finesieve import report as R
-from finesieve.report import json_safe
 from finesieve.evals import metrics as M
 from finesieve.evals.compare import ratio_sentence
 from finesieve.evals.harness import EvalResult
+from finesieve.outputs import write_text
+from finesieve.report import json_safe
 
 
 def _curves(results: Sequence[EvalResult]) -> str:
@@ -133,9 +134,12 @@ def _slices(results: Sequence[EvalResult]) -> str:
 
 
 def write_eval_report(path: str | Path, results: Sequence[EvalResult], comparison: dict, title: str,
-                      subtitle: str = "", lead_sections: Sequence[str] = (), extra: dict | None = None) -> Path:
-    """`lead_sections` (HTML from `report.section`) open the page; `extra` is added to the JSON twin."""
-    sections = [*lead_sections,
+                      subtitle: str = "", lead_sections: Sequence[str] = (), extra: dict | None = None,
+                      notes: Sequence[str] = ()) -> Path:
+    """`lead_sections` (HTML from `report.section`) open the page; `extra` is added to the JSON twin. `notes`
+    (e.g. rows the run was trained on) head the page, where nobody reads past them."""
+    warnings = [R.section("Read this first", *(R.paragraph(n) for n in notes))] if notes else []
+    sections = [*warnings, *lead_sections,
         R.section("Metrics", _metrics_table(comparison),
                   R.paragraph("Brackets: 95% stratified bootstrap intervals. Positive class(es): "
                               + ", ".join(results[0].positive), "note")),
@@ -150,6 +154,7 @@ def write_eval_report(path: str | Path, results: Sequence[EvalResult], compariso
         R.section("Per slice", _slices(results)),
     ]
     out = R.write_page(path, title, sections, subtitle)
-    Path(out).with_suffix(".json").write_text(json.dumps(json_safe({**comparison, **(extra or {})}), indent=2))
+    write_text(Path(out).with_suffix(".json"),
+               json.dumps(json_safe({**comparison, **(extra or {}), "notes": list(notes)}), indent=2))
     return out
 

@@ -5,22 +5,58 @@ reference scorer name (`tfidf`, `rules:builtin:hate_speech`) that is fitted firs
 else on the training part of a reproducible split of the evaluation file, whose held-out test part is then
 what every scorer is evaluated on. A run evaluated on the very data it was trained on is evaluated on its
 own saved test split, so no figure comes from messages a model saw.
+
+Any other evaluated rows that a run trained on or chose its threshold on are found and named in a note: by
+id when the file is the run's own data or both files have an id column, and by the hash of the cleaned text
+(whatever the ids) when the run's splits.json records text hashes (`split_overlap`).
+
+    result = run_side_by_side(["runs/tfidf"], load_dataset("held_out.csv", spec), positive=["hate_speech"])
+    print(result.notes)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from finesieve.data.dataset import Dataset
-from finesieve.data.split import SplitConfig, load_splits, make_splits
+from finesieve.data.split import SplitConfig, load_splits, make_splits, read_split_members, text_hash
 from finesieve.evals.compare import compare
 from finesieve.evals.harness import CostModel, EvalResult, evaluate
-from finesieve.runs import load_scorer
+from finesieve.runs import Run, load_scorer
 from finesieve.train.recipe import choose_threshold
+
+
+@dataclass
+class SplitOverlap:
+    """How many evaluated rows a run saw while training (its train split) or choosing its threshold (val)."""
+
+    run: str
+    n_evaluated: int
+    n_train: int
+    n_val: int
+    n_seen: int  # rows in train or val
+    compared_by: list[str]  # "id", "text": what rows were compared on with the run's splits
+    example: dict | None = None  # one seen row: row, id, split, text (cleaned and redacted, cut short)
+
+    @property
+    def share(self) -> float:
+        return self.n_seen / self.n_evaluated if self.n_evaluated else 0.0
+
+    def note(self) -> str:
+        ex = self.example or {}
+        return (f"{self.run}: {self.n_train:,} of the {self.n_evaluated:,} evaluated rows are in the run's training "
+                f"split and {self.n_val:,} in its validation split ({self.share:.1%} of the evaluated rows, compared by "
+                f"{' and '.join(self.compared_by)}; e.g. row {ex.get('row')}, id {ex.get('id')!r}, in {ex.get('split')}: "
+                f"{ex.get('text')!r}): figures on these rows are optimistic; evaluate on held-out data")
+
+    def to_dict(self) -> dict:
+        return {"run": self.run, "n_evaluated": self.n_evaluated, "n_train": self.n_train, "n_val": self.n_val,
+                "n_seen": self.n_seen, "share": round(self.share, 4), "compared_by": self.compared_by,
+                "example": self.example}
 
 
 @dataclass
@@ -29,6 +65,7 @@ class SideBySide:
     comparison: dict
     evaluated_on: str
     notes: list[str]
+    overlaps: list[SplitOverlap] = field(default_factory=list)  # one per run directory that could be checked
 
 
 def _name(ref: str, taken: set[str]) -> str:
@@ -75,6 +112,10 @@ def run_side_by_side(
             notes.append("reference scorers fitted on the training split; thresholds chosen on the validation split")
     else:
         eval_set, evaluated_on = _own_test_split(loaded, data, notes) or (eval_set, evaluated_on)
+    eval_hashes = [text_hash(t) for t in eval_set.texts]
+    overlaps = [o for ref, _, run in loaded if run is not None
+                for o in [split_overlap(ref, run, data, eval_set, eval_hashes)] if o is not None]
+    notes.extend(o.note() for o in overlaps if o.n_seen)
 
     results, taken = [], set()
     for ref, scorer, run in loaded:
@@ -93,7 +134,50 @@ def run_side_by_side(
     comparison = compare(results, baseline=baseline, n_boot=n_boot if len(results) > 1 else 0, seed=seed)
     comparison["evaluated_on"] = evaluated_on
     comparison["notes"] = notes
-    return SideBySide(results, comparison, evaluated_on, notes)
+    comparison["split_overlap"] = {o.run: o.to_dict() for o in overlaps}
+    return SideBySide(results, comparison, evaluated_on, notes, overlaps)
+
+
+def split_overlap(ref: str, run: Run, data: Dataset, eval_set: Dataset,
+                  eval_hashes: Sequence[str] | None = None) -> SplitOverlap | None:
+    """Which rows of `eval_set` (drawn from `data`) are in the run's saved train or val split; None when the run
+    has no splits.json or nothing can be matched.
+
+    Ids are compared only when they name the same messages: `data` is the data the split was made from (same
+    content hash), or both the run's data and `data` map an explicit id column. Texts are compared by
+    `text_hash` whenever splits.json records the hashes (files written before them do not).
+    """
+    path = run.path / "splits.json"
+    if not path.exists():
+        return None
+    members = read_split_members(path)
+    run_spec = (run.manifest.get("data") or {}).get("column_spec") or {}
+    by_id = members.data_hash == data.content_hash or (bool(run_spec.get("id_col")) and data.spec.id_col is not None)
+    by_text = members.text_hashes is not None
+    if not (by_id or by_text):
+        return None
+    ids = [str(i) for i in eval_set.ids]
+    hashes = list(eval_hashes) if eval_hashes is not None else [text_hash(t) for t in eval_set.texts]
+
+    def seen_in(name: str) -> np.ndarray:  # (n_evaluated,) bool
+        seen = np.zeros(len(ids), dtype=bool)
+        if by_id:
+            seen |= np.fromiter((i in members.ids[name] for i in ids), dtype=bool, count=len(ids))
+        if by_text:
+            seen |= np.fromiter((h in members.text_hashes[name] for h in hashes), dtype=bool, count=len(ids))
+        return seen
+
+    in_train, in_val = seen_in("train"), seen_in("val")
+    seen = in_train | in_val
+    example = None
+    if seen.any():
+        i = int(np.flatnonzero(seen)[0])
+        text = str(eval_set.frame["text"].iloc[i])
+        example = {"row": int(eval_set.frame["row"].iloc[i]), "id": ids[i], "split": "train" if in_train[i] else "val",
+                   "text": text if len(text) <= 80 else text[:77] + "..."}
+    return SplitOverlap(run=str(ref), n_evaluated=len(ids), n_train=int(in_train.sum()), n_val=int(in_val.sum()),
+                        n_seen=int(seen.sum()), compared_by=[k for k, on in (("id", by_id), ("text", by_text)) if on],
+                        example=example)
 
 
 def _own_test_split(loaded, data: Dataset, notes: list[str]) -> tuple[Dataset, str] | None:

@@ -13,6 +13,8 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from finesieve.data.errors import ConfigError
+
 
 @runtime_checkable
 class Scorer(Protocol):
@@ -77,7 +79,7 @@ def positive_scores(proba: np.ndarray, classes: Sequence[str], positive: Sequenc
     classes = [str(c) for c in classes]
     missing = [p for p in positive if p not in classes]
     if missing:
-        raise ValueError(f"positive class(es) {missing} not among the scorer's classes {classes}: pass one of those with --positive")
+        raise ConfigError(f"positive class(es) {missing} not among the scorer's classes {classes}: pass one of those with --positive")
     cols = [classes.index(p) for p in positive]
     part = proba[:, cols]
     return part.max(axis=1) if multilabel else part.sum(axis=1)

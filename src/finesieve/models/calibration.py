@@ -43,6 +43,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, log_softmax, softmax
 
+from finesieve.data.errors import DataError
 from finesieve.models.base import NotFittedError
 
 Method = Literal["temperature", "temperature_bias", "isotonic", "none"]
@@ -71,7 +72,7 @@ class Calibrator:
         y = self._check_targets(z, targets)
         n, k = z.shape
         if n == 0 and self.method != "none":
-            raise ValueError(f"Calibrator({self.method!r}) got no validation logits to fit on: pass some, or use "
+            raise DataError(f"Calibrator({self.method!r}) got no validation logits to fit on: pass some, or use "
                              "method='none'")
         self.temperature_ = np.ones(k if self.multilabel else 1)
         self.bias_ = np.zeros(k)

@@ -37,7 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import finesieve
-from finesieve.data.errors import ConfigError
+from finesieve.data.errors import ConfigError, DataError, config_error
 from finesieve.data.normalize import normalize_for_scoring
 from finesieve.evals.metrics import pr_auc
 from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts, label_tuples
@@ -211,7 +211,7 @@ class CharCNNScorer:
         try:
             return CharCNNConfig(**{name: getattr(self, name) for name in CharCNNConfig.model_fields})
         except ValidationError as err:
-            raise ConfigError(f"{type(self).__name__} settings are invalid:\n{err}") from None
+            raise config_error(err, f"{type(self).__name__} settings", CharCNNConfig) from None
 
     # ----------------------------------------------------------------------------------------- inputs
 
@@ -225,7 +225,7 @@ class CharCNNScorer:
         index = {c: j for j, c in enumerate(classes)}
         unknown = sorted({c for t in tuples for c in t if c not in index})
         if unknown:
-            raise ValueError(f"{what} hold class(es) {unknown[:5]} not among the training classes {classes}: "
+            raise DataError(f"{what} hold class(es) {unknown[:5]} not among the training classes {classes}: "
                              "validate on the same label set you train on")
         if multilabel:
             y = np.zeros((len(tuples), len(classes)), dtype=np.float32)
@@ -259,7 +259,7 @@ class CharCNNScorer:
             raise ValueError("val_texts and val_labels go together: pass both, or neither to hold out val_frac of the data")
         classes = sorted({c for t in tuples for c in t})
         if len(classes) < (1 if multilabel else 2):
-            raise ValueError(f"labels hold {len(classes)} class(es) ({classes}): a classifier needs at least "
+            raise DataError(f"labels hold {len(classes)} class(es) ({classes}): a classifier needs at least "
                              f"{1 if multilabel else 2}")
         y = self._targets(tuples, classes, multilabel, "labels")
 
@@ -279,7 +279,7 @@ class CharCNNScorer:
         else:
             train_x, train_y, val_x, val_y = self._encode(texts), y, [], y[:0]
         if not train_x:
-            raise ValueError("no training messages left after holding out the validation split: pass more data")
+            raise DataError("no training messages left after holding out the validation split: pass more data")
 
         # Fork the global RNG so the seed fixes weights and dropout without changing the caller's random state.
         with torch.random.fork_rng(devices=[]):

@@ -30,7 +30,7 @@ from typing import Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from finesieve.data.errors import ConfigError
+from finesieve.data.errors import ConfigError, config_error
 from finesieve.data.normalize import clean
 from finesieve.models.base import infer_multilabel, label_tuples
 
@@ -148,9 +148,7 @@ def validate_prompt(raw: dict, source: str = "prompt") -> TaskPrompt:
     try:
         return TaskPrompt.model_validate(raw)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'prompt'}: {e['msg'].removeprefix('Value error, ')}"
-                             for e in err.errors())
-        raise ConfigError(f"{source}: invalid prompt: {problems}") from None
+        raise config_error(err, f"{source}: invalid prompt", TaskPrompt) from None
 
 
 def check_labels_match(prompt: TaskPrompt, labels: Sequence, multilabel: bool | None) -> bool:

@@ -29,7 +29,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from finesieve.data.errors import ConfigError
+from finesieve.data.errors import ConfigError, config_error
 from finesieve.data.normalize import normalize_for_scoring
 from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts
 
@@ -97,8 +97,7 @@ def load_policy(path: str | Path) -> Policy:
     try:
         return Policy.model_validate(raw)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
-        raise ConfigError(f"{path}: invalid policy: {problems}") from None
+        raise config_error(err, f"{path}: invalid policy", Policy) from None
 
 
 def _read_policy_text(path: str) -> str:

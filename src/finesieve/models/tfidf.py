@@ -17,6 +17,7 @@ from typing import Literal, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from finesieve.data.errors import DataError
 from finesieve.data.normalize import normalize_for_scoring
 from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts
 
@@ -83,7 +84,7 @@ class TfidfLogReg:
             self.model_ = OneVsRestClassifier(lr).fit(X, y)
         else:
             if len(classes) < 2:
-                raise ValueError(f"labels hold one class only ({classes}): a classifier needs at least two")
+                raise DataError(f"labels hold one class only ({classes}): a classifier needs at least two")
             self.model_ = lr.fit(X, [t[0] for t in tuples])
             classes = [str(c) for c in self.model_.classes_]
         self.classes_ = np.array(classes)

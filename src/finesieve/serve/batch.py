@@ -25,12 +25,22 @@ threshold is the run's validation threshold, so every run writes the same column
     text               only with include_text: the redacted text that was scored (the raw text is never written)
 
 The output is CSV or JSONL, chosen by the extension of `out`. It is written chunk by chunk to `OUT.partial`
-and renamed to `out` when the whole file has been read, so a file under the final name is always complete.
+(and the rejects to `REJECTS.partial`), both renamed to their final names when the whole file has been read, so
+a file under a final name is always complete.
+
+Resuming. After each chunk, once its decisions and rejects are flushed and fsynced, a progress record
+`OUT.partial.progress.json` is replaced atomically: rows done, the byte sizes of both partial files, the summary
+counters so far and the job's identity (run and manifest hash, data path, size, mtime and head hash, columns,
+redaction, include_text, output format, rejects path). `score_file(..., resume=True)` (`finesieve score
+--resume`) checks that identity, truncates both partial files to the recorded sizes (dropping a chunk half
+written when the process was killed), restores the counters, skips the rows already done and carries on; the
+result is byte for byte what an uninterrupted pass writes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import os
@@ -43,6 +53,7 @@ from typing import Iterator, TextIO
 import pandas as pd
 from tqdm.auto import tqdm
 
+import finesieve
 from finesieve.cascade.cascade import ACTIONS, STAGES, Cascade, CascadeThresholds, Decisions
 from finesieve.data.errors import ConfigError
 from finesieve.data.load import detect_format, iter_chunks, prepare_texts
@@ -50,11 +61,15 @@ from finesieve.data.redact import RedactionConfig, Redactor
 from finesieve.data.spec import ColumnSpec
 from finesieve.data.validate import ChunkResult, RowValidator
 from finesieve.models.base import positive_scores
-from finesieve.runs import Run, load_run
+from finesieve.outputs import atomic_file, check_output_file, check_outputs, partial_path
+from finesieve.runs import MANIFEST, Run, load_run
 
 OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 COLUMNS = ["id", "row", "action", "category", "decided_by", "score", *(f"score_{s}" for s in STAGES), "rules_fired"]
 CHUNK_ROWS = 5000
+PROGRESS_SUFFIX = ".progress.json"  # beside OUT.partial: OUT.partial.progress.json
+PROGRESS_FORMAT = 1
+HEAD_BYTES = 1 << 20  # the data file's first MiB is hashed into the job's identity
 
 
 @dataclass
@@ -120,46 +135,74 @@ def score_file(
     include_text: bool = False,
     progress: bool = True,
     redaction: RedactionConfig | None = None,
+    resume: bool = False,
 ) -> BatchSummary:
     """Score every row of `data` with the run at `run` and write one output row per accepted message to `out`.
 
     `spec` maps the text column (and optionally the id column); its label columns are ignored. `redaction`
     must be what the run was trained with (`load_dataset`'s default when None). Memory holds one chunk of
-    `chunk_rows` rows at a time, whatever the file's size.
+    `chunk_rows` rows at a time, whatever the file's size. `resume` continues the interrupted job whose
+    `OUT.partial` and progress record are beside `out` (see the module docstring); it refuses when there is none,
+    or when the run, the data file, the columns or the output options differ from that job's.
     """
     data, out = Path(data), Path(out)
+    rejects = Path(rejects_path) if rejects_path is not None else None
     out_format = output_format(out)
     if chunk_rows < 1:
         raise ConfigError(f"chunk_rows is {chunk_rows}: read at least 1 row per chunk (e.g. --chunk-rows 5000)")
-    _check_distinct(data, out, rejects_path)
+    check_output_file(out)
+    if rejects is not None:
+        check_output_file(rejects, "--rejects")
+    check_outputs({"--out": out, "--rejects": rejects}, {"--data": data, "RUN": run})
     cascade = as_cascade(load_run(run))
     scoring_spec = _scoring_spec(spec)
+    redaction = redaction or RedactionConfig()
     chunks = _first_read(iter_chunks(data, scoring_spec, chunk_rows, labelled=False))
+    identity = job_identity(run, data, spec=scoring_spec, include_text=include_text, out_format=out_format,
+                            rejects_path=rejects, redaction=redaction)
+    partial, rejects_partial, record = partial_path(out), partial_path(rejects) if rejects else None, progress_path(out)
+    summary = BatchSummary(run=str(run), data=str(data), out=str(out), rejects_path=str(rejects) if rejects else None)
+    saved = _resume_point(record, identity, partial, rejects_partial, out) if resume else None
+    if saved is not None:
+        _restore_counters(summary, saved["counters"])
     # Ids are checked row by row but not remembered, which would grow with the file; `finesieve data validate
     # --id-col` checks uniqueness.
     validator = RowValidator(scoring_spec, str(data), labelled=False, unique_ids=False)
-    redactor = Redactor(redaction or RedactionConfig())
-    summary = BatchSummary(run=str(run), data=str(data), out=str(out),
-                           rejects_path=str(rejects_path) if rejects_path else None)
+    redactor = Redactor(redaction)
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    start = time.perf_counter()
+    if rejects is not None:
+        rejects.parent.mkdir(parents=True, exist_ok=True)
+    start, seconds_before = time.perf_counter(), summary.seconds
     with contextlib.ExitStack() as stack:
-        writer = _Writer(stack.enter_context(open(partial, "w", encoding="utf-8", newline="")), out_format,
-                         COLUMNS + (["text"] if include_text else []))
-        rejects_fh = stack.enter_context(open(rejects_path, "w", encoding="utf-8")) if rejects_path else None
+        if saved is not None:  # drop whatever was written after the last complete chunk, then append
+            os.truncate(partial, saved["out_partial_bytes"])
+            if rejects_partial is not None:
+                os.truncate(rejects_partial, saved["rejects_partial_bytes"])
+        mode = "a" if saved is not None else "w"
+        out_fh = stack.enter_context(open(partial, mode, encoding="utf-8", newline=""))
+        writer = _Writer(out_fh, out_format, COLUMNS + (["text"] if include_text else []), header=saved is None)
+        rejects_fh = stack.enter_context(open(rejects_partial, mode, encoding="utf-8")) if rejects_partial else None
+        checkpoint = _Checkpoint(record, identity, out_fh, rejects_fh)
+        if saved is None:
+            checkpoint.save(summary)  # the header alone: a job stopped in its first chunk can resume too
         bar = stack.enter_context(tqdm(total=_estimate_rows(data, scoring_spec) if progress else None,
-                                       disable=not progress, unit="rows", dynamic_ncols=True,
-                                       desc=f"scoring {data.name}"))
-        for chunk in chunks:
+                                       initial=summary.n_rows, disable=not progress, unit="rows",
+                                       dynamic_ncols=True, desc=f"scoring {data.name}"))
+        for chunk in _skip_rows(chunks, summary.n_rows):
             _score_chunk(chunk, cascade=cascade, validator=validator, redactor=redactor, text_col=spec.text_col,
                          writer=writer, rejects_fh=rejects_fh, summary=summary)
+            summary.seconds = seconds_before + time.perf_counter() - start
+            checkpoint.save(summary)
             bar.update(len(chunk))
             bar.set_postfix({a: summary.actions[a] for a in ("review", "block")}, refresh=False)
         bar.total = bar.n  # the estimate counted lines; a quoted newline inside a CSV field is not a row
         bar.refresh()
+    # Rejects first, the output last: a file under OUT's final name means the whole job is complete.
+    if rejects_partial is not None:
+        os.replace(rejects_partial, rejects)
     os.replace(partial, out)
-    summary.seconds = time.perf_counter() - start
+    record.unlink(missing_ok=True)
+    summary.seconds = seconds_before + time.perf_counter() - start
     return summary
 
 
@@ -178,6 +221,149 @@ def _score_chunk(chunk: pd.DataFrame, *, cascade: Cascade, validator: RowValidat
     frame["text"] = texts  # written only when the writer's columns ask for it
     writer.write(frame)
     _account_decisions(summary, decisions)
+
+
+def progress_path(out: str | Path) -> Path:
+    """Where the progress record of the job writing `out` lives: `OUT.partial.progress.json`."""
+    partial = partial_path(out)
+    return partial.with_name(partial.name + PROGRESS_SUFFIX)
+
+
+def job_identity(run: str | Path, data: str | Path, *, spec: ColumnSpec, include_text: bool, out_format: str,
+                 rejects_path: str | Path | None, redaction: RedactionConfig) -> dict:
+    """What makes two scoring passes the same job: a resumed pass must match the interrupted one on every key.
+
+    The data file is recognised by its size, modification time and the sha256 of its first MiB (hashing the
+    whole file would cost a read of it); the run by the sha256 of its manifest.json.
+    """
+    run, data = Path(run), Path(data)
+    stat = data.stat()
+    with open(data, "rb") as fh:
+        head = hashlib.sha256(fh.read(HEAD_BYTES)).hexdigest()
+    return {
+        "run": str(run.resolve()),
+        "run_manifest_sha256": hashlib.sha256((run / MANIFEST).read_bytes()).hexdigest(),
+        "data": str(data.resolve()),
+        "data_size": stat.st_size,
+        "data_mtime_ns": stat.st_mtime_ns,
+        "data_head_sha256": head,
+        "column_spec": spec.model_dump(mode="json"),
+        "redaction": redaction.model_dump(mode="json"),
+        "include_text": include_text,
+        "output_format": out_format,
+        "rejects_path": str(Path(rejects_path).resolve()) if rejects_path is not None else None,
+    }
+
+
+# How a changed identity key is named in the refusal.
+_IDENTITY_NAMES = {
+    "run": "the run directory",
+    "run_manifest_sha256": "the run's manifest.json (the run was retrained or edited)",
+    "data": "the data file path",
+    "data_size": "the data file's size in bytes",
+    "data_mtime_ns": "the data file's modification time (ns)",
+    "data_head_sha256": "the data file's first MiB (sha256)",
+    "column_spec": "the columns read (--text-col, --id-col, --format, --encoding)",
+    "redaction": "the redaction settings",
+    "include_text": "--include-text",
+    "output_format": "the output format",
+    "rejects_path": "--rejects",
+}
+
+
+class _Checkpoint:
+    """Writes the progress record after the chunk's rows are on disk: a record never counts bytes that a crash
+    could lose, so truncating to its sizes always leaves whole chunks."""
+
+    def __init__(self, path: Path, identity: dict, out_fh: TextIO, rejects_fh: TextIO | None):
+        self.path, self.identity, self.out_fh, self.rejects_fh = path, identity, out_fh, rejects_fh
+
+    def save(self, summary: BatchSummary) -> None:
+        sizes = {}
+        for key, fh in (("out_partial_bytes", self.out_fh), ("rejects_partial_bytes", self.rejects_fh)):
+            if fh is None:
+                sizes[key] = None
+                continue
+            fh.flush()
+            os.fsync(fh.fileno())
+            sizes[key] = os.fstat(fh.fileno()).st_size
+        record = {"format": PROGRESS_FORMAT, "finesieve_version": finesieve.__version__, "identity": self.identity,
+                  "rows_done": summary.n_rows, **sizes, "counters": _counters(summary)}
+        with atomic_file(self.path) as fh:
+            fh.write(json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def _counters(summary: BatchSummary) -> dict:
+    """The summary's running totals, unrounded (to_dict rounds seconds), so a resumed pass adds on exactly."""
+    return {"n_rows": summary.n_rows, "n_scored": summary.n_scored, "rejected": dict(summary.rejected),
+            "actions": dict(summary.actions), "decided_by": dict(summary.decided_by),
+            "stage_seconds": dict(summary.stage_seconds), "seconds": summary.seconds}
+
+
+def _restore_counters(summary: BatchSummary, counters: dict) -> None:
+    summary.n_rows, summary.n_scored = int(counters["n_rows"]), int(counters["n_scored"])
+    summary.rejected = Counter(counters["rejected"])
+    summary.actions = Counter(counters["actions"])
+    summary.decided_by = Counter(counters["decided_by"])
+    summary.stage_seconds = Counter(counters["stage_seconds"])
+    summary.seconds = float(counters["seconds"])
+
+
+def _resume_point(record_path: Path, identity: dict, partial: Path, rejects_partial: Path | None, out: Path) -> dict:
+    """The progress record of the interrupted job to continue, after checking that it is this job's and that its
+    partial files hold at least what it counts; a ConfigError naming the problem and the fix otherwise."""
+    start_over = "Fix: start over without --resume (the partial output is then replaced)"
+    if not partial.exists():
+        finished = f"; {out} exists, so the job it was writing finished" if out.exists() else ""
+        raise ConfigError(f"--resume: there is no partial output {partial} to continue{finished}. Fix: drop "
+                          "--resume to score the file from the beginning")
+    if not record_path.exists():
+        raise ConfigError(f"--resume: {partial} has no progress record {record_path.name} beside it, so how much "
+                          f"of it is complete is unknown (written by an older finesieve?). {start_over}")
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        saved, counters, out_bytes = record["identity"], record["counters"], int(record["out_partial_bytes"])
+        if int(record["rows_done"]) != int(counters["n_rows"]):
+            raise ValueError(f"rows_done {record['rows_done']} differs from the counted rows {counters['n_rows']}")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"--resume: the progress record {record_path} cannot be read ({type(err).__name__}: "
+                          f"{err}). {start_over}") from None
+    changed = [key for key in dict.fromkeys([*saved, *identity]) if saved.get(key) != identity.get(key)]
+    if changed:
+        what = "; ".join(f"{_IDENTITY_NAMES.get(key, key)} was {_shown(saved.get(key))}, now "
+                         f"{_shown(identity.get(key))}" for key in changed)
+        raise ConfigError(f"--resume: {partial} was written by another job: {what}. {start_over}, or resume with "
+                          "the interrupted job's run, data file and options")
+    if partial.stat().st_size < out_bytes:
+        raise ConfigError(f"--resume: {partial} holds {partial.stat().st_size:,} bytes but its progress record "
+                          f"counts {out_bytes:,} (the file was cut or edited). {start_over}")
+    if rejects_partial is not None:
+        rejects_bytes = record.get("rejects_partial_bytes")
+        have = rejects_partial.stat().st_size if rejects_partial.exists() else None
+        if rejects_bytes is None or have is None or have < rejects_bytes:
+            raise ConfigError(f"--resume: the partial rejects file {rejects_partial} is missing or shorter than "
+                              f"its progress record counts ({have} of {rejects_bytes} bytes). {start_over}")
+    return {"out_partial_bytes": out_bytes, "rejects_partial_bytes": record.get("rejects_partial_bytes"),
+            "counters": counters}
+
+
+def _shown(value, limit: int = 80) -> str:
+    text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _skip_rows(chunks: Iterator[pd.DataFrame], n: int) -> Iterator[pd.DataFrame]:
+    """The chunks after the first `n` rows: whole chunks are read but not validated or scored, and a chunk that
+    straddles row `n` (a resumed job read with another chunk_rows) is cut."""
+    done = 0
+    for chunk in chunks:
+        if done >= n:
+            yield chunk
+        elif done + len(chunk) <= n:
+            done += len(chunk)
+        else:
+            yield chunk.iloc[n - done:]
+            done = n
 
 
 def output_format(out: Path) -> str:
@@ -217,9 +403,9 @@ class _Writer:
     """Appends output rows chunk by chunk: CSV under a header written once (even if no row is accepted), or
     one JSON object per line."""
 
-    def __init__(self, fh: TextIO, out_format: str, columns: list[str]):
+    def __init__(self, fh: TextIO, out_format: str, columns: list[str], header: bool = True):
         self.fh, self.out_format, self.columns = fh, out_format, columns
-        if out_format == "csv":
+        if out_format == "csv" and header:  # a resumed job appends to a file that has its header
             pd.DataFrame(columns=columns).to_csv(fh, index=False)
 
     def write(self, frame: pd.DataFrame) -> None:
@@ -260,15 +446,6 @@ def _scoring_spec(spec: ColumnSpec) -> ColumnSpec:
     # Scoring reads the text and the id only: time, user, thread and meta columns are neither needed nor checked.
     return ColumnSpec(text_col=spec.text_col, id_col=spec.id_col,
                       file_format=spec.file_format, encoding=spec.encoding)
-
-
-def _check_distinct(data: Path, out: Path, rejects_path: str | Path | None) -> None:
-    paths = {"--data": data, "--out": out, "--rejects": rejects_path}
-    paths = {name: Path(p).resolve() for name, p in paths.items() if p is not None}
-    for a, b in itertools.combinations(paths, 2):
-        if paths[a] == paths[b]:
-            raise ConfigError(f"{a} and {b} are the same file ({paths[a]}): writing one would destroy the other; "
-                              "give each its own path")
 
 
 def _estimate_rows(path: Path, spec: ColumnSpec) -> int | None:

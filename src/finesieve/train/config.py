@@ -7,6 +7,7 @@ saved, resolved, in every run directory.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -95,16 +96,26 @@ def load_finetune_config(path=None, overrides: dict | None = None, assignments: 
 
     raw: dict = {}
     if path is not None:
-        raw = yaml.safe_load(open(path, encoding="utf-8")) or {}
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"--config {path}: cannot read it ({err}); pass a YAML file of settings") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--config {path}: not valid YAML ({err})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
     raw.update(overrides or {})
     raw.update(parse_assignments(assignments))
-    unknown = sorted(set(raw) - set(FinetuneConfig.model_fields))
-    if unknown:
-        import difflib
+    return validate_settings(FinetuneConfig, raw, "fine-tuning settings (--config, flags, --set)")
 
-        hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, FinetuneConfig.model_fields, 1)) else k
-                 for k in unknown]
-        raise ConfigError(f"unknown fine-tuning setting(s): {', '.join(hints)}; valid ones: {', '.join(FinetuneConfig.model_fields)}")
-    return FinetuneConfig.model_validate(raw)
+
+def validate_settings(model, raw: dict, where: str):
+    """`model.model_validate(raw)`, with every problem as one ConfigError (unknown keys get "did you mean")."""
+    from pydantic import ValidationError
+
+    from finesieve.data.errors import config_error
+
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        raise config_error(err, where, model) from None

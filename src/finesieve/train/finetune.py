@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from finesieve.data.dataset import Dataset
-from finesieve.data.errors import ConfigError
+from finesieve.data.errors import ConfigError, DataError
 from finesieve.data.split import SplitConfig, Splits, make_splits
 from finesieve.evals import metrics as M
 from finesieve.models.base import check_fit_inputs, label_tuples
@@ -32,8 +32,10 @@ from finesieve.models.text_classifier import (
     load_body,
     resolve_model,
 )
+from finesieve.outputs import partial_path, start_run_dir
+from finesieve.runs import CHECKPOINTS
 from finesieve.train.config import FinetuneConfig
-from finesieve.train.loop import Batches, train_loop
+from finesieve.train.loop import CHECKPOINT, Batches, train_loop
 from finesieve.train.recipe import FittedRun, fit_and_save
 from finesieve.train.replay import replay_rows
 from finesieve.train.tracking import Tracker
@@ -153,7 +155,7 @@ def fit_classifier(scorer: FineTunedScorer, texts, labels, *, multilabel=None, v
         val_tuples = label_tuples(val_labels, multilabel)
     classes = sorted({c for t in tuples for c in t} | {c for t in val_tuples for c in t})
     if len(classes) < 2 and not multilabel:
-        raise ValueError(f"labels hold one class only ({classes}): a classifier needs at least two")
+        raise DataError(f"labels hold one class only ({classes}): a classifier needs at least two")
 
     model, tokenizer, arch = build_model(config, len(classes), classes)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -202,7 +204,7 @@ def fit_classifier(scorer: FineTunedScorer, texts, labels, *, multilabel=None, v
         if tracker:
             tracker.log_metrics({"val_pr_auc": metric}, step=state.step)
 
-    checkpoint_dir = Path(out_dir) / "checkpoints" if out_dir else Path(os.environ.get("TMPDIR", "/tmp")) / f"finesieve-ckpt-{os.getpid()}"
+    checkpoint_dir = Path(out_dir) / CHECKPOINTS if out_dir else Path(os.environ.get("TMPDIR", "/tmp")) / f"finesieve-ckpt-{os.getpid()}"
     state = train_loop(model, batches, validate, loss_fn, config, checkpoint_dir, resume=resume, on_eval=on_eval, device=device)
     scorer.calibrator_ = Calibrator(config.calibration, multilabel).fit(scorer.logits(val_texts), y_val)
     scorer.training_ = {"steps": state.step, "epochs_started": state.epoch + (1 if state.batch_in_epoch else 0),
@@ -220,8 +222,15 @@ def fit_classifier(scorer: FineTunedScorer, texts, labels, *, multilabel=None, v
 def train_finetune(config: FinetuneConfig, dataset: Dataset, *, positive: Sequence[str], out: str | Path,
                    split_config: SplitConfig | None = None, splits: Splits | None = None,
                    corner_sets: dict[str, Dataset] | None = None, resume: bool = False, n_boot: int = 1000,
-                   name: str = "fine-tuned") -> FittedRun:
+                   name: str = "fine-tuned", overwrite: bool = False) -> FittedRun:
+    """Checkpoints are written into the run's staging folder `OUT.partial`, which becomes OUT when the run is
+    complete; `resume` continues from the checkpoint an interrupted run left there."""
     out = Path(out)
+    checkpoint = partial_path(out) / CHECKPOINTS / CHECKPOINT
+    if checkpoint.exists() and not (resume or overwrite):
+        raise ConfigError(f"{checkpoint} holds the checkpoint of an interrupted run: pass --resume to continue it, "
+                          "or --overwrite to start afresh")
+    staging = start_run_dir(out, overwrite=overwrite, keep_partial=resume)
     splits = splits or make_splits(dataset, split_config or SplitConfig())
     train, val = splits.dataset("train"), splits.dataset("val")
     replay_info, parent = None, None
@@ -238,9 +247,9 @@ def train_finetune(config: FinetuneConfig, dataset: Dataset, *, positive: Sequen
                             "split_hash": splits.split_hash})
         fitted = fit_and_save(
             scorer, "finetuned", splits, positive=positive, out=out, train=train,
-            fit_kwargs={"val_texts": val.texts, "val_labels": val.labels, "out_dir": out, "resume": resume,
+            fit_kwargs={"val_texts": val.texts, "val_labels": val.labels, "out_dir": staging, "resume": resume,
                         "positive": positive, "tracker": tracker, "vote_shares": vote_shares},
-            corner_sets=corner_sets, n_boot=n_boot, name=name, parent_run=parent,
+            corner_sets=corner_sets, n_boot=n_boot, name=name, parent_run=parent, overwrite=overwrite, staging=staging,
             extra=lambda s: {"training": s.training_, "replay": replay_info, "tracking": tracker.info()},
         )
         m = fitted.test_result.to_dict()

@@ -18,6 +18,7 @@ from finesieve.data.dataset import Dataset
 from finesieve.data.split import SplitConfig, Splits, make_splits
 from finesieve.evals import metrics as M
 from finesieve.evals.harness import EvalResult, evaluate, score_positive
+from finesieve.outputs import check_run_dir
 from finesieve.runs import new_reference_scorer, save_run
 
 
@@ -43,20 +44,25 @@ def choose_threshold(scorer, val: Dataset, positive: Sequence[str]) -> tuple[flo
 def train_reference(ref: str, dataset: Dataset, *, positive: Sequence[str], out: str | Path | None = None,
                     split_config: SplitConfig | None = None, splits: Splits | None = None,
                     corner_sets: dict[str, Dataset] | None = None, n_boot: int = 1000,
-                    name: str | None = None) -> FittedRun:
+                    name: str | None = None, overwrite: bool = False) -> FittedRun:
     splits = splits or make_splits(dataset, split_config or SplitConfig())
     return fit_and_save(new_reference_scorer(ref), ref.split(":")[0], splits, positive=positive, out=out,
-                        corner_sets=corner_sets, n_boot=n_boot, name=name or ref)
+                        corner_sets=corner_sets, n_boot=n_boot, name=name or ref, overwrite=overwrite)
 
 
 def fit_and_save(scorer, kind: str, splits: Splits, *, positive: Sequence[str], out: str | Path | None = None,
                  train: Dataset | None = None, fit_kwargs: dict | None = None,
                  corner_sets: dict[str, Dataset] | None = None, n_boot: int = 1000, name: str | None = None,
-                 extra: dict | Callable[[object], dict] | None = None, parent_run: str | None = None) -> FittedRun:
+                 extra: dict | Callable[[object], dict] | None = None, parent_run: str | None = None,
+                 overwrite: bool = False, staging: str | Path | None = None) -> FittedRun:
     """Fit `scorer` on `train` (default: the training split), threshold on val, evaluate, save the run.
 
     `extra` (or a function of the fitted scorer returning it) adds sections to the manifest, e.g. training history.
+    An existing run directory at `out` is refused before any work unless `overwrite` (see `runs.save_run`);
+    `staging` is the folder the run is assembled in when the caller already writes there.
     """
+    if out is not None:
+        check_run_dir(out, overwrite=overwrite)
     dataset = splits.source
     train = train if train is not None else splits.dataset("train")
     val, test = splits.dataset("val"), splits.dataset("test")
@@ -77,11 +83,12 @@ def fit_and_save(scorer, kind: str, splits: Splits, *, positive: Sequence[str], 
                   "positive": list(positive), "threshold": threshold, "threshold_source": source},
             data={"source": dataset.source, "content_hash": dataset.content_hash, "n_rows": len(dataset),
                   "rejected": dataset.rejected.to_dict(), "column_spec": dataset.spec.model_dump(),
-                  "votes_hash": dataset.votes_hash,
+                  "votes_hash": dataset.votes_hash, "label_normalisation": dataset.label_normalisation,
+                  "label_normalised_rows": dataset.label_normalised_rows,
                   "corner_sets": {k: {"source": v.source, "content_hash": v.content_hash, "n_rows": len(v)}
                                   for k, v in (corner_sets or {}).items()}},
             metrics=_strip(metrics), splits=splits, parent_run=parent_run,
-            extra=extra(scorer) if callable(extra) else extra,
+            extra=extra(scorer) if callable(extra) else extra, overwrite=overwrite, staging=staging,
         )
     return FittedRun(scorer, threshold, source, splits, run_dir, test_result)
 

@@ -32,11 +32,14 @@ def replay_source(source: str | Path, spec: ColumnSpec) -> tuple[Dataset, str]:
         if not data.get("source") or not Path(data["source"]).exists():
             raise ConfigError(f"{source}: the run's training file {data.get('source')!r} is not available to replay: "
                               "pass the data file itself with --replay-from")
-        parent = load_dataset(data["source"], ColumnSpec.model_validate(data["column_spec"]))
+        # Read the parent's file as the parent read it: with its labels normalised if they were then.
+        parent = load_dataset(data["source"], ColumnSpec.model_validate(data["column_spec"]),
+                              normalise_labels=bool(data.get("label_normalisation")))
         splits = load_splits(source / "splits.json", parent)
         return splits.dataset("train"), f"training split of run {source}"
     if source.is_file():
-        return load_dataset(source, spec), f"file {source}"
+        # Replayed rows only add examples of known classes: spelling variants of a label are folded, not refused.
+        return load_dataset(source, spec, normalise_labels=True), f"file {source}"
     raise ConfigError(f"--replay-from {source}: neither a run directory (with manifest.json) nor a data file")
 
 

@@ -20,6 +20,7 @@ from finesieve.data.split import SplitConfig, make_splits
 from finesieve.evals import metrics as M
 from finesieve.evals.harness import score_positive
 from finesieve.models.finetuned import FineTunedScorer
+from finesieve.outputs import write_text
 from finesieve.train.config import FinetuneConfig
 
 
@@ -44,6 +45,6 @@ def run_sweep(base: FinetuneConfig, dataset: Dataset, grid: dict[str, Sequence],
         scores, _, _ = score_positive(scorer, val.texts, positive)
         trials.append({**settings, "val_pr_auc": M.pr_auc(y_val, scores), "val_roc_auc": M.roc_auc(y_val, scores),
                        "steps": scorer.training_["steps"], "seconds": round(time.perf_counter() - started, 1)})
-        (out / "sweep.json").write_text(json.dumps({"base": base.model_dump(), "split_hash": splits.split_hash,
+        write_text(out / "sweep.json", json.dumps({"base": base.model_dump(), "split_hash": splits.split_hash,
                                                     "trials": trials}, indent=2))
     return sorted(trials, key=lambda t: -t["val_pr_auc"])
