@@ -28,10 +28,25 @@ def files(tmp_path_factory, davidson_slice):
 
 
 def test_help_on_every_command():
-    for cmd in ([], ["data"], ["eval"], ["fit"], ["demo"], ["data", "validate"], ["data", "review"], ["data", "split"],
-                ["data", "redact"], ["data", "dedupe"]):
-        out = run(*cmd, "--help").stdout
-        assert "Usage" in out
+    """Every command documents itself and the flags the safety promises rest on."""
+    from typer.testing import CliRunner
+
+    from finesieve.cli import app
+
+    runner = CliRunner()
+    writes_runs = {("fit",), ("train",), ("baseline",), ("prefilter", "train"), ("cascade", "fit")}
+    reads_labels = writes_runs | {("eval",), ("data", "validate"), ("data", "review"), ("data", "split"),
+                                  ("data", "dedupe"), ("sweep",)}
+    commands = reads_labels | {("demo",), ("score",), ("data", "redact")}
+    for cmd in sorted(commands):
+        result = runner.invoke(app, [*cmd, "--help"], env={"COLUMNS": "240"})
+        assert result.exit_code == 0, (cmd, result.output)
+        assert f"Usage: root {' '.join(cmd)}" in result.output, cmd
+        assert ("--overwrite" in result.output) == (cmd in writes_runs or cmd in {("demo",), ("data", "split")}), cmd
+        assert ("--normalise-labels" in result.output) == (cmd in reads_labels), cmd
+    top = runner.invoke(app, ["--help"], env={"COLUMNS": "240"}).output
+    for name in ("demo", "data", "eval", "fit", "train", "score", "cascade", "prefilter", "baseline", "sweep", "--debug"):
+        assert name in top, name
 
 
 def test_eval_contract_scorer_name(files):
