@@ -1,8 +1,9 @@
-# The two set-up commands of the README: `make demo` and `make test`. Each builds .venv on first use.
+# The set-up commands of the README: `make demo`, `make test` and `make lint` (ruff and the import-layer
+# contract in pyproject.toml; CI runs `make lint test`). Each builds .venv on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test install
+.PHONY: demo test install lint
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -19,3 +20,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/lint-imports --no-cache

@@ -25,7 +25,6 @@ import pytest
 import torch
 
 from finesieve.cascade.build import fit_cascade
-from finesieve.cascade.cascade import Cascade
 from finesieve.cascade.fit import CascadeConfig, ValidationScores, fit_thresholds
 from finesieve.data.load import load_dataset, prepare_texts
 from finesieve.data.redact import RedactionConfig, Redactor
@@ -33,13 +32,14 @@ from finesieve.data.spec import ColumnSpec
 from finesieve.data.split import SplitConfig, make_splits
 from finesieve.evals import metrics as M
 from finesieve.models.base import positive_scores
+from finesieve.models.cascade import Cascade
 from finesieve.models.char_cnn import CharCNNConfig, CharCNNScorer
 from finesieve.models.embedding_zero_shot import EmbeddingZeroShot
+from finesieve.models.finetune_config import FinetuneConfig
 from finesieve.models.finetuned import FineTunedScorer
 from finesieve.models.prompt_baseline import PromptBaseline
 from finesieve.models.text_classifier import is_peft_model
 from finesieve.runs import Run, load_run, load_scorer, save_run
-from finesieve.train.config import FinetuneConfig
 from finesieve.train.finetune import train_finetune
 from finesieve.train.recipe import fit_and_save, train_reference
 

@@ -23,6 +23,7 @@ from rich.console import Console
 from finesieve import __version__
 from finesieve.data.errors import ConfigError, FinesieveError, config_error
 from finesieve.outputs import check_output_file, check_outputs, check_run_dir
+from finesieve.tables import comparison_table, production_table
 
 app = typer.Typer(help="finesieve: from a prompt baseline to a fine-tuned moderation model in production.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -396,7 +397,6 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object on stdout.")] = False,
 ) -> None:
     """Evaluate one or more scorers on the same data; with several, compare them side by side with ratios."""
-    from finesieve.demo import comparison_table
     from finesieve.evals.harness import CostModel
     from finesieve.evals.report import write_eval_report
     from finesieve.evals.side_by_side import run_side_by_side
@@ -739,7 +739,6 @@ def cascade_fit(
     from finesieve.cascade.build import fit_cascade, summary_rows
     from finesieve.cascade.cost import load_prices
     from finesieve.cascade.fit import CascadeConfig
-    from finesieve.demo import production_table
     from finesieve.report import json_safe
 
     for flag, value in (("--budget", budget), ("--recall-floor", recall_floor), ("--review-precision", review_precision),

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from finesieve.cascade.build import fit_cascade, legacy_cascade, summary_row, summary_rows
 from finesieve.cascade.cost import PriceTable, StageCost, api_per_million, count_prompt_tokens
@@ -37,8 +36,9 @@ from finesieve.evals.harness import evaluate
 from finesieve.evals.report import write_eval_report
 from finesieve.models.char_cnn import CharCNNConfig, CharCNNScorer
 from finesieve.models.embedding_zero_shot import EmbeddingZeroShot
+from finesieve.models.finetune_config import FinetuneConfig
 from finesieve.models.rules import RulesScorer
-from finesieve.train.config import FinetuneConfig
+from finesieve.tables import production_table
 from finesieve.train.recipe import fit_and_save
 
 POSITIVE = ["hate_speech"]
@@ -171,38 +171,6 @@ def _measured_cost(result, prices: PriceTable) -> float | None:
     if result.seconds <= 0:
         return None
     return StageCost.measured(result.name, result.seconds, result.summary["n"]).per_million(prices)
-
-
-def comparison_table(comparison: dict) -> Table:
-    table = Table(title=comparison.get("evaluated_on", ""))
-    for col in ("scorer", "ROC AUC", "PR AUC", "precision", "recall", "F1", "flag rate", "msgs/s"):
-        table.add_column(col, justify="left" if col == "scorer" else "right")
-    for name, d in comparison["scorers"].items():
-        ci = d["ci95"].get("roc_auc")
-        auc = f"{d['roc_auc']:.3f}" + (f" [{ci[0]:.3f}-{ci[1]:.3f}]" if ci else "") if d["roc_auc"] is not None else "-"
-        table.add_row(name, auc, _f(d["pr_auc"]), _f(d["precision"]), _f(d["recall"]), _f(d["f1"]),
-                      _f(d["flag_rate"]), f"{d['messages_per_second']:,.0f}" if d["messages_per_second"] else "-")
-    return table
-
-
-def production_table(rows: list[dict], title: str = "", currency: str = "USD") -> Table:
-    """The table the production case reported: quality, share routed to the model, speed and cost per system."""
-    table = Table(title=title)
-    for col in ("system", "ROC AUC", "PR AUC", "precision", "recall", "F1", "to model", "msgs/s", f"{currency}/M msgs"):
-        table.add_column(col, justify="left" if col == "system" else "right")
-    for r in rows:
-        ci = r.get("roc_auc_ci95")
-        auc = "-" if r.get("roc_auc") is None else f"{r['roc_auc']:.3f}" + (f" [{ci[0]:.3f}-{ci[1]:.3f}]" if ci else "")
-        route = "-" if r.get("route") is None else f"{r['route']:.1%}"
-        mps = "-" if not r.get("messages_per_second") else f"{r['messages_per_second']:,.0f}"
-        cost = "-" if r.get("cost_per_million") is None else f"{r['cost_per_million']:,.3f}"
-        table.add_row(r["system"], auc, _f(r.get("pr_auc")), _f(r.get("precision")), _f(r.get("recall")),
-                      _f(r.get("f1")), route, mps, cost)
-    return table
-
-
-def _f(value) -> str:
-    return "-" if value is None else f"{value:.3f}"
 
 
 def _mkdir(path: Path) -> Path:

@@ -18,32 +18,23 @@ import shutil
 import sys
 import warnings
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
 from finesieve import __version__
-from finesieve.cascade.cascade import Cascade
 from finesieve.data.errors import ConfigError
+from finesieve.models import kinds
+from finesieve.models.cascade import Cascade
 from finesieve.models.char_cnn import CharCNNScorer
-from finesieve.models.embedding_zero_shot import EmbeddingZeroShot
-from finesieve.models.finetuned import FineTunedScorer
-from finesieve.models.prompt_baseline import PromptBaseline
 from finesieve.models.rules import RulesScorer
 from finesieve.models.tfidf import TfidfLogReg
+from finesieve.models.training_loop import CHECKPOINTS  # inside the staging folder while a fine-tune runs
 from finesieve.outputs import check_run_dir, commit_run_dir, start_run_dir
 
 MANIFEST = "manifest.json"
-CHECKPOINTS = "checkpoints"  # inside the staging folder while a fine-tune runs
-SCORER_KINDS = {
-    "tfidf": TfidfLogReg,
-    "rules": RulesScorer,
-    "char_cnn": CharCNNScorer,
-    "embedding_zero_shot": EmbeddingZeroShot,
-    "prompt_baseline": PromptBaseline,
-    "finetuned": FineTunedScorer,
-    "cascade": Cascade,
-}
+# kind (the string in manifest.json) -> scorer class; each class carries its own kind as `cls.kind`.
+SCORER_KINDS = {**kinds.MODEL_KINDS, Cascade.kind: Cascade}
 DEFAULT_POLICY = "builtin:marketplace"
 TRACKED_PACKAGES = ("numpy", "pandas", "scikit-learn", "datasketch", "torch", "transformers", "peft", "pydantic")
 
@@ -64,11 +55,8 @@ class Run:
 
 
 def kind_of(scorer) -> str:
-    """The run `kind` of a scorer object (the inverse of SCORER_KINDS)."""
-    for kind, cls in SCORER_KINDS.items():
-        if type(scorer) is cls:
-            return kind
-    raise ConfigError(f"{type(scorer).__name__} is not a scorer kind finesieve can save: use one of {sorted(SCORER_KINDS)}")
+    """The run `kind` of a scorer object: its class attribute `kind` (the inverse of SCORER_KINDS)."""
+    return kinds.kind_of(scorer, SCORER_KINDS)
 
 
 def environment() -> dict:
@@ -96,7 +84,7 @@ def save_run(directory: str | Path, scorer, *, kind: str, task: dict, data: dict
     scorer.save(staging / "model")
     manifest = {
         "finesieve_version": __version__,
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "kind": kind,
         "scorer_config": _scorer_config(scorer),
         "task": task,

@@ -7,13 +7,13 @@ import pytest
 from typer.testing import CliRunner
 
 from finesieve.cascade.build import fit_cascade, legacy_cascade
-from finesieve.cascade.cascade import Cascade
 from finesieve.cascade.fit import CascadeConfig
 from finesieve.cli import app
 from finesieve.data.errors import LeakageError
 from finesieve.data.load import load_dataset
 from finesieve.data.spec import ColumnSpec
 from finesieve.data.split import SplitConfig, make_splits
+from finesieve.models.cascade import Cascade
 from finesieve.models.char_cnn import CharCNNConfig, CharCNNScorer
 from finesieve.runs import load_scorer
 from finesieve.train.recipe import fit_and_save, train_reference

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import yaml
 
-from finesieve.cascade.cascade import Cascade, CascadeThresholds
 from finesieve.data.dataset import from_records
 from finesieve.data.errors import ConfigError
 from finesieve.evals.harness import evaluate
+from finesieve.models.cascade import Cascade, CascadeThresholds
 from finesieve.models.rules import RulesScorer
 
 

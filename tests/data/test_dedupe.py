@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import numpy as np
 import pytest
@@ -184,8 +183,33 @@ def test_check_split_leakage_between_two_external_lists(davidson_slice, original
     assert check_split_leakage(list(originals[:20]), list(originals[20:40])).n_leaking_clusters == 0
 
 
-def test_clustering_a_slice_is_fast(davidson_slice):
+def test_clustering_hashes_each_text_once_and_compares_lsh_candidates_only(davidson_slice, monkeypatch):
+    """What keeps clustering fast (the full 20k file in seconds), checked without a clock: each distinct
+    normalised text is MinHashed once (exact copies reuse it), and only the pairs LSH proposes are compared,
+    a tiny share of all pairs (measured: 38 of 2M on this slice)."""
+    from finesieve.data import dedupe
+
     texts = davidson_slice["text"].tolist()
-    start = time.perf_counter()
-    near_duplicate_clusters(texts)
-    assert time.perf_counter() - start < 10.0  # 2k tweets take well under a second; the full 20k file ~5 s
+    texts += texts[:300]  # exact copies: hashed once
+    n_unique = len({_dedupe_key(t) for t in texts})
+    expected = near_duplicate_clusters(texts)
+    hashed, proposed = [], []
+
+    class CountingMinHash(dedupe.MinHash):
+        @classmethod
+        def bulk(cls, sets, **kwargs):
+            sets = list(sets)
+            hashed.append(len(sets))
+            return super().bulk(sets, **kwargs)
+
+    class CountingLSH(dedupe.MinHashLSH):
+        def query(self, minhash):
+            found = super().query(minhash)
+            proposed.append(len(found) - 1)  # every text finds itself
+            return found
+
+    monkeypatch.setattr(dedupe, "MinHash", CountingMinHash)
+    monkeypatch.setattr(dedupe, "MinHashLSH", CountingLSH)
+    np.testing.assert_array_equal(near_duplicate_clusters(texts), expected)
+    assert hashed == [n_unique] and len(proposed) == n_unique
+    assert sum(proposed) / 2 < 1e-3 * n_unique * (n_unique - 1) / 2

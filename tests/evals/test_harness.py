@@ -8,7 +8,7 @@ from sklearn.metrics import average_precision_score, precision_score, recall_sco
 
 from finesieve.data.dataset import from_records
 from finesieve.evals.compare import compare, ratio_sentence
-from finesieve.evals.harness import CostModel, evaluate
+from finesieve.evals.harness import CostModel, evaluate, evaluate_scored
 from finesieve.evals.report import write_eval_report
 from finesieve.models.rules import RulesScorer
 from finesieve.models.tfidf import TfidfLogReg
@@ -47,19 +47,49 @@ def test_evaluate_matches_sklearn(fitted):
     json.dumps(json_safe(d))  # valid JSON throughout
 
 
+def best_recall_at_precision(y, s, target):
+    """(threshold, precision, recall) with the highest recall among all thresholds whose precision reaches
+    `target`, ties to the higher threshold; None when none does. Every distinct score is tried: the definition,
+    not the fast path."""
+    best = None
+    for t in np.unique(s)[::-1]:
+        flagged = s >= t
+        precision, recall = (y & flagged).sum() / flagged.sum(), (y & flagged).sum() / y.sum()
+        if precision >= target and (best is None or recall > best[2]):
+            best = (float(t), precision, recall)
+    return best
+
+
 def test_targets_and_cost(fitted):
     tfidf, _, test = fitted
     d = evaluate(tfidf, test, positive=["hate_speech"], target_precision=0.5, target_recall=0.8,
                  cost=CostModel(miss_cost=20, false_alarm_cost=1), n_boot=0).to_dict()
+    y = np.array([lbl == "hate_speech" for lbl in test.labels])
+    s = tfidf.predict_proba(test.texts)[:, tfidf.classes_.tolist().index("hate_speech")]
     at_r = d["targets"]["at_recall"]
     assert at_r["reachable"] and at_r["recall"] >= 0.8
+    # The highest threshold that reaches the recall: one step higher loses it.
+    assert at_r["recall"] == pytest.approx(recall_score(y, s >= at_r["threshold"]))
+    assert recall_score(y, s > at_r["threshold"]) < 0.8
+    # Measured: recall 0.64 at precision 0.51 (threshold 0.195) on this split, the best any threshold gives.
+    expected = best_recall_at_precision(y, s, 0.5)
     at_p = d["targets"]["at_precision"]
-    if at_p["reachable"]:
-        assert at_p["precision"] >= 0.5
+    assert expected is not None and at_p["reachable"]
+    assert (at_p["threshold"], at_p["precision"], at_p["recall"]) == pytest.approx(expected)
     assert d["cost"]["bayes_threshold"] == pytest.approx(1 / 21)
     assert d["cost"]["expected_cost_at_optimal"] <= d["cost"]["expected_cost_per_message"] + 1e-12
     fp, fn = d["confusion"]["fp"], d["confusion"]["fn"]
     assert d["cost"]["expected_cost_per_message"] == pytest.approx((20 * fn + fp) / d["n"])
+
+
+def test_unreachable_precision_target_is_reported_not_met(fitted):
+    # A scorer that ranks nothing (one score for every message) has precision = prevalence (~15%) everywhere.
+    _, _, test = fitted
+    proba = np.tile([0.2, 0.3, 0.5], (len(test), 1))
+    d = evaluate_scored(proba, ["hate_speech", "neither", "offensive"], False, test, positive=["hate_speech"],
+                        target_precision=0.5, target_recall=0.8, n_boot=0).to_dict()
+    assert d["targets"]["at_precision"] == {"target": 0.5, "threshold": None, "reachable": False}
+    assert d["targets"]["at_recall"]["reachable"] and d["targets"]["at_recall"]["recall"] == 1.0
 
 
 def test_union_of_positive_classes(fitted):

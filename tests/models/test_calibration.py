@@ -163,6 +163,15 @@ def test_state_dict_round_trips_through_json(method, multilabel):
     np.testing.assert_allclose(again.transform(probe_z), cal.transform(probe_z), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("multilabel", [False, True])
+@pytest.mark.parametrize("method", METHODS)
+def test_no_logits_give_no_rows(method, multilabel):
+    # A scorer asked to score [] passes (0, k) logits; isotonic once failed there (sklearn refuses 0 samples).
+    z, y = multilabel_logits(300, seed=0) if multilabel else binary_logits(300, seed=0)
+    out = Calibrator(method, multilabel).fit(z, y).transform(np.zeros((0, z.shape[1])))
+    assert out.shape == (0, z.shape[1]) and out.dtype == np.float64
+
+
 def test_state_dicts_without_bias_still_load():
     # What a fine-tuned run saved before 'temperature_bias' existed: method, multilabel, temperature.
     z, _ = binary_logits(100, seed=0)

@@ -59,8 +59,12 @@ def test_hate_speech_on_davidson(davidson_slice):
     y = (df.label == "hate_speech").to_numpy()
     j = scorer.classes_.tolist().index("hate_speech")
     auc = roc_auc(y, proba[:, j])
-    print(f"davidson hate_speech (400-row slice, prevalence {y.mean():.3f}): ROC AUC {auc:.3f}, PR AUC {pr_auc(y, proba[:, j]):.3f}")
-    assert auc > 0.5, auc
+    ap = pr_auc(y, proba[:, j])
+    print(f"davidson hate_speech (400-row slice, prevalence {y.mean():.3f}): ROC AUC {auc:.3f}, PR AUC {ap:.3f}")
+    # Measured 0.615 and 0.241 (prevalence 0.175); the floors sit about one standard error (~0.035) below, so
+    # a lost signal (prototypes out of classes_ order, the wrong class column) fails where chance (0.5) passed.
+    assert auc > 0.58, auc
+    assert ap > 0.21, ap
 
 
 def test_tuned_temperature_lowers_the_nll(sms):

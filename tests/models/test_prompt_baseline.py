@@ -184,6 +184,20 @@ def test_hf_calibration_and_save_load_round_trip(llama_path, tmp_path):
         np.testing.assert_allclose(again.predict_proba(TEXTS), proba, atol=1e-6)
 
 
+def test_hf_load_sets_up_the_label_tokens_and_refuses_changed_ones(llama_path, tmp_path):
+    scorer = _fitted(llama_path)
+    scorer.save(tmp_path)
+    again = PromptBaseline.load(tmp_path)
+    # Ready to score as loaded: scoring adds no learned state (the scorer contract's predict-keeps-state).
+    assert again.label_token_ids_ == scorer.label_token_ids_ and again.label_tokens_ == scorer.label_tokens_
+    # A model whose tokenizer now starts the label words differently is refused, not scored with other tokens.
+    state = json.loads((tmp_path / "prompt_baseline.json").read_text())
+    state["label_token_ids"] = state["label_token_ids"][::-1]
+    (tmp_path / "prompt_baseline.json").write_text(json.dumps(state))
+    with pytest.raises(ConfigError, match="model files changed"):
+        PromptBaseline.load(tmp_path)
+
+
 def test_hf_multilabel_calibration(llama_path):
     labels = [("hate_speech", "offensive"), (), (), (), ("offensive",), (), ()]
     scorer = PromptBaseline(llama_path, progress=False, calibrate=True).fit(TEXTS, labels)

@@ -19,12 +19,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from finesieve.cascade.cascade import ACTIONS, Cascade, CascadeThresholds
 from finesieve.cli import app
 from finesieve.data.errors import ConfigError, DataError
 from finesieve.data.load import load_dataset
 from finesieve.data.spec import ColumnSpec
 from finesieve.models.base import positive_scores
+from finesieve.models.cascade import ACTIONS, Cascade, CascadeThresholds
 from finesieve.models.rules import RulesScorer
 from finesieve.models.tfidf import TfidfLogReg
 from finesieve.outputs import partial_path
@@ -374,7 +374,7 @@ def test_job_killed_with_sigkill_resumes_to_the_same_bytes(cascade_run, job_rows
     script = tmp_path / "job.py"
     script.write_text(textwrap.dedent(f"""
         import time
-        from finesieve.cascade.cascade import Cascade
+        from finesieve.models.cascade import Cascade
         from finesieve.data.spec import ColumnSpec
         from finesieve.serve.batch import score_file
 

@@ -12,13 +12,14 @@ from finesieve.data.errors import ConfigError
 from finesieve.data.split import SplitConfig, make_splits
 from finesieve.evals.metrics import roc_auc
 from finesieve.models.calibration import Calibrator
+from finesieve.models.finetune_config import FinetuneConfig
 from finesieve.models.finetuned import FineTunedScorer
 from finesieve.models.text_classifier import last_token_index
-from finesieve.train.config import FinetuneConfig, load_finetune_config
+from finesieve.models.training_loop import TrainingInterrupted
+from finesieve.train.config import load_finetune_config
 from finesieve.train.finetune import train_finetune
-from finesieve.train.loop import TrainingInterrupted
-from finesieve.train.replay import replay_rows
 from finesieve.train.recipe import train_reference
+from finesieve.train.replay import replay_rows
 
 
 def config(model, **kw):
@@ -183,10 +184,10 @@ def test_interrupted_train_run_resumes_from_its_staging_folder(tiny_bert, davids
 
 
 def test_replay_mixes_old_rows_without_leaking(tmp_path, davidson_csv):
+    import pandas as pd
+
     from finesieve.data.load import load_dataset
     from finesieve.data.spec import ColumnSpec
-
-    import pandas as pd
 
     df = pd.read_csv(davidson_csv, dtype=str, keep_default_na=False)
     old_path = tmp_path / "old.csv"
@@ -211,7 +212,7 @@ def test_replay_mixes_old_rows_without_leaking(tmp_path, davidson_csv):
 
 
 def test_soft_targets_mix_majority_label_and_vote_shares():
-    from finesieve.train.finetune import soft_targets
+    from finesieve.models.finetuned import soft_targets
 
     y = np.array([0, 1, 2])
     shares = np.array([[2 / 3, 1 / 3, 0.0], [np.nan, np.nan, np.nan], [0.0, 0.0, 1.0]], dtype=np.float32)
@@ -225,7 +226,7 @@ def test_vote_shares_reach_the_loss_aligned_by_row_and_class(sms_task, tiny_bert
     internal validation split) and in the model's class order, whatever the votes' column order."""
     import pandas as pd
 
-    import finesieve.train.finetune as ft
+    import finesieve.models.finetuned as ft
 
     train, _ = sms_task
     texts, labels = train["text"].tolist(), train["label"].tolist()
@@ -301,7 +302,7 @@ def test_bad_configs_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="method"):
         FinetuneConfig(method="qlara")
     if not torch.cuda.is_available():
-        from finesieve.train.finetune import check_method
+        from finesieve.models.finetuned import check_method
 
         with pytest.raises(ConfigError, match="CUDA GPU"):
             check_method(FinetuneConfig(method="qlora"))

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from finesieve.cascade.cascade import Cascade, CascadeThresholds, Decisions
 from finesieve.cascade.cost import PriceTable, StageCost, cascade_per_million
 from finesieve.cascade.fit import CascadeConfig, CascadeFit, ValidationScores, fit_thresholds
 from finesieve.data.dataset import Dataset
@@ -29,6 +28,7 @@ from finesieve.data.errors import ConfigError, LeakageError
 from finesieve.data.split import Splits, load_splits
 from finesieve.evals.harness import EvalResult, evaluate_scored
 from finesieve.models.base import positive_scores
+from finesieve.models.cascade import Cascade, CascadeThresholds, Decisions
 from finesieve.models.rules import RulesScorer
 from finesieve.outputs import check_run_dir
 from finesieve.runs import Run, load_run, save_run

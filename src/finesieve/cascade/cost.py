@@ -20,9 +20,9 @@ file with any of the PriceTable fields).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -80,7 +80,7 @@ class StageCost:
     device: str = "cpu"  # "cpu" or "gpu"
 
     @classmethod
-    def measured(cls, name: str, seconds: float, n_messages: int, device: str = "cpu") -> "StageCost":
+    def measured(cls, name: str, seconds: float, n_messages: int, device: str = "cpu") -> StageCost:
         if n_messages <= 0:
             raise ValueError(f"stage '{name}': no messages were timed, so no latency can be measured")
         return cls(name, seconds / n_messages, available_cores(), device)

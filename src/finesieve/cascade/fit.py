@@ -42,8 +42,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.stats import beta
 
-from finesieve.cascade.cascade import CascadeThresholds
 from finesieve.data.errors import ConfigError, FinesieveError
+from finesieve.models.cascade import CascadeThresholds
 
 CONFIDENCE = 0.95
 
@@ -70,7 +70,7 @@ class CascadeConfig(BaseModel):
     grid_step: float = Field(0.005, gt=0, lt=1, description="Step of the routing-budget search.")
 
     @model_validator(mode="after")
-    def _check(self) -> "CascadeConfig":
+    def _check(self) -> CascadeConfig:
         if self.grid_step > self.budget:
             raise ValueError(f"grid_step ({self.grid_step}) is larger than budget ({self.budget}): lower grid_step")
         return self
@@ -79,7 +79,7 @@ class CascadeConfig(BaseModel):
 class CascadeInfeasible(FinesieveError):
     """The targets cannot be met together on the validation data (raised only with on_infeasible='error')."""
 
-    def __init__(self, message: str, fit: "CascadeFit"):
+    def __init__(self, message: str, fit: CascadeFit):
         super().__init__(message)
         self.fit = fit
 

@@ -1,4 +1,10 @@
-"""The in-memory labelled dataset every later stage reads: validated, cleaned and redacted texts with labels.
+"""The in-memory datasets every later stage reads: validated rows with cleaned and redacted texts.
+
+One class per task kind (`data.task`): `Dataset` (classification: texts with labels), `RankingDataset`
+(query-candidate pairs with relevance grades) and `GenerationDataset` (inputs with reference texts). All three
+have `frame`, `texts`, `ids`, `subset`, `content_hash` and `len`, which is what splitting (`data.split`) and
+evaluation (`evals.harness.evaluate_task`) read.
+
 
 A `Dataset` holds one row per accepted message. Columns of `frame`:
   id        str    the file's id column, or the row number when the file has none
@@ -21,13 +27,15 @@ the file spelled every label one way).
 from __future__ import annotations
 
 import hashlib
+import json
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
 
-from finesieve.data.spec import ColumnSpec
+from finesieve.data.spec import ColumnSpec, GenerationSpec, RankingSpec
 
 
 @dataclass
@@ -188,3 +196,198 @@ def from_records(
     )
     spec = ColumnSpec(label_sep="|" if multilabel else None)
     return Dataset(frame=frame, classes=list(classes), spec=spec)
+
+
+def pair_id(query: str, candidate: str) -> str:
+    """The id of a (query, candidate) pair: a JSON list, so no pair of ids can spell another's."""
+    return json.dumps([str(query), str(candidate)], ensure_ascii=False, separators=(",", ":"))
+
+
+def _row_digest_hash(keys: Sequence[str], kind: str) -> str:
+    h = hashlib.sha256(f"finesieve-{kind}\x1e".encode())
+    for key in keys:
+        h.update(key.encode("utf-8", "surrogatepass"))
+        h.update(b"\x1e")
+    return h.hexdigest()
+
+
+@dataclass
+class RankingDataset:
+    """Query-candidate pairs with relevance grades: one row per accepted pair. Columns of `frame`:
+      id              str    `pair_id(query, candidate)`; a repeated pair is rejected when loading
+      row             int    1-based data row in the source file
+      query           str    the query id (e.g. the job)
+      candidate       str    the candidate id (e.g. the resume)
+      query_text_raw, query_text   str   the query's text as read / cleaned and redacted (when mapped)
+      text_raw, text  str    the candidate's text as read / cleaned and redacted: what is scored and stored
+      relevance       float  the pair's grade (0/1 for binary relevance)
+      + `spec.meta_cols`, as text
+
+        from finesieve.data.load import load_ranking_dataset
+        ds = load_ranking_dataset("pairs.csv", RankingSpec(query_col="job_id", candidate_col="resume_id"))
+        ds.queries, ds.texts, ds.relevance, ds.n_queries
+    """
+
+    kind: ClassVar[str] = "ranking"
+    frame: pd.DataFrame
+    spec: RankingSpec
+    source: str = "<memory>"
+    rejected: RejectionSummary = field(default_factory=RejectionSummary)
+    redaction_counts: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def texts(self) -> list[str]:
+        """The candidates' cleaned and redacted texts, one per pair."""
+        return self.frame["text"].tolist()
+
+    @property
+    def query_texts(self) -> list[str] | None:
+        """The queries' cleaned and redacted texts, one per pair; None when no query text column is mapped."""
+        return self.frame["query_text"].tolist() if "query_text" in self.frame else None
+
+    @property
+    def ids(self) -> list[str]:
+        return self.frame["id"].tolist()
+
+    @property
+    def queries(self) -> list[str]:
+        return self.frame["query"].tolist()
+
+    @property
+    def candidates(self) -> list[str]:
+        return self.frame["candidate"].tolist()
+
+    @property
+    def relevance(self) -> np.ndarray:
+        """(n,) float grade of each pair."""
+        return self.frame["relevance"].to_numpy(dtype=float)
+
+    @property
+    def n_queries(self) -> int:
+        return int(self.frame["query"].nunique())
+
+    def subset(self, mask_or_index) -> "RankingDataset":
+        frame = self.frame[mask_or_index] if _is_mask(mask_or_index) else self.frame.iloc[mask_or_index]
+        return RankingDataset(frame=frame.reset_index(drop=True), spec=self.spec, source=self.source,
+                              rejected=self.rejected, redaction_counts=self.redaction_counts)
+
+    def row_keys(self) -> list[str]:
+        """One string per row holding everything that identifies it (ids, raw texts, grade): what `content_hash`
+        and the split's seed are computed from."""
+        query_texts = self.frame["query_text_raw"] if "query_text_raw" in self.frame else [""] * len(self.frame)
+        return [f"{row_id}\x1f{qt}\x1f{text}\x1f{float(rel)!r}" for row_id, qt, text, rel in
+                zip(self.frame["id"], query_texts, self.frame["text_raw"], self.frame["relevance"])]
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 over pair ids, raw texts and grades, in row order."""
+        return _row_digest_hash(self.row_keys(), self.kind)
+
+    def summary(self) -> dict:
+        """Pairs, queries and pairs per grade: what a split records of each part."""
+        grades = Counter(f"{g:g}" for g in self.relevance)
+        return {"n_pairs": len(self), "n_queries": self.n_queries,
+                "relevance_counts": {g: grades[g] for g in sorted(grades, key=float)}}
+
+
+@dataclass
+class GenerationDataset:
+    """Inputs with reference texts: one row per accepted example. Columns of `frame`:
+      id                str  the file's id column, or the row number when the file has none
+      row               int  1-based data row in the source file
+      text_raw, text    str  the input as read / cleaned and redacted: what a system reads
+      reference_raw, reference  str  the reference as read / cleaned and redacted: what outputs are compared with
+      + `spec.meta_cols`, as text
+
+        from finesieve.data.load import load_generation_dataset
+        ds = load_generation_dataset("feedback.csv", GenerationSpec(input_col="resume", reference_col="feedback"))
+        ds.texts, ds.references
+    """
+
+    kind: ClassVar[str] = "generation"
+    frame: pd.DataFrame
+    spec: GenerationSpec
+    source: str = "<memory>"
+    rejected: RejectionSummary = field(default_factory=RejectionSummary)
+    redaction_counts: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def texts(self) -> list[str]:
+        """The inputs, cleaned and redacted."""
+        return self.frame["text"].tolist()
+
+    @property
+    def references(self) -> list[str]:
+        """The reference texts, cleaned and redacted."""
+        return self.frame["reference"].tolist()
+
+    @property
+    def ids(self) -> list[str]:
+        return self.frame["id"].tolist()
+
+    def subset(self, mask_or_index) -> "GenerationDataset":
+        frame = self.frame[mask_or_index] if _is_mask(mask_or_index) else self.frame.iloc[mask_or_index]
+        return GenerationDataset(frame=frame.reset_index(drop=True), spec=self.spec, source=self.source,
+                                 rejected=self.rejected, redaction_counts=self.redaction_counts)
+
+    def row_keys(self) -> list[str]:
+        """One string per row: id, raw input and raw reference (see `RankingDataset.row_keys`)."""
+        return [f"{row_id}\x1f{text}\x1f{ref}" for row_id, text, ref in
+                zip(self.frame["id"], self.frame["text_raw"], self.frame["reference_raw"])]
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 over ids, raw inputs and raw references, in row order."""
+        return _row_digest_hash(self.row_keys(), self.kind)
+
+    def summary(self) -> dict:
+        return {"n_examples": len(self)}
+
+
+AnyDataset = Dataset | RankingDataset | GenerationDataset
+
+
+def from_pairs(
+    queries: Sequence[str],
+    candidates: Sequence[str],
+    texts: Sequence[str],
+    relevance: Sequence[float],
+    *,
+    query_texts: Sequence[str] | None = None,
+) -> RankingDataset:
+    """Build a RankingDataset from Python lists (tests, notebooks). Texts are taken as already cleaned."""
+    frame = pd.DataFrame({
+        "id": [pair_id(q, c) for q, c in zip(queries, candidates)],
+        "row": np.arange(1, len(texts) + 1),
+        "query": [str(q) for q in queries],
+        "candidate": [str(c) for c in candidates],
+        **({"query_text_raw": list(query_texts), "query_text": list(query_texts)} if query_texts is not None else {}),
+        "text_raw": list(texts),
+        "text": list(texts),
+        "relevance": np.asarray(relevance, dtype=float),
+    })
+    if frame["id"].duplicated().any():
+        raise ValueError(f"pairs {frame.loc[frame['id'].duplicated(), 'id'].tolist()[:3]} appear more than once: "
+                         "give each (query, candidate) pair once")
+    spec = RankingSpec(query_text_col="query_text" if query_texts is not None else None)
+    return RankingDataset(frame=frame, spec=spec)
+
+
+def from_examples(inputs: Sequence[str], references: Sequence[str], *,
+                  ids: Sequence[str] | None = None) -> GenerationDataset:
+    """Build a GenerationDataset from Python lists (tests, notebooks). Texts are taken as already cleaned."""
+    frame = pd.DataFrame({
+        "id": list(ids) if ids is not None else [str(i + 1) for i in range(len(inputs))],
+        "row": np.arange(1, len(inputs) + 1),
+        "text_raw": list(inputs),
+        "text": list(inputs),
+        "reference_raw": list(references),
+        "reference": list(references),
+    })
+    return GenerationDataset(frame=frame, spec=GenerationSpec())

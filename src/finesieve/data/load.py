@@ -8,6 +8,15 @@ for the set of ids), and `load_dataset` holds only the mapped columns of accepte
 the file, the row (and, for text formats, the line) and the column; rejected rows are counted and can be
 written to a rejects file, and rows read = rows accepted + rows rejected, always.
 
+Ranking and generation files (`data.task`) go through the same reader, row checks, rejects file, cleaning and
+redaction, into their own dataset types (`data.dataset`):
+
+    pairs = load_ranking_dataset("hr_scores.csv", RankingSpec(query_col="job_id", candidate_col="resume_id",
+                                 query_text_col="job_terms", candidate_text_col="resume_text",
+                                 relevance_col="hr_score"), task=RankingTask(relevance="graded", min_grade=1,
+                                 max_grade=7, relevant_grade=5))
+    examples = load_generation_dataset("feedback.csv", GenerationSpec(input_col="resume", reference_col="feedback"))
+
 CSV and TSV are read strictly (`data.delimited`): a record with too many or too few fields, broken quotes or
 an unclosed quote is a rejected row, never a silently shifted one. Labels spelled several ways ('Spam' beside
 'spam') are refused, or mapped to one spelling with `normalise_labels=True` (`validate.label_variants`).
@@ -27,14 +36,15 @@ from typing import Iterator
 
 import pandas as pd
 
-from finesieve.data.dataset import Dataset, RejectionSummary
+from finesieve.data.dataset import Dataset, GenerationDataset, RankingDataset, RejectionSummary
 from finesieve.data.delimited import Record, iter_records, read_header
 from finesieve.data.errors import DataError, FinesieveError, RowProblem
 from finesieve.data.normalize import clean
 from finesieve.data.redact import RedactionConfig, Redactor
-from finesieve.data.spec import ColumnSpec
-from finesieve.data.validate import (FIXES, RARE_LABEL_MAX, RowValidator, label_key, label_variants,
-                                     label_variants_error, suspicious_labels)
+from finesieve.data.spec import AnySpec, ColumnSpec, GenerationSpec, RankingSpec
+from finesieve.data.task import RankingTask
+from finesieve.data.validate import (FIXES, RARE_LABEL_MAX, GenerationRowValidator, RankingRowValidator, RowValidator,
+                                     label_key, label_variants, label_variants_error, suspicious_labels)
 from finesieve.outputs import check_output_file, partial_path
 
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
@@ -42,7 +52,7 @@ CHUNK_ROWS = 20_000
 MAX_EXAMPLES = 20
 
 
-def detect_format(path: Path, spec: ColumnSpec) -> str:
+def detect_format(path: Path, spec: AnySpec) -> str:
     if spec.file_format is not None:
         return spec.file_format
     suffixes = [s.lower() for s in path.suffixes]
@@ -55,18 +65,29 @@ def detect_format(path: Path, spec: ColumnSpec) -> str:
     )
 
 
-def _needed_columns(spec: ColumnSpec) -> list[str]:
+def _needed_columns(spec: AnySpec) -> list[str]:
+    if not isinstance(spec, ColumnSpec):
+        return spec.columns
     cols = [spec.text_col, *spec.label_cols, spec.id_col, spec.time_col, spec.user_col, spec.thread_col, *spec.meta_cols,
             *(spec.vote_cols or {}).values()]
     return [c for c in cols if c is not None]
 
 
-def _label_columns(spec: ColumnSpec) -> set[str]:
-    """Columns only a labelled file has (labels and vote counts): a file to score may lack them."""
+def _label_columns(spec: AnySpec) -> set[str]:
+    """Columns only a labelled file has (labels and vote counts; relevance; references): a file to score may
+    lack them."""
+    if not isinstance(spec, ColumnSpec):
+        return spec.target_columns
     return set(spec.label_cols) | set((spec.vote_cols or {}).values())
 
 
-def _check_columns(path: Path, available: list[str], spec: ColumnSpec, labelled: bool = True) -> None:
+def _mapping_hint(spec: AnySpec) -> str:
+    if isinstance(spec, ColumnSpec):
+        return "Map yours with --text-col / --label-col / --id-col."
+    return f"Map yours with the {type(spec).__name__} settings {' / '.join(spec.ROLES)}."
+
+
+def _check_columns(path: Path, available: list[str], spec: AnySpec, labelled: bool = True) -> None:
     needed = _needed_columns(spec) if labelled else [c for c in _needed_columns(spec) if c not in _label_columns(spec)]
     missing = [c for c in needed if c not in available]
     if not missing:
@@ -77,11 +98,11 @@ def _check_columns(path: Path, available: list[str], spec: ColumnSpec, labelled:
         hints.append(f"'{col}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
     raise DataError(
         f"{path}: column(s) {', '.join(hints)} not found. The file has columns {available}. "
-        "Map yours with --text-col / --label-col / --id-col."
+        + _mapping_hint(spec)
     )
 
 
-def iter_chunks(path: str | Path, spec: ColumnSpec, chunk_rows: int = CHUNK_ROWS, labelled: bool = True) -> Iterator[pd.DataFrame]:
+def iter_chunks(path: str | Path, spec: AnySpec, chunk_rows: int = CHUNK_ROWS, labelled: bool = True) -> Iterator[pd.DataFrame]:
     """Yield the mapped raw columns (object dtype) in chunks, plus `_row` (1-based data row) and, for CSV, TSV and
     JSONL, `_line` (1-based physical line where the row starts). A row that cannot be split into columns has
     `_malformed` (its raw text), `_problem` (the kind: malformed_record, bad_field_count, malformed_quotes,
@@ -100,7 +121,7 @@ def iter_chunks(path: str | Path, spec: ColumnSpec, chunk_rows: int = CHUNK_ROWS
         yield from _iter_parquet(path, spec, chunk_rows, labelled)
 
 
-def _iter_delimited(path: Path, spec: ColumnSpec, fmt: str, chunk_rows: int, labelled: bool) -> Iterator[pd.DataFrame]:
+def _iter_delimited(path: Path, spec: AnySpec, fmt: str, chunk_rows: int, labelled: bool) -> Iterator[pd.DataFrame]:
     sep = "\t" if fmt == "tsv" else ","
     header = read_header(path, sep=sep, encoding=spec.encoding)
     _check_columns(path, header.names, spec, labelled)
@@ -129,7 +150,7 @@ def _delimited_chunk(records: list[Record], wanted: list[str], positions: list[i
     return chunk
 
 
-def _iter_jsonl(path: Path, spec: ColumnSpec, chunk_rows: int, labelled: bool) -> Iterator[pd.DataFrame]:
+def _iter_jsonl(path: Path, spec: AnySpec, chunk_rows: int, labelled: bool) -> Iterator[pd.DataFrame]:
     wanted = _needed_columns(spec) if labelled else [c for c in _needed_columns(spec) if c not in _label_columns(spec)]
     try:
         codecs.lookup(spec.encoding)
@@ -178,7 +199,7 @@ def _iter_jsonl(path: Path, spec: ColumnSpec, chunk_rows: int, labelled: bool) -
         yield pd.DataFrame.from_records(rows)
 
 
-def _iter_parquet(path: Path, spec: ColumnSpec, chunk_rows: int, labelled: bool) -> Iterator[pd.DataFrame]:
+def _iter_parquet(path: Path, spec: AnySpec, chunk_rows: int, labelled: bool) -> Iterator[pd.DataFrame]:
     import pyarrow.parquet as pq
 
     try:
@@ -297,11 +318,7 @@ def load_dataset(
         raise DataError("\n".join([f"{path}: no valid rows"] + report.summary_lines()))
     classes = _classes(frame, spec)
     _check_classes(path, classes, spec)
-    rejected = RejectionSummary(
-        counts=dict(report.rejected),
-        examples=[p.to_dict() for p in report.examples],
-        rejects_path=report.rejects_path,
-    )
+    rejected = _rejection_summary(report)
     return Dataset(
         frame=frame[[c for c in ["id", "row", "text_raw", "text", "labels", "time", "user", "thread", *spec.meta_cols,
                                  "votes"] if c in frame]],
@@ -339,11 +356,25 @@ def _refuse_class_spellings(path: Path, spec: ColumnSpec) -> None:
                         "in case, spaces, '_' or '-'): declare each class once")
 
 
-def _read_accepted(path: Path, spec: ColumnSpec, report: ValidationReport, redaction: RedactionConfig | None,
-                   rejects_path, max_rows: int | None, chunk_rows: int) -> tuple[pd.DataFrame, Counter]:
-    """Stream the file through validation, cleaning and redaction: the accepted rows, and the redaction counts."""
+def _text_fields(spec: AnySpec) -> list[tuple[str, str, str]]:
+    """(raw column, cleaned column, source column) of each text a row of `spec` carries; the source column picks
+    the redaction's per-field entities (`RedactionConfig.fields`)."""
+    if isinstance(spec, RankingSpec):
+        query = [("query_text_raw", "query_text", spec.query_text_col)] if spec.query_text_col is not None else []
+        return [*query, ("text_raw", "text", spec.candidate_text_col)]
+    if isinstance(spec, GenerationSpec):
+        return [("text_raw", "text", spec.input_col), ("reference_raw", "reference", spec.reference_col)]
+    return [("text_raw", "text", spec.text_col)]
+
+
+def _read_accepted(path: Path, spec: AnySpec, report: ValidationReport, redaction: RedactionConfig | None,
+                   rejects_path, max_rows: int | None, chunk_rows: int,
+                   validator=None) -> tuple[pd.DataFrame, Counter]:
+    """Stream the file through validation, cleaning and redaction: the accepted rows, and the redaction counts.
+    `validator` checks each chunk (default: a `RowValidator` of the classification `spec`)."""
     redactor = Redactor(redaction or RedactionConfig())
-    validator = RowValidator(spec, str(path))
+    validator = validator if validator is not None else RowValidator(spec, str(path))
+    fields = _text_fields(spec)
     parts: list[pd.DataFrame] = []
     redaction_counts: Counter = Counter()
     rejects_fh = open(rejects_path, "w", encoding="utf-8") if rejects_path else None
@@ -357,14 +388,91 @@ def _read_accepted(path: Path, spec: ColumnSpec, report: ValidationReport, redac
             _account(report, chunk, result, rejects_fh)
             accepted = result.accepted
             if not accepted.empty:
-                redacted, counts = prepare_texts(accepted["text_raw"], redactor, spec.text_col)
-                redaction_counts.update(counts)
-                parts.append(accepted.assign(text=redacted))
+                for raw_col, out_col, source_col in fields:
+                    redacted, counts = prepare_texts(accepted[raw_col], redactor, source_col)
+                    redaction_counts.update(counts)
+                    accepted = accepted.assign(**{out_col: redacted})
+                parts.append(accepted)
     finally:
         if rejects_fh:
             rejects_fh.close()
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["id", "row", "text_raw", "labels", "text"])
     return frame, redaction_counts
+
+
+def load_ranking_dataset(
+    path: str | Path,
+    spec: RankingSpec,
+    *,
+    task: RankingTask | None = None,
+    redaction: RedactionConfig | None = None,
+    rejects_path: str | Path | None = None,
+    strict: bool = False,
+    max_rows: int | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> RankingDataset:
+    """Load, validate, clean and redact a file of query-candidate pairs into a `RankingDataset`.
+
+    A row is rejected (counted, and written to `rejects_path` when given) when an id or a text is missing, the
+    relevance is not a number (or, with `task`, outside its grades), the pair came before, or its query's text
+    differs from the query's first row; `strict` raises a DataError listing the problems instead. Query and
+    candidate texts are cleaned and redacted like messages (`prepare_texts`).
+    """
+    path = Path(path)
+    validator = RankingRowValidator(spec, str(path), task=task)
+    frame, report, redaction_counts = _load_rows(path, spec, validator, redaction, rejects_path, strict, max_rows,
+                                                 chunk_rows)
+    columns = ["id", "row", "query", "candidate", "query_text_raw", "query_text", "text_raw", "text", "relevance"]
+    frame = frame[[c for c in [*columns, *spec.meta_cols] if c in frame]].astype({"relevance": float})
+    return RankingDataset(frame=frame, spec=spec, source=str(path), rejected=_rejection_summary(report),
+                          redaction_counts=dict(redaction_counts))
+
+
+def load_generation_dataset(
+    path: str | Path,
+    spec: GenerationSpec,
+    *,
+    redaction: RedactionConfig | None = None,
+    rejects_path: str | Path | None = None,
+    strict: bool = False,
+    max_rows: int | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> GenerationDataset:
+    """Load, validate, clean and redact a file of inputs with reference texts into a `GenerationDataset`.
+
+    A row is rejected (counted, and written to `rejects_path` when given) when its input or reference is missing,
+    empty or undecodable, or its id is missing or repeated; `strict` raises a DataError listing the problems
+    instead. Inputs and references are cleaned and redacted like messages (`prepare_texts`).
+    """
+    path = Path(path)
+    validator = GenerationRowValidator(spec, str(path))
+    frame, report, redaction_counts = _load_rows(path, spec, validator, redaction, rejects_path, strict, max_rows,
+                                                 chunk_rows)
+    columns = ["id", "row", "text_raw", "text", "reference_raw", "reference"]
+    frame = frame[[c for c in [*columns, *spec.meta_cols] if c in frame]]
+    return GenerationDataset(frame=frame, spec=spec, source=str(path), rejected=_rejection_summary(report),
+                             redaction_counts=dict(redaction_counts))
+
+
+def _load_rows(path: Path, spec: AnySpec, validator, redaction: RedactionConfig | None, rejects_path,
+               strict: bool, max_rows: int | None, chunk_rows: int) -> tuple[pd.DataFrame, ValidationReport, Counter]:
+    """The accepted, cleaned and redacted rows of a ranking or generation file, its report and redaction counts;
+    a DataError in strict mode when any row was rejected, and whenever no row was accepted."""
+    _refuse_too_large(path, max_rows)
+    report = ValidationReport(file=str(path), rejects_path=str(rejects_path) if rejects_path else None)
+    with _rejects_file(rejects_path) as staged:  # under its name only once every rejected row is in it
+        frame, redaction_counts = _read_accepted(path, spec, report, redaction, staged, max_rows, chunk_rows,
+                                                 validator=validator)
+    if strict and report.rejected:
+        raise DataError("\n".join(["strict mode: the file has rejected rows"] + report.summary_lines()))
+    if frame.empty:
+        raise DataError("\n".join([f"{path}: no valid rows"] + report.summary_lines()))
+    return frame, report, redaction_counts
+
+
+def _rejection_summary(report: ValidationReport) -> RejectionSummary:
+    return RejectionSummary(counts=dict(report.rejected), examples=[p.to_dict() for p in report.examples],
+                            rejects_path=report.rejects_path)
 
 
 def _settle_label_spellings(frame: pd.DataFrame, spec: ColumnSpec, file: str,

@@ -19,6 +19,14 @@ How a split is made:
      whatever the row order in the file.
   4. Guard. check_leakage(...).raise_if_leaking() runs on the result.
 
+Ranking and generation data (`data.dataset.RankingDataset`, `GenerationDataset`) are split by the same code:
+  - ranking: all pairs of one query (one job) are one group, whatever `group_col` says besides, and the
+    near-duplicate clusters are those of the query texts (one job posted twice under two ids stays in one
+    split). Candidates are not grouped: one resume may be judged for a training job and for a test job, which
+    is what matching a new job to known candidates looks like; `Splits.to_dict` counts such candidates.
+  - generation: grouped like classification (near-duplicate inputs, and `group_col`).
+  Neither has class labels, so each is one stratum. The seed mixes in the rows' content as for classification.
+
 Corner-case sets (hand-picked hard examples: obfuscations, reclaimed slurs, quotes of abuse) are
 evaluated on their own and never mixed into the random test set: their purpose is to measure known
 weaknesses, and diluting them into a random sample hides exactly that. To keep them honest, drop
@@ -43,7 +51,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import finesieve
-from finesieve.data.dataset import Dataset
+from finesieve.data.dataset import AnyDataset, Dataset, RankingDataset
 from finesieve.data.dedupe import UnionFind, check_leakage, near_duplicate_clusters
 from finesieve.data.errors import ConfigError, DataError
 
@@ -94,7 +102,7 @@ class Splits:
     assignment: np.ndarray  # (n,) "train" / "val" / "test" per row of the dataset
     config: SplitConfig
     data_hash: str  # dataset.content_hash when the split was made
-    source: Dataset = field(repr=False)
+    source: AnyDataset = field(repr=False)
 
     def _check_name(self, name: str) -> None:
         if name not in SPLIT_NAMES:
@@ -105,7 +113,7 @@ class Splits:
         self._check_name(name)
         return [str(i) for i in self.source.frame["id"][self.assignment == name]]
 
-    def dataset(self, name: str) -> Dataset:
+    def dataset(self, name: str) -> AnyDataset:
         self._check_name(name)
         return self.source.subset(self.assignment == name)
 
@@ -131,7 +139,7 @@ class Splits:
         return {name: self.dataset(name).class_counts() for name in SPLIT_NAMES}
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "seed": self.config.seed,
             "test_frac": self.config.test_frac,
             "val_frac": self.config.val_frac,
@@ -139,8 +147,23 @@ class Splits:
             "data_hash": self.data_hash,
             "split_hash": self.split_hash,
             "sizes": self.sizes(),
-            "class_counts": self.class_counts(),
         }
+        if isinstance(self.source, Dataset):
+            out["class_counts"] = self.class_counts()
+            return out
+        # Ranking and generation data have no classes: each split's own summary (pairs, queries, grades).
+        out["kind"] = self.source.kind
+        out["summaries"] = {name: self.dataset(name).summary() for name in SPLIT_NAMES}
+        if isinstance(self.source, RankingDataset):
+            out["candidates_in_several_splits"] = self.shared_candidates()
+        return out
+
+    def shared_candidates(self) -> int:
+        """How many candidates of a ranking split are judged in more than one split (0 for other data)."""
+        if not isinstance(self.source, RankingDataset):
+            return 0
+        seen = pd.DataFrame({"candidate": self.source.frame["candidate"], "split": self.assignment})
+        return int((seen.drop_duplicates().groupby("candidate").size() > 1).sum())
 
     def save(self, path: str | Path) -> Path:
         """Write the summary plus the ids and text hashes of every split as sorted, indented JSON.
@@ -157,7 +180,7 @@ class Splits:
         return path
 
 
-def load_splits(path: str | Path, dataset: Dataset) -> Splits:
+def load_splits(path: str | Path, dataset: AnyDataset) -> Splits:
     """Re-apply saved split ids to `dataset`; refuses when its content differs from the one split."""
     path = Path(path)
     try:
@@ -219,29 +242,45 @@ def read_split_members(path: str | Path) -> SplitMembers:
     )
 
 
-def _groups(dataset: Dataset, config: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(near-duplicate cluster id per row, group id per row): groups are clusters merged with group_col."""
-    clusters = near_duplicate_clusters(dataset.texts, threshold=config.near_dup_threshold)
+def _dedupe_texts(dataset: AnyDataset) -> list[str]:
+    """The texts whose near-duplicates must share a split: the messages, the generation inputs, or a ranking
+    set's query texts (its query ids when it has none)."""
+    if isinstance(dataset, RankingDataset):
+        return dataset.query_texts if dataset.query_texts is not None else dataset.queries
+    return dataset.texts
+
+
+def _groups(dataset: AnyDataset, config: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(near-duplicate cluster id per row, group id per row): groups are clusters merged with group_col, and,
+    for ranking data, with the query column."""
+    clusters = near_duplicate_clusters(_dedupe_texts(dataset), threshold=config.near_dup_threshold)
     uf = UnionFind(len(dataset))
     first_row: dict = {}
     for i, c in enumerate(clusters.tolist()):
         uf.union(first_row.setdefault(("cluster", c), i), i)
-    if config.group_col is not None:
-        if config.group_col not in dataset.frame.columns:
+    group_cols = [config.group_col] if config.group_col is not None else []
+    if isinstance(dataset, RankingDataset) and "query" not in group_cols:
+        group_cols.append("query")  # a query's pairs are ranked against each other: they cannot be cut apart
+    for col in group_cols:
+        if col not in dataset.frame.columns:
             raise ConfigError(
-                f"group_col={config.group_col!r} is not a column of the dataset (columns: "
+                f"group_col={col!r} is not a column of the dataset (columns: "
                 f"{', '.join(map(str, dataset.frame.columns))}). Fix: map it when loading (e.g. thread_col) or unset group_col"
             )
-        for i, value in enumerate(dataset.frame[config.group_col].tolist()):
+        for i, value in enumerate(dataset.frame[col].tolist()):
             # A missing value says nothing about grouping: such rows are not lumped together.
             if pd.isna(value) or value == "":
                 continue
-            uf.union(first_row.setdefault(("group", value), i), i)
+            uf.union(first_row.setdefault(("group", col, value), i), i)
     return clusters, np.array(uf.roots())
 
 
-def _strata(dataset: Dataset, members: list[np.ndarray], test_frac: float) -> list[str]:
-    """One stratum name per group: its most common label (single-label) or label combination (multi-label)."""
+def _strata(dataset: AnyDataset, members: list[np.ndarray], test_frac: float) -> list[str]:
+    """One stratum name per group: its most common label (single-label) or label combination (multi-label);
+    one stratum for data without classes (ranking, generation)."""
+    if not isinstance(dataset, Dataset):
+        return ["all"] * len(members)
+
     def top(values: list[str]) -> str:
         counts = Counter(values)
         return min(counts, key=lambda v: (-counts[v], v))  # ties broken by name, so row order cannot matter
@@ -265,12 +304,14 @@ def _strata(dataset: Dataset, members: list[np.ndarray], test_frac: float) -> li
     return [s if n_lumped[s] >= min_groups else "other" for s in lumped]
 
 
-def _rng_seed(dataset: Dataset, seed: int) -> int:
+def _rng_seed(dataset: AnyDataset, seed: int) -> int:
     # content_hash follows row order; sorting per-row digests makes the seed depend on the content only.
-    rows = sorted(
-        hashlib.sha256(f"{row_id}\x1f{text}\x1f{'|'.join(labels)}".encode("utf-8", "surrogatepass")).digest()
-        for row_id, text, labels in zip(dataset.frame["id"], dataset.frame["text_raw"], dataset.frame["labels"])
-    )
+    if isinstance(dataset, Dataset):
+        keys = (f"{row_id}\x1f{text}\x1f{'|'.join(labels)}" for row_id, text, labels in
+                zip(dataset.frame["id"], dataset.frame["text_raw"], dataset.frame["labels"]))
+    else:
+        keys = iter(dataset.row_keys())
+    rows = sorted(hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest() for key in keys)
     h = hashlib.sha256(f"finesieve-split\x1f{seed}\x1f".encode())
     for digest in rows:
         h.update(digest)
@@ -286,7 +327,7 @@ def _fits(count: int, size: int, target: int) -> bool:
     return count < target and count + size - target <= target - count
 
 
-def make_splits(dataset: Dataset, config: SplitConfig) -> Splits:
+def make_splits(dataset: AnyDataset, config: SplitConfig) -> Splits:
     """Group-aware, stratified, reproducible train/val/test split of `dataset` (see the module docstring)."""
     if len(dataset) == 0:
         raise DataError("the dataset is empty: load a file with at least a few rows per class before splitting")
@@ -317,7 +358,7 @@ def make_splits(dataset: Dataset, config: SplitConfig) -> Splits:
                     break
 
     # By construction nothing straddles; this guard catches a future bug before it inflates a metric.
-    check_leakage(clusters, assignment, protected=("test", "val"), texts=dataset.texts).raise_if_leaking()
+    check_leakage(clusters, assignment, protected=("test", "val"), texts=_dedupe_texts(dataset)).raise_if_leaking()
     return Splits(assignment=assignment, config=config, data_hash=dataset.content_hash, source=dataset)
 
 

@@ -7,6 +7,10 @@ the summary and, when asked, written with its raw values to a rejects file so no
     result = RowValidator(spec, "messages.csv").validate(chunk)   # chunk from load.iter_chunks
     result.accepted, result.problems, result.rejected_rows
 
+`RankingRowValidator` and `GenerationRowValidator` do the same for query-candidate pairs with a relevance grade
+and for inputs with reference texts (`data.task`): the same problems, places and fixes, plus a grade that is not
+a number (or outside the task's grades), a pair given twice and a query whose text differs between its rows.
+
 Label hygiene lives here too: `label_key` is a label's identity with its spelling set aside, `label_variants`
 finds the labels of a file that differ only in case, spacing, '_' or '-' (which would otherwise train as
 separate classes), and `suspicious_labels` finds rare labels that look like typos of frequent ones.
@@ -23,9 +27,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from finesieve.data.dataset import pair_id
 from finesieve.data.errors import DataError, RowProblem
 from finesieve.data.normalize import clean
-from finesieve.data.spec import ColumnSpec
+from finesieve.data.spec import ColumnSpec, GenerationSpec, RankingSpec
+from finesieve.data.task import RankingTask
 
 TRUE_VALUES = {"1", "true", "yes", "y", "t"}
 FALSE_VALUES = {"0", "false", "no", "n", "f", ""}
@@ -53,6 +59,14 @@ FIXES = {
     "blank_line": "remove the blank line (it is counted as a row so that row numbers match the file)",
     "bad_votes": "vote counts must be non-negative numbers with at least one vote in the row; "
     "fix the counts or drop --vote-col",
+    "missing_query": "every pair needs a query id (e.g. the job): fill it in or remove the row",
+    "missing_candidate": "every pair needs a candidate id (e.g. the resume): fill it in or remove the row",
+    "bad_relevance": "the relevance must be a number: a grade (e.g. 1-7) or 0/1 for binary relevance; fix the cell "
+    "or remove the row",
+    "duplicate_pair": "each (query, candidate) pair may appear once: remove the repeated row, or merge its grades "
+    "(e.g. their mean) before loading",
+    "query_text_mismatch": "every row of one query must hold the same query text: fix the text, or give the other "
+    "query its own id",
 }
 
 
@@ -120,17 +134,8 @@ class RowValidator:
             row = int(raw["_row"])
             line = None if _is_missing(raw.get("_line")) else int(raw["_line"])
             row_problems: list[RowProblem] = []
-
-            def problem(column: str, value, kind: str, fix: str | None = None) -> None:
-                row_problems.append(RowProblem(self.file, row, column, _short(value), kind, fix or FIXES[kind], line))
-
-            if not _is_missing(raw.get("_malformed")):  # the reader could not split this record into columns
-                kind, fix = raw.get("_problem"), raw.get("_fix")
-                problem("<line>", raw["_malformed"], "malformed_record" if _is_missing(kind) else kind,
-                        None if _is_missing(fix) else fix)
-                problems.extend(row_problems)
-                rejected.append({"row": row, "raw": _jsonable(raw["_malformed"]),
-                                 "problems": [p.to_dict() for p in row_problems]})
+            problem = _row_problem_collector(self.file, row, line, row_problems)
+            if _reject_unsplit(raw, row, problem, row_problems, problems, rejected):
                 continue
 
             text = raw.get(spec.text_col)
@@ -170,11 +175,7 @@ class RowValidator:
                 record["votes"] = votes
 
             if row_problems:
-                problems.extend(row_problems)
-                rejected.append(
-                    {"row": row, **{k: _jsonable(v) for k, v in raw.items() if k not in INTERNAL_COLUMNS},
-                     "problems": [p.to_dict() for p in row_problems]}
-                )
+                _reject_row(raw, row, row_problems, problems, rejected)
                 continue
             if spec.id_col is not None and self.unique_ids:
                 self.seen_ids[row_id] = row
@@ -249,6 +250,174 @@ class RowValidator:
                 if label not in allowed and label_key(label) not in allowed_keys:
                     problem(col, label, "unknown_label", _unknown_label_fix(label, sorted(allowed)))
         return labels
+
+
+def _reject_unsplit(raw: dict, row: int, problem, row_problems: list, problems: list, rejected: list) -> bool:
+    """Reject a row the reader could not split into columns (it carries `_malformed`); True when it did."""
+    if _is_missing(raw.get("_malformed")):
+        return False
+    kind, fix = raw.get("_problem"), raw.get("_fix")
+    problem("<line>", raw["_malformed"], "malformed_record" if _is_missing(kind) else kind,
+            None if _is_missing(fix) else fix)
+    problems.extend(row_problems)
+    rejected.append({"row": row, "raw": _jsonable(raw["_malformed"]), "problems": [p.to_dict() for p in row_problems]})
+    return True
+
+
+def _row_problem_collector(file: str, row: int, line: int | None, row_problems: list[RowProblem]):
+    def problem(column: str, value, kind: str, fix: str | None = None) -> None:
+        row_problems.append(RowProblem(file, row, column, _short(value), kind, fix or FIXES[kind], line))
+    return problem
+
+
+def _reject_row(raw: dict, row: int, row_problems: list[RowProblem], problems: list, rejected: list) -> None:
+    problems.extend(row_problems)
+    rejected.append({"row": row, **{k: _jsonable(v) for k, v in raw.items() if k not in INTERNAL_COLUMNS},
+                     "problems": [p.to_dict() for p in row_problems]})
+
+
+def _meta(raw: dict, cols: Sequence[str]) -> dict:
+    return {col: None if _is_missing(raw.get(col)) else str(raw.get(col)) for col in cols}
+
+
+def _required_id(raw: dict, col: str, kind: str, problem) -> str | None:
+    """The stripped id in `col`, or None after reporting it as `kind` (missing_query, missing_id...)."""
+    value = raw.get(col)
+    if _is_missing(value) or str(value).strip() == "":
+        problem(col, value, kind)
+        return None
+    return str(value).strip()
+
+
+@dataclass
+class RankingRowValidator:
+    """Validates chunks of a file of query-candidate pairs in order (`RankingSpec`).
+
+    Each row needs a query id, a candidate id, a candidate text (and a query text when that column is mapped)
+    and a numeric relevance; with a `task`, the grade must also lie in [task.min_grade, task.max_grade] (0 or 1
+    for binary relevance). A pair seen before, or a query whose text differs from its first row's, is rejected.
+    Remembers one entry per pair and one text per query across chunks.
+    """
+
+    spec: RankingSpec
+    file: str
+    task: RankingTask | None = None
+    seen_pairs: dict[tuple[str, str], int] = field(default_factory=dict)  # (query, candidate) -> first row
+    query_texts: dict[str, tuple[str, int]] = field(default_factory=dict)  # query -> (raw text, first row)
+
+    def validate(self, chunk: pd.DataFrame) -> ChunkResult:
+        """`chunk` as for `RowValidator.validate`; accepted rows have the columns of `RankingDataset.frame` but
+        for the cleaned texts."""
+        spec = self.spec
+        records, problems, rejected = [], [], []
+        for raw in chunk.to_dict("records"):
+            row = int(raw["_row"])
+            line = None if _is_missing(raw.get("_line")) else int(raw["_line"])
+            row_problems: list[RowProblem] = []
+            problem = _row_problem_collector(self.file, row, line, row_problems)
+            if _reject_unsplit(raw, row, problem, row_problems, problems, rejected):
+                continue
+
+            query = _required_id(raw, spec.query_col, "missing_query", problem)
+            candidate = _required_id(raw, spec.candidate_col, "missing_candidate", problem)
+            text = raw.get(spec.candidate_text_col)
+            if (found := _text_problem(text)) is not None:
+                problem(spec.candidate_text_col, text, *found)
+            query_text = raw.get(spec.query_text_col) if spec.query_text_col is not None else None
+            if spec.query_text_col is not None and (found := _text_problem(query_text)) is not None:
+                problem(spec.query_text_col, query_text, *found)
+            relevance = self._relevance(raw.get(spec.relevance_col), problem)
+
+            if not row_problems and (first := self.seen_pairs.get((query, candidate))) is not None:
+                problem(spec.candidate_col, candidate, "duplicate_pair",
+                        f"query '{query}' already has candidate '{candidate}' at row {first}: "
+                        + FIXES["duplicate_pair"])
+            if not row_problems and spec.query_text_col is not None and query in self.query_texts:
+                first_text, first_row = self.query_texts[query]
+                if query_text != first_text:
+                    problem(spec.query_text_col, query_text, "query_text_mismatch",
+                            f"query '{query}' has another text at row {first_row} ({_short(first_text)!r}): "
+                            + FIXES["query_text_mismatch"])
+            if row_problems:
+                _reject_row(raw, row, row_problems, problems, rejected)
+                continue
+
+            self.seen_pairs[(query, candidate)] = row
+            record = {"id": pair_id(query, candidate), "row": row, "query": query, "candidate": candidate}
+            if spec.query_text_col is not None:
+                self.query_texts.setdefault(query, (query_text, row))
+                record["query_text_raw"] = query_text
+            record.update(text_raw=text, relevance=relevance, **_meta(raw, spec.meta_cols))
+            records.append(record)
+
+        columns = ["id", "row", "query", "candidate", *(["query_text_raw"] if spec.query_text_col else []),
+                   "text_raw", "relevance", *spec.meta_cols]
+        return ChunkResult(pd.DataFrame.from_records(records, columns=columns), problems, rejected)
+
+    def _relevance(self, value, problem) -> float:
+        """The grade as a float; a problem when it is not a finite number or outside the task's grades."""
+        col = self.spec.relevance_col
+        grade = math.nan
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+            grade = float(value)
+        elif isinstance(value, str):
+            try:
+                grade = float(value.strip())
+            except ValueError:
+                pass
+        if not math.isfinite(grade):
+            problem(col, value, "bad_relevance")
+            return math.nan
+        task = self.task
+        if task is not None and task.relevance == "binary" and grade not in (0.0, 1.0):
+            problem(col, value, "bad_relevance", "binary relevance is 0 or 1: fix the cell, or use a graded "
+                    "RankingTask (relevance='graded' with min_grade and max_grade)")
+        elif task is not None and not task.min_grade <= grade <= task.max_grade:
+            problem(col, value, "bad_relevance", f"the task's grades run from {task.min_grade:g} to "
+                    f"{task.max_grade:g}: fix the cell, or the task's min_grade / max_grade")
+        return grade
+
+
+@dataclass
+class GenerationRowValidator:
+    """Validates chunks of a file of inputs with reference texts in order (`GenerationSpec`): both texts must be
+    usable messages (`_text_problem`), ids present and unique when `spec.id_col` is set."""
+
+    spec: GenerationSpec
+    file: str
+    seen_ids: dict[str, int] = field(default_factory=dict)  # id -> row where first seen
+
+    def validate(self, chunk: pd.DataFrame) -> ChunkResult:
+        """`chunk` as for `RowValidator.validate`; accepted rows have the columns of `GenerationDataset.frame`
+        but for the cleaned texts."""
+        spec = self.spec
+        records, problems, rejected = [], [], []
+        for raw in chunk.to_dict("records"):
+            row = int(raw["_row"])
+            line = None if _is_missing(raw.get("_line")) else int(raw["_line"])
+            row_problems: list[RowProblem] = []
+            problem = _row_problem_collector(self.file, row, line, row_problems)
+            if _reject_unsplit(raw, row, problem, row_problems, problems, rejected):
+                continue
+            text, reference = raw.get(spec.input_col), raw.get(spec.reference_col)
+            for col, value in ((spec.input_col, text), (spec.reference_col, reference)):
+                if (found := _text_problem(value)) is not None:
+                    problem(col, value, *found)
+            row_id = str(row)
+            if spec.id_col is not None:
+                row_id = _required_id(raw, spec.id_col, "missing_id", problem)
+                if row_id is not None and row_id in self.seen_ids and not row_problems:
+                    problem(spec.id_col, raw.get(spec.id_col), "duplicate_id",
+                            f"id already used at row {self.seen_ids[row_id]}: " + FIXES["duplicate_id"])
+            if row_problems:
+                _reject_row(raw, row, row_problems, problems, rejected)
+                continue
+            if spec.id_col is not None:
+                self.seen_ids[row_id] = row
+            records.append({"id": row_id, "row": row, "text_raw": text, "reference_raw": reference,
+                            **_meta(raw, spec.meta_cols)})
+        columns = ["id", "row", "text_raw", "reference_raw", *spec.meta_cols]
+        return ChunkResult(pd.DataFrame.from_records(records, columns=columns), problems, rejected)
 
 
 def _text_problem(text) -> tuple[str, str | None] | None:

@@ -7,6 +7,12 @@ Binary figures treat the `positive` classes as the violation and everything else
 precision, recall and F1 at the operating threshold, with bootstrap confidence intervals; the thresholds
 that would meet a target precision or recall on this data; the cost of misses and false alarms. Per-class
 figures (one class vs the rest), the multi-class confusion matrix and per-slice figures come beside them.
+
+Every task kind (`data.task`) goes through one entry point, given what the system produced for the dataset:
+
+    evaluate_task(ClassificationTask(...), dataset, proba)          # (n, n_classes) in task.classes order
+    evaluate_task(RankingTask(...), ranking_dataset, scores)        # (n,) one score per pair: evals.ranking
+    evaluate_task(GenerationTask(...), generation_dataset, texts)   # n generated texts: evals.generation
 """
 
 from __future__ import annotations
@@ -17,9 +23,13 @@ from typing import Sequence
 
 import numpy as np
 
-from finesieve.data.dataset import Dataset
+from finesieve.data.dataset import AnyDataset, Dataset, GenerationDataset, RankingDataset
+from finesieve.data.errors import ConfigError
+from finesieve.data.task import ClassificationTask, GenerationTask, RankingTask
 from finesieve.evals import metrics as M
 from finesieve.evals.bootstrap import bootstrap_cis
+from finesieve.evals.generation import GenerationResult, evaluate_generation
+from finesieve.evals.ranking import RankingResult, evaluate_ranking
 from finesieve.models.base import positive_scores
 
 LENGTH_BUCKETS = ((0, 40, "short (<40 chars)"), (40, 100, "medium (40-99)"), (100, 10**9, "long (100+)"))
@@ -186,6 +196,60 @@ def evaluate_scored(
         classes=classes,
         seconds=seconds,
     )
+
+
+def evaluate_task(
+    task: ClassificationTask | RankingTask | GenerationTask,
+    dataset: AnyDataset,
+    outputs,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    name: str = "scorer",
+    seconds: float = 0.0,
+) -> EvalResult | RankingResult | GenerationResult:
+    """Measure what a system produced for `dataset`, as its task's kind asks:
+
+    - classification: `outputs` (n, n_classes) probabilities in `task.classes` order, measured at
+      `task.threshold` (0.5 while none is chosen) for `task.positive` (`evaluate_scored`);
+    - ranking: `outputs` (n,) one score per pair, in dataset order; metrics per query and their means over
+      queries with intervals over resampled queries (`evals.ranking.evaluate_ranking`);
+    - generation: `outputs` n texts, in dataset order, compared with the references by `task.metrics`
+      (`evals.generation.evaluate_generation`).
+    """
+    expected = {"classification": Dataset, "ranking": RankingDataset, "generation": GenerationDataset}[task.kind]
+    if not isinstance(dataset, expected):
+        raise ConfigError(f"a {task.kind} task is measured on a {expected.__name__}, got a {type(dataset).__name__}: "
+                          f"load the data with the {task.kind} column spec, or pass the task that fits the data")
+    if isinstance(task, ClassificationTask):
+        proba = np.asarray(outputs, dtype=float)
+        if proba.shape != (len(dataset), len(task.classes)):
+            raise ValueError(f"outputs have shape {proba.shape}, expected ({len(dataset)}, {len(task.classes)}): one "
+                             f"row per message, one column per class in task.classes order {list(task.classes)}")
+        return evaluate_scored(proba, list(task.classes), task.multilabel, dataset, positive=task.positive,
+                               threshold=task.threshold, threshold_source=task.threshold_source or "given",
+                               n_boot=n_boot, seed=seed, name=name, seconds=seconds)
+    if isinstance(task, RankingTask):
+        return _evaluate_ranking_task(task, dataset, outputs, n_boot=n_boot, seed=seed, name=name, seconds=seconds)
+    return evaluate_generation(dataset.references, list(outputs), metrics=task.metrics, ids=dataset.ids,
+                               n_boot=n_boot, seed=seed, name=name, seconds=seconds)
+
+
+def _evaluate_ranking_task(task: RankingTask, dataset: RankingDataset, outputs, *, n_boot: int, seed: int,
+                           name: str, seconds: float) -> RankingResult:
+    scores = np.asarray(outputs, dtype=float)
+    if scores.shape != (len(dataset),):
+        raise ValueError(f"outputs have shape {scores.shape}, expected ({len(dataset)},): one score per "
+                         "(query, candidate) pair, in the dataset's row order")
+    grades = dataset.relevance
+    outside = (grades < task.min_grade) | (grades > task.max_grade)
+    if outside.any():
+        raise ValueError(f"{int(outside.sum())} pair(s) have grades outside the task's {task.min_grade:g} to "
+                         f"{task.max_grade:g} (e.g. {grades[outside][0]:g} at row {int(dataset.frame['row'][outside].iloc[0])})"
+                         ": load the data with this task (load_ranking_dataset(..., task=task)) or fix the task")
+    return evaluate_ranking(grades, scores, dataset.queries, k_values=task.k_values, min_grade=task.min_grade,
+                            relevant_grade=task.relevant_grade, no_relevant=task.no_relevant, n_boot=n_boot,
+                            seed=seed, name=name, seconds=seconds)
 
 
 def _targets(y, scores, target_precision, target_recall) -> dict:

@@ -16,9 +16,9 @@ id when the file is the run's own data or both files have an id column, and by t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -26,8 +26,8 @@ from finesieve.data.dataset import Dataset
 from finesieve.data.split import SplitConfig, load_splits, make_splits, read_split_members, text_hash
 from finesieve.evals.compare import compare
 from finesieve.evals.harness import CostModel, EvalResult, evaluate
+from finesieve.evals.threshold import choose_threshold
 from finesieve.runs import Run, load_scorer
-from finesieve.train.recipe import choose_threshold
 
 
 @dataclass

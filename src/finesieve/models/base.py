@@ -9,21 +9,33 @@ probability per category. The prompt baseline, pre-filter, fine-tuned model and 
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from pathlib import Path
+from typing import ClassVar, Protocol, Sequence, runtime_checkable
 
 import numpy as np
+from pydantic import BaseModel
 
 from finesieve.data.errors import ConfigError
 
 
 @runtime_checkable
 class Scorer(Protocol):
+    """What every scorer (and the cascade) provides; `finesieve.models.checks.check_scorer` checks each rule."""
+
+    kind: ClassVar[str]  # the run kind written in manifest.json (finesieve.models.kinds)
     classes_: np.ndarray
     multilabel_: bool
 
     def fit(self, texts: Sequence[str], labels: Sequence) -> "Scorer": ...
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def save(self, directory: str | Path) -> None: ...
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Scorer": ...
+
+    def get_config(self) -> BaseModel: ...
 
 
 class NotFittedError(RuntimeError):

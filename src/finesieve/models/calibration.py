@@ -121,7 +121,7 @@ class Calibrator:
             raise NotFittedError("This Calibrator is not fitted yet: call Calibrator.fit(val_logits, val_targets) "
                                  "or Calibrator.from_state_dict(state) first.")
         proba = self._scaled(np.asarray(logits, dtype=np.float64))
-        if self.method != "isotonic":
+        if self.method != "isotonic" or not len(proba):  # IsotonicRegression.predict refuses 0 rows
             return proba
         out = np.column_stack([iso.predict(proba[:, j]) for j, iso in enumerate(self.isotonic_)])
         if not self.multilabel:

@@ -27,8 +27,9 @@ import copy
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -37,11 +38,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import finesieve
-from finesieve.data.errors import ConfigError, DataError, config_error
+from finesieve.data.errors import DataError, config_error
 from finesieve.data.normalize import normalize_for_scoring
-from finesieve.evals.metrics import pr_auc
 from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts, label_tuples
 from finesieve.models.calibration import Calibrator
+from finesieve.models.training_loop import pr_auc
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,8 @@ class CharCNNScorer:
     validation NLL before/after, plus val_pr_auc), history_ (per epoch: train_loss, val_pr_auc), best_epoch_
     (1-based; the weights kept).
     """
+
+    kind = "char_cnn"  # the run kind written in manifest.json (finesieve.models.kinds)
 
     def __init__(self, max_chars=256, embed_dim=32, channels=128, kernel_sizes=(3, 4, 5), dropout=0.2, lr=2e-3,
                  batch_size=64, max_epochs=8, patience=2, class_weight="balanced", val_frac=0.1,

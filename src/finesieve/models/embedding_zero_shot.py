@@ -73,6 +73,8 @@ def _load_encoder(model: str | None, device: str):
 class EmbeddingZeroShot:
     """Scorer: `fit(texts, labels)` builds class prototypes from a task prompt; `predict_proba(texts)` scores."""
 
+    kind = "embedding_zero_shot"  # the run kind written in manifest.json (finesieve.models.kinds)
+
     def __init__(self, prompt: str | TaskPrompt = "builtin:davidson", model: str | None = None, few_shot: bool = False,
                  temperature: float = 0.05, tune_temperature: bool = False, batch_size: int = 64, device: str = "cpu",
                  progress: bool = True):

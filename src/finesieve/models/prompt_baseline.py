@@ -99,6 +99,8 @@ class PromptBaselineConfig(BaseModel):
 class PromptBaseline:
     """Scorer: `fit(texts, labels)` records classes (and an optional calibration); `predict_proba(texts)` scores."""
 
+    kind = "prompt_baseline"  # the run kind written in manifest.json (finesieve.models.kinds)
+
     def __init__(self, model: str, prompt: str | TaskPrompt = "builtin:davidson", backend: str = "hf", few_shot: bool = False,
                  calibrate: bool = False, max_message_chars: int = 2000, batch_size: int = 8, device: str = "cpu",
                  dtype: str = "float32", padding_side: str = "left", progress: bool = True,
@@ -382,6 +384,16 @@ class PromptBaseline:
         scorer.prompt_ = load_prompt(directory / "prompt.yaml")
         scorer.classes_, scorer.multilabel_ = np.array(state["classes"]), state["multilabel"]
         scorer.calibration_ = state["calibration"]
+        if scorer.backend == "hf":
+            # As fit does: the tokenizer's label tokens are set up now, not on the first predict_proba, and they
+            # must be the ones the scorer was saved with (the model's files may have changed since).
+            scorer._hf_setup()
+            saved = state.get("label_token_ids")
+            if saved is not None and list(saved) != list(scorer.label_token_ids_):
+                raise ConfigError(
+                    f"{directory}: the tokenizer of {scorer.model} now starts the label words with tokens "
+                    f"{scorer.label_tokens_}, not {state.get('label_tokens')} as when this scorer was saved: the model "
+                    "files changed. Fix: point 'model' in scorer_config.json at the model the run was made with")
         return scorer
 
 

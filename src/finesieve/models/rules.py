@@ -114,12 +114,31 @@ def _read_policy_text(path: str) -> str:
     return p.read_text(encoding="utf-8")
 
 
+class RulesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    policy: str | Policy = Field("builtin:marketplace", description="The policy: builtin:NAME, a YAML path, or the policy itself.")
+    smoothing: float = Field(1.0, ge=0, description="Pseudo-count pulling each rule group's class shares towards the overall shares.")
+
+
 class RulesScorer:
     """Scorer built from a policy: `fit` calibrates the rules on labelled data, `predict_proba` scores."""
 
-    def __init__(self, policy: str = "builtin:marketplace", smoothing: float = 1.0):
+    kind = "rules"  # the run kind written in manifest.json (finesieve.models.kinds)
+
+    def __init__(self, policy: str | Policy = "builtin:marketplace", smoothing: float = 1.0):
         self.policy = policy
         self.smoothing = smoothing
+
+    @classmethod
+    def from_config(cls, config: RulesConfig) -> "RulesScorer":
+        return cls(policy=config.policy, smoothing=config.smoothing)
+
+    def get_config(self) -> RulesConfig:
+        try:
+            return RulesConfig(policy=self.policy, smoothing=self.smoothing)
+        except ValidationError as err:
+            raise config_error(err, f"{type(self).__name__} settings", RulesConfig) from None
 
     def _compiled(self) -> list[tuple[Rule, re.Pattern]]:
         if not hasattr(self, "_rules_cache"):
@@ -224,12 +243,20 @@ class RulesScorer:
                  "ignored_rules": self.ignored_rules_,
                  "rule_precision": self.rule_precision_, "table": self.table_}
         (directory / "rules_calibration.json").write_text(json.dumps(state, indent=2, sort_keys=True))
+        (directory / "scorer_config.json").write_text(
+            json.dumps(self.get_config().model_dump(mode="json"), indent=2, sort_keys=True))
 
     @classmethod
     def load(cls, directory: str | Path) -> "RulesScorer":
+        """The scorer as saved. It scores with the copy of the policy in `policy.yaml`; its config still names the
+        policy it was built from (rules saved before `scorer_config.json` was written name that copy)."""
         directory = Path(directory)
         state = json.loads((directory / "rules_calibration.json").read_text())
-        scorer = cls(policy=str(directory / "policy.yaml"), smoothing=state["smoothing"])
+        config_path = directory / "scorer_config.json"
+        if config_path.exists():
+            scorer = cls.from_config(RulesConfig.model_validate_json(config_path.read_text()))
+        else:
+            scorer = cls(policy=str(directory / "policy.yaml"), smoothing=state["smoothing"])
         scorer.policy_ = load_policy(directory / "policy.yaml")
         scorer.classes_, scorer.multilabel_ = np.array(state["classes"]), state["multilabel"]
         scorer.rule_precision_, scorer.table_ = state["rule_precision"], state["table"]

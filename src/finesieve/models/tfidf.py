@@ -37,6 +37,8 @@ class TfidfConfig(BaseModel):
 class TfidfLogReg:
     """Scorer: `fit(texts, labels)`, `predict_proba(texts)` in `classes_` order."""
 
+    kind = "tfidf"  # the run kind written in manifest.json (finesieve.models.kinds)
+
     def __init__(self, word_ngrams=(1, 2), char_ngrams=(2, 5), max_features=200_000, min_df=2, C=4.0,
                  class_weight=None, max_iter=2000):
         self.word_ngrams = word_ngrams
@@ -55,11 +57,10 @@ class TfidfLogReg:
         return TfidfConfig(word_ngrams=self.word_ngrams, char_ngrams=self.char_ngrams, max_features=self.max_features,
                            min_df=self.min_df, C=self.C, class_weight=self.class_weight, max_iter=self.max_iter)
 
-    def _features(self):
+    def _features(self, min_df: int):
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.pipeline import FeatureUnion
 
-        min_df = self.min_df
         common = dict(preprocessor=normalize_for_scoring, lowercase=False, sublinear_tf=True, dtype=np.float32,
                       max_features=self.max_features, min_df=min_df)
         return FeatureUnion([
@@ -73,10 +74,9 @@ class TfidfLogReg:
 
         texts, tuples, multilabel = check_fit_inputs(texts, labels, multilabel)
         classes = sorted({c for t in tuples for c in t})
-        if len(texts) < 2 * max(1, len(classes)):
-            # min_df=2 cannot work on a handful of texts; keep every n-gram instead.
-            self.min_df = 1
-        self.features_ = self._features()
+        # min_df=2 cannot work on a handful of texts: keep every n-gram instead (min_df itself stays as given).
+        self.min_df_ = 1 if len(texts) < 2 * max(1, len(classes)) else self.min_df
+        self.features_ = self._features(self.min_df_)
         X = self.features_.fit_transform(texts)
         lr = LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter)
         if multilabel:
@@ -105,7 +105,7 @@ class TfidfLogReg:
         # Trusted, self-written artifact; the config beside it says how it was built.
         with open(directory / "tfidf_logreg.pkl", "wb") as fh:
             pickle.dump({"features": self.features_, "model": self.model_, "classes": self.classes_.tolist(),
-                         "multilabel": self.multilabel_}, fh)
+                         "multilabel": self.multilabel_, "min_df": self.min_df_}, fh)
         (directory / "scorer_config.json").write_text(json.dumps(self.get_config().model_dump(), indent=2, sort_keys=True))
 
     @classmethod
@@ -117,4 +117,5 @@ class TfidfLogReg:
             state = pickle.load(fh)
         scorer.features_, scorer.model_ = state["features"], state["model"]
         scorer.classes_, scorer.multilabel_ = np.array(state["classes"]), state["multilabel"]
+        scorer.min_df_ = state.get("min_df", config.min_df)  # older files: saved with min_df rewritten in the config
         return scorer

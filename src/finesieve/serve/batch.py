@@ -46,21 +46,22 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 import finesieve
-from finesieve.cascade.cascade import ACTIONS, STAGES, Cascade, CascadeThresholds, Decisions
 from finesieve.data.errors import ConfigError
 from finesieve.data.load import detect_format, iter_chunks, prepare_texts
 from finesieve.data.redact import RedactionConfig, Redactor
 from finesieve.data.spec import ColumnSpec
 from finesieve.data.validate import ChunkResult, RowValidator
 from finesieve.models.base import positive_scores
+from finesieve.models.cascade import ACTIONS, STAGES, Cascade, CascadeThresholds, Decisions
 from finesieve.outputs import atomic_file, check_output_file, check_outputs, partial_path
 from finesieve.runs import MANIFEST, Run, load_run
 

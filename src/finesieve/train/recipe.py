@@ -10,14 +10,14 @@ corner-case set, then save scorer, config, data and split hashes and metrics tog
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from finesieve.data.dataset import Dataset
 from finesieve.data.split import SplitConfig, Splits, make_splits
-from finesieve.evals import metrics as M
-from finesieve.evals.harness import EvalResult, evaluate, score_positive
+from finesieve.evals.harness import EvalResult, evaluate
+from finesieve.evals.threshold import choose_threshold
 from finesieve.outputs import check_run_dir
 from finesieve.runs import new_reference_scorer, save_run
 
@@ -30,15 +30,6 @@ class FittedRun:
     splits: Splits | None
     run_dir: Path | None
     test_result: EvalResult
-
-
-def choose_threshold(scorer, val: Dataset, positive: Sequence[str]) -> tuple[float, str]:
-    """The validation threshold with the best F1 for the positive classes (0.5 when val has no positives)."""
-    y = val.violation(positive)
-    if not 0 < y.sum() < len(y):
-        return 0.5, "default 0.5 (validation split has one class only)"
-    scores, _, _ = score_positive(scorer, val.texts, positive)
-    return float(M.threshold_for_best_f1(y, scores)), "best F1 on the validation split"
 
 
 def train_reference(ref: str, dataset: Dataset, *, positive: Sequence[str], out: str | Path | None = None,

@@ -12,16 +12,16 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from finesieve.data.dataset import Dataset
 from finesieve.data.split import SplitConfig, make_splits
 from finesieve.evals import metrics as M
 from finesieve.evals.harness import score_positive
+from finesieve.models.finetune_config import FinetuneConfig
 from finesieve.models.finetuned import FineTunedScorer
 from finesieve.outputs import write_text
-from finesieve.train.config import FinetuneConfig
 
 
 def run_sweep(base: FinetuneConfig, dataset: Dataset, grid: dict[str, Sequence], *, positive: Sequence[str],

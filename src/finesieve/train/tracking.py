@@ -12,7 +12,7 @@ import os
 import warnings
 from pathlib import Path
 
-from finesieve.train.config import FinetuneConfig
+from finesieve.models.finetune_config import FinetuneConfig
 
 
 class Tracker:

@@ -1,6 +1,6 @@
 """The training loop of every fine-tune, in one place: batches, loss, optimiser, validation, checkpoints.
 
-    state = train_loop(model, batches, val_fn, config, checkpoint_dir)
+    state = train_loop(model, batches, validate, loss_fn, config, checkpoint_dir)
 
 What it does, step by step: deterministic per-epoch batch order (so a resumed run sees the same batches),
 class-weighted loss computed on one logit per class (never on vocabulary logits), gradient accumulation,
@@ -8,6 +8,9 @@ mixed precision where the hardware has it, linear warm-up and decay, validation 
 with early stopping on the validation metric (PR AUC by default: loss hides a rare class), the best weights
 kept, a resumable checkpoint every `checkpoint_every` steps and on Ctrl-C. A faster loop (padding-free
 batches, compiled kernels) can replace this function behind the same arguments.
+
+It sits in the models layer, beside the scorers whose `fit` runs it (`FineTunedScorer`); the recipes that
+wrap a fit into a run directory are in `finesieve.train`. `pr_auc` is the validation metric scorers stop on.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -26,8 +29,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from finesieve.data.errors import FinesieveError
-from finesieve.train.config import FinetuneConfig
+from finesieve.models.finetune_config import FinetuneConfig
 
+CHECKPOINTS = "checkpoints"  # the folder of a run's checkpoints, inside its staging folder while it trains
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -262,3 +266,32 @@ def train_loop(
     load_trainable_state(model, best_weights)
     model.eval()
     return state
+
+
+def pr_auc(y_true, scores) -> float:
+    """Average precision of 0/1 labels (n,) against scores (n,): the validation metric early stopping watches.
+
+    The formula of `finesieve.evals.metrics.pr_auc`, step for step (so the figures are the same); it is here
+    because the models layer may not import evals. Callers pass validation data holding both classes.
+    """
+    y = np.asarray(y_true)
+    s = np.asarray(scores, dtype=float)
+    if y.shape != s.shape or y.ndim != 1:
+        raise ValueError(f"y_true {y.shape} and scores {s.shape} must be 1-D and of one length: one score per label")
+    if np.isnan(s).any():
+        raise ValueError(f"scores contain {int(np.isnan(s).sum())} NaN value(s): the model diverged; lower the "
+                         "learning rate")
+    if not ((y == 0) | (y == 1)).all():
+        raise ValueError(f"y_true must hold only 0/1 or booleans, got {np.unique(y)[:5].tolist()}")
+    y = y.astype(bool)
+    if y.all() or not y.any():
+        raise ValueError(f"PR AUC is undefined: y_true holds one class only among {len(y)} items; validate on "
+                         "data holding both classes")
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s_sorted)), len(s_sorted) - 1]  # last index of each run of equal scores
+    tp = np.cumsum(y_sorted)[last]
+    fp = (last + 1) - tp
+    precision = tp / (tp + fp)
+    recall_gain = np.diff(tp, prepend=0) / tp[-1]
+    return float(np.sum(recall_gain * precision))

@@ -18,6 +18,9 @@ The category of a flagged message is the positive class with the highest probabi
 `predict_proba` returns the calibrated probabilities of the stage that decided each message, so the
 cascade's ROC curve is real; precision and recall of the cascade are computed from its actions
 (`decisions.flagged`), which the harness takes when given, since a rule can decide against its probability.
+
+It lives in the models layer because it is a scorer composed of scorers; what fits and measures a cascade
+(thresholds, cost, the run directory it is saved in) is in `finesieve.cascade`.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -35,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from finesieve.data.errors import ConfigError
 from finesieve.models.base import check_is_fitted, check_texts, positive_scores
+from finesieve.models.kinds import MODEL_KINDS, kind_of
 
 ACTIONS = ("deliver", "review", "block")
 STAGES = ("rules", "prefilter", "model")
@@ -56,7 +61,7 @@ class CascadeThresholds(BaseModel):
         "Per rule name: what the rule does in the cascade (block, review, clear) or 'off' (signal only)."))
 
     @model_validator(mode="after")
-    def _check(self) -> "CascadeThresholds":
+    def _check(self) -> CascadeThresholds:
         for name, t in self.block.items():
             if t < self.review:
                 raise ValueError(f"block threshold of '{name}' ({t:.3f}) is below the review threshold "
@@ -98,6 +103,8 @@ class Decisions:
 
 class Cascade:
     """A scorer made of scorers. `model` is required; `prefilter` and `rules` are optional tiers in front."""
+
+    kind = "cascade"  # the run kind written in manifest.json (finesieve.models.kinds)
 
     def __init__(self, model, *, positive: Sequence[str], thresholds: CascadeThresholds, prefilter=None, rules=None):
         self.model = model
@@ -211,28 +218,29 @@ class Cascade:
         """cascade.json plus one sub-folder per stage holding that stage's own saved files."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        from finesieve.runs import kind_of
-
         kinds = {}
         for name, scorer in self.stages().items():
             target = directory / name
             if target.exists():
                 shutil.rmtree(target)
             scorer.save(target)
-            kinds[name] = kind_of(scorer)
+            kinds[name] = kind_of(scorer, _stage_kinds())
         state = {"positive": list(self.positive), "thresholds": self.thresholds.model_dump(), "stage_kinds": kinds}
         (directory / "cascade.json").write_text(json.dumps(state, indent=2, sort_keys=True))
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Cascade":
-        from finesieve.runs import SCORER_KINDS
-
+    def load(cls, directory: str | Path) -> Cascade:
         directory = Path(directory)
         state = json.loads((directory / "cascade.json").read_text())
-        stages = {name: SCORER_KINDS[kind].load(directory / name) for name, kind in state["stage_kinds"].items()}
+        stages = {name: _stage_kinds()[kind].load(directory / name) for name, kind in state["stage_kinds"].items()}
         return cls(stages["model"], positive=state["positive"],
                    thresholds=CascadeThresholds.model_validate(state["thresholds"]),
                    prefilter=stages.get("prefilter"), rules=stages.get("rules"))
 
     def get_config(self) -> CascadeThresholds:
         return self.thresholds
+
+
+def _stage_kinds() -> dict[str, type]:
+    """The kinds a stage can be: every plain scorer, and a cascade (as `runs.SCORER_KINDS` allows)."""
+    return {**MODEL_KINDS, Cascade.kind: Cascade}

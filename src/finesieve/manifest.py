@@ -1,0 +1,170 @@
+"""The run manifest, typed: what a run directory's `manifest.json` holds, read and written in one place.
+
+    manifest = read_manifest("runs/ft/manifest.json")     # any version: older manifests are migrated on read
+    manifest.task.positive, manifest.preprocessing.redaction, manifest.reference.length_quantiles
+    write_manifest(manifest, "runs/ft/manifest.json")
+
+Schema versions:
+  1  (finesieve 0.1 until this module) an untyped dict: `task` held classes/multilabel/positive/threshold, the
+     text preprocessing was not recorded (it was always `clean` then the default redaction), no reference
+     statistics, the base model by name only.
+  2  typed: `task` is a `data.task.Task`; `preprocessing` records what was applied to every text before the
+     scorer saw it (so scoring and serving apply the same); `base_model` names the weights and their content
+     hash; `reference` keeps the statistics drift monitoring compares new traffic against; sections a recipe
+     adds (training, replay, tracking, cascade) are kept as they are.
+Reading a version-1 manifest migrates it (`migrate`): the task is typed, the preprocessing is the one version 1
+always applied, and what version 1 never recorded (base weights hash, reference statistics) is None.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from finesieve.data.errors import ConfigError, config_error
+from finesieve.data.redact import RedactionConfig
+from finesieve.data.task import ClassificationTask, GenerationTask, RankingTask, task_from_manifest
+from finesieve.outputs import write_text
+
+SCHEMA_VERSION = 2
+LENGTH_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+SCORE_BINS = 20  # equal-width bins of [0, 1] for the validation score histograms
+
+
+class Preprocessing(BaseModel):
+    """What was done to every text before the scorer saw it, at training; scoring and serving do the same."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    clean: bool = Field(True, description="Unicode NFKC, invisible and control characters removed, look-alike "
+                                          "letters mapped (data.normalize.clean).")
+    redaction: RedactionConfig = Field(default_factory=RedactionConfig,
+                                       description="Personal data replaced by typed placeholders.")
+    text_field: str = Field("text", description="The field name redaction settings are looked up under.")
+
+
+class BaseWeights(BaseModel):
+    """The pretrained weights a fine-tune started from: a name anyone can load, and the hash of what was loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="A Hugging Face id, a local path or packaged:NAME.")
+    content_hash: str | None = Field(None, description="sha256 over the weight files' bytes (sorted by name); "
+                                                       "None for runs written before it was recorded.")
+
+
+class ReferenceStats(BaseModel):
+    """The validation split as the model saw it: what drift monitoring compares new traffic against."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n: int = Field(description="Validation messages the statistics are computed on.")
+    score_bins: tuple[float, ...] = Field(description="Edges of the score histograms (equal width on [0, 1]).")
+    score_histograms: dict[str, tuple[int, ...]] = Field(
+        description="Per class: counts of validation messages per score bin of that class's probability.")
+    length_quantiles: dict[str, float] = Field(description="Quantiles of text length in characters ('q50': ...).")
+    flag_rate: float | None = Field(None, description="Share of validation messages at or above the operating "
+                                                      "threshold (None when the task has none).")
+
+
+class RunManifest(BaseModel):
+    """Everything about a run directory except the model files themselves."""
+
+    # Recipes add sections of their own (training history, replay, tracking, the cascade's fit): kept as given.
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    schema_version: int = Field(SCHEMA_VERSION, description="Version of this layout; older ones are migrated.")
+    finesieve_version: str = Field(description="The finesieve that wrote the run.")
+    created_utc: str = Field(description="When the run was written (ISO 8601, UTC).")
+    kind: str = Field(description="The scorer kind (tfidf, rules, char_cnn, finetuned, cascade, ...).")
+    scorer_config: dict = Field(default_factory=dict, description="The scorer's resolved configuration.")
+    task: ClassificationTask | RankingTask | GenerationTask = Field(discriminator="kind",
+                                                                      description="What the model is asked to do.")
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing, description="Applied to every text.")
+    base_model: BaseWeights | None = Field(None, description="Pretrained weights a fine-tune started from.")
+    data: dict = Field(default_factory=dict, description="Source, content hash, rows, rejections, column mapping.")
+    splits: dict | None = Field(None, description="Split hashes, sizes and class counts (ids in splits.json).")
+    metrics: dict = Field(default_factory=dict, description="Held-out test and corner-case figures.")
+    reference: ReferenceStats | None = Field(None, description="Validation statistics for drift monitoring.")
+    environment: dict = Field(default_factory=dict, description="Python, platform and package versions.")
+    parent_run: str | None = Field(None, description="The run this one continues (replay, cascade).")
+
+
+def migrate(raw: dict, where: str = "manifest.json") -> dict:
+    """A manifest of any known version as a version-2 dict; newer versions are refused by `read_manifest`."""
+    raw = dict(raw)
+    version = raw.get("schema_version", 1)
+    if version == 1:
+        task = raw.get("task") or {}
+        raw["task"] = task_from_manifest(task, f"{where}: task").model_dump(mode="json")
+        raw.setdefault("preprocessing", Preprocessing().model_dump(mode="json"))  # what version 1 always did
+        model = (raw.get("scorer_config") or {}).get("model") if raw.get("kind") == "finetuned" else None
+        raw["base_model"] = {"name": model, "content_hash": None} if model else None
+        raw["schema_version"] = SCHEMA_VERSION
+    return raw
+
+
+def read_manifest(path: str | Path) -> RunManifest:
+    """Read, migrate and validate a manifest; every problem names the file."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise ConfigError(f"{path}: not valid JSON ({err}); the run directory is damaged. Fix: restore it from a "
+                          "copy, or write the run again") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a JSON object, found {type(raw).__name__}; the run directory is "
+                          "damaged. Fix: restore it from a copy, or write the run again")
+    version = raw.get("schema_version", 1)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise ConfigError(f"{path}: manifest schema version {version!r} is newer than this finesieve reads "
+                          f"({SCHEMA_VERSION}). Fix: upgrade finesieve")
+    try:
+        return RunManifest.model_validate(migrate(raw, str(path)))
+    except ValidationError as err:
+        raise config_error(err, f"{path}: invalid run manifest", RunManifest) from None
+
+
+def write_manifest(manifest: RunManifest, path: str | Path) -> Path:
+    return write_text(path, json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True, default=str))
+
+
+def weights_hash(folder: str | Path) -> str | None:
+    """sha256 over a model folder's weight files (safetensors, bin, pt), by sorted name; None when it has none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for p in files:
+        digest.update(p.relative_to(folder).as_posix().encode())
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def reference_stats(proba: np.ndarray, classes: Sequence[str], texts: Sequence[str],
+                    flagged: np.ndarray | None = None) -> ReferenceStats:
+    """Reference statistics from a scorer's validation probabilities (n, n_classes) and the validation texts."""
+    proba = np.asarray(proba, dtype=float)
+    edges = np.linspace(0.0, 1.0, SCORE_BINS + 1)
+    histograms = {str(c): tuple(int(v) for v in np.histogram(np.clip(proba[:, j], 0, 1), bins=edges)[0])
+                  for j, c in enumerate(classes)}
+    lengths = np.array([len(t) for t in texts], dtype=float)
+    quantiles = ({f"q{int(q * 100):02d}": float(np.quantile(lengths, q)) for q in LENGTH_QUANTILES}
+                 if len(lengths) else {})
+    return ReferenceStats(n=len(texts), score_bins=tuple(float(e) for e in edges), score_histograms=histograms,
+                          length_quantiles=quantiles,
+                          flag_rate=float(np.mean(flagged)) if flagged is not None and len(flagged) else None)
+
+
+def as_dict(manifest: RunManifest) -> dict[str, Any]:
+    return manifest.model_dump(mode="json")
