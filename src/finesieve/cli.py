@@ -8,13 +8,14 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import math
 import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -22,6 +23,7 @@ from rich.console import Console
 
 from finesieve import __version__
 from finesieve.data.errors import ConfigError, FinesieveError, config_error
+from finesieve.data.spec import ColumnSpec
 from finesieve.outputs import check_output_file, check_outputs, check_run_dir
 from finesieve.tables import comparison_table, production_table
 
@@ -43,23 +45,9 @@ def stdout_console() -> Console:
     # Tables are cut to 80 columns when piped; logs and CI deserve the whole table.
     return Console(width=None if sys.stdout.isatty() else 140)
 
-# Column mapping options, shared by every command that reads a labelled file.
-TextCol = Annotated[str, typer.Option("--text-col", help="Column holding the message text.")]
-LabelCol = Annotated[Optional[list[str]], typer.Option(
-    "--label-col", help="Label column; repeat for one 0/1 column per category (multi-label).")]
-LabelSep = Annotated[Optional[str], typer.Option("--label-sep", help="Separator of several labels in one cell (multi-label).")]
-IdCol = Annotated[Optional[str], typer.Option("--id-col", help="Unique message id column.")]
-TimeCol = Annotated[Optional[str], typer.Option("--time-col", help="Timestamp column.")]
-UserCol = Annotated[Optional[str], typer.Option("--user-col", help="Sender/user id column.")]
-ThreadCol = Annotated[Optional[str], typer.Option("--thread-col", help="Conversation id column.")]
-VoteCol = Annotated[Optional[list[str]], typer.Option(
-    "--vote-col", help="CLASS=COLUMN: the column counting annotators' votes for CLASS (soft labels); one per class.")]
-MetaCol = Annotated[Optional[list[str]], typer.Option("--meta-col", help="Extra column to keep (e.g. for slices); repeatable.")]
-Classes = Annotated[Optional[str], typer.Option("--classes", help="Comma-separated allowed classes; others are rejected.")]
-Format = Annotated[Optional[str], typer.Option("--format", help="csv, tsv, jsonl or parquet (default: from the extension).")]
-Encoding = Annotated[str, typer.Option("--encoding", help="Text encoding of CSV/TSV/JSONL files.")]
-MaxRows = Annotated[Optional[int], typer.Option("--max-rows", min=1, help="Read only the first N rows.")]
-Positive = Annotated[Optional[str], typer.Option(
+# Options that are not column mappings but recur across commands, spelled once here.
+MaxRows = Annotated[int | None, typer.Option("--max-rows", min=1, help="Read only the first N rows.")]
+Positive = Annotated[str | None, typer.Option(
     "--positive", help="Class(es) counted as the violation for binary metrics; comma-separate several.")]
 NormaliseLabels = Annotated[bool, typer.Option(
     "--normalise-labels", help="Map labels that differ only by case, spaces, '_' or '-' (Hate_Speech, hate speech) to "
@@ -71,11 +59,65 @@ MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 Seed = Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Split seed.")]
 NBoot = Annotated[int, typer.Option(min=0, max=100_000, help="Bootstrap resamples for confidence intervals (0: none).")]
 
+# The column flags: how to read a user's file. Each is defined once, as (annotation, default), and added to a
+# command by @column_options, so every command spells, defaults and documents a flag the same way.
+COLUMN_OPTIONS = {
+    "text_col": (Annotated[str, typer.Option("--text-col", help="Column holding the message text.")], "text"),
+    "label_col": (Annotated[list[str] | None, typer.Option(
+        "--label-col", help="Label column; repeat for one 0/1 column per category (multi-label).")], None),
+    "label_sep": (Annotated[str | None, typer.Option(
+        "--label-sep", help="Separator of several labels in one cell (multi-label).")], None),
+    "id_col": (Annotated[str | None, typer.Option("--id-col", help="Unique message id column.")], None),
+    "time_col": (Annotated[str | None, typer.Option("--time-col", help="Timestamp column.")], None),
+    "user_col": (Annotated[str | None, typer.Option("--user-col", help="Sender/user id column.")], None),
+    "thread_col": (Annotated[str | None, typer.Option("--thread-col", help="Conversation id column.")], None),
+    "meta_col": (Annotated[list[str] | None, typer.Option(
+        "--meta-col", help="Extra column to keep (e.g. for slices); repeatable.")], None),
+    "vote_col": (Annotated[list[str] | None, typer.Option(
+        "--vote-col", help="CLASS=COLUMN: the column counting annotators' votes for CLASS (soft labels); "
+                           "one per class.")], None),
+    "classes": (Annotated[str | None, typer.Option(
+        "--classes", help="Comma-separated allowed classes; others are rejected.")], None),
+    "file_format": (Annotated[str | None, typer.Option(
+        "--format", help="csv, tsv, jsonl or parquet (default: from the extension).")], None),
+    "encoding": (Annotated[str, typer.Option("--encoding", help="Text encoding of CSV/TSV/JSONL files.")], "utf-8"),
+}
+LABELLED = ("text_col", "label_col", "label_sep", "id_col", "classes", "file_format", "encoding")
+UNLABELLED = ("text_col", "file_format", "encoding")
+
+
+def column_options(*, labelled: bool, extras: tuple[str, ...] = ()):
+    """Give a command the shared column flags and call it with one built `ColumnSpec` as `spec`.
+
+    Typer reads a command's options from its signature, so the wrapper shows typer the command's own parameters
+    (without `spec`) plus one keyword parameter per column flag; when called, it takes those flags out, builds the
+    spec (a bad mapping fails here, before any work) and calls the command with it. `labelled` picks the set for
+    a file with labels (LABELLED) or messages only (UNLABELLED); `extras` adds named COLUMN_OPTIONS beyond it.
+    """
+    names = (*(LABELLED if labelled else UNLABELLED), *extras)
+
+    def decorate(command):
+        own = inspect.signature(command, eval_str=True)  # eval_str: this module's annotations are strings
+        flags = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=COLUMN_OPTIONS[name][0],
+                                   default=COLUMN_OPTIONS[name][1]) for name in names]
+
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            spec = column_spec(**{name: kwargs.pop(name) for name in names})
+            return command(*args, spec=spec, **kwargs)
+
+        params = [p for p in own.parameters.values() if p.name != "spec"]
+        wrapper.__signature__ = own.replace(parameters=[*params, *flags])
+        wrapper.column_flags = names  # read by tests/test_cli_columns.py
+        return wrapper
+
+    return decorate
+
 
 def column_spec(text_col="text", label_col=None, label_sep=None, id_col=None, time_col=None, user_col=None,
-                thread_col=None, meta_col=None, classes=None, file_format=None, encoding="utf-8", vote_col=None):
-    from finesieve.data.spec import ColumnSpec
-
+                thread_col=None, meta_col=None, vote_col=None, classes=None, file_format=None,
+                encoding="utf-8") -> ColumnSpec:
+    """The ColumnSpec the column flags describe; a flag that does not parse is named in the error."""
     votes = None
     if vote_col:
         votes = {}
@@ -200,15 +242,15 @@ def _load(path: Path, spec, *, max_rows=None, normalise_labels=False, rejects=No
 @_guard
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for reports and runs (a folder of an earlier demo is replaced).")] = Path("finesieve-demo"),
-    data_dir: Annotated[Optional[Path], typer.Option(help="Folder holding the data sets (default: $FINESIEVE_DATA, the "
+    data_dir: Annotated[Path | None, typer.Option(help="Folder holding the data sets (default: $FINESIEVE_DATA, the "
                                                           "repository's data/, a shared/data above the working "
                                                           "directory, then a download cache).")] = None,
     max_rows: MaxRows = None,
     n_boot: NBoot = 1000,
     finetune_steps: Annotated[int, typer.Option(min=1, help="Fine-tuning steps (bounded so the demo takes minutes).")] = 250,
-    model_run: Annotated[Optional[Path], typer.Option(help="Reuse this fine-tuned run (trained on the same file with "
+    model_run: Annotated[Path | None, typer.Option(help="Reuse this fine-tuned run (trained on the same file with "
                                                            "seed 0) instead of fine-tuning.")] = None,
-    prices: Annotated[Optional[Path], typer.Option(help="YAML price table for the cost column.")] = None,
+    prices: Annotated[Path | None, typer.Option(help="YAML price table for the cost column.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out even if it is not an earlier demo's "
                                                                 "folder.")] = False,
 ) -> None:
@@ -224,20 +266,16 @@ def demo(
 
 @data_app.command("validate")
 @_guard
+@column_options(labelled=True, extras=("time_col", "user_col", "thread_col", "meta_col"))
 def data_validate(
-    file: Path, text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
-    time_col: TimeCol = None, user_col: UserCol = None, thread_col: ThreadCol = None, meta_col: MetaCol = None,
-    classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8",
-    normalise_labels: NormaliseLabels = False,
-    rejects: Annotated[Optional[Path], typer.Option(help="Write every rejected row, with its problems, to this JSONL file.")] = None,
+    file: Path, spec: ColumnSpec, normalise_labels: NormaliseLabels = False,
+    rejects: Annotated[Path | None, typer.Option(help="Write every rejected row, with its problems, to this JSONL file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
 ) -> None:
     """Check every row of a file in a stream (any size); report what would be rejected and why."""
     from finesieve.data.load import validate_file
 
     check_outputs({"--rejects": rejects}, {"FILE": file})
-    spec = column_spec(text_col, label_col, label_sep, id_col, time_col, user_col, thread_col, meta_col, classes,
-                       file_format, encoding)
     report = validate_file(file, spec, rejects_path=rejects, normalise_labels=normalise_labels)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -250,13 +288,11 @@ def data_validate(
 
 @data_app.command("review")
 @_guard
+@column_options(labelled=True, extras=("time_col", "user_col", "thread_col", "meta_col", "vote_col"))
 def data_review(
-    file: Path, text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
-    time_col: TimeCol = None, user_col: UserCol = None, thread_col: ThreadCol = None, meta_col: MetaCol = None,
-    classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
-    vote_col: VoteCol = None, normalise_labels: NormaliseLabels = False,
+    file: Path, spec: ColumnSpec, max_rows: MaxRows = None, normalise_labels: NormaliseLabels = False,
     out: Annotated[Path, typer.Option(help="The HTML report (a JSON twin is written beside it).")] = Path("data_review.html"),
-    corner: Annotated[Optional[list[Path]], typer.Option(help="A corner-case file (same columns); repeatable.")] = None,
+    corner: Annotated[list[Path] | None, typer.Option(help="A corner-case file (same columns); repeatable.")] = None,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the split checked for leakage and of the examples.")] = 0,
     noise_check: Annotated[bool, typer.Option(help="Look for labels a cross-validated model disputes.")] = True,
 ) -> None:
@@ -267,11 +303,8 @@ def data_review(
     check_output_file(out)
     check_outputs({"--out": out, "--out (its JSON twin)": out.with_suffix(".json")},
                   {"FILE": file, **{f"--corner {p}": p for p in corner or []}})
-    spec = column_spec(text_col, label_col, label_sep, id_col, time_col, user_col, thread_col, meta_col, classes,
-                       file_format, encoding, vote_col)
     dataset = _load(file, spec, max_rows=max_rows, normalise_labels=normalise_labels)
-    corner_sets = {p.stem: _load(p, spec.model_copy(update={"vote_cols": None}), normalise_labels=normalise_labels)
-                   for p in corner or []}
+    corner_sets = _corner_sets(corner, spec, normalise_labels)
     splits = make_splits(dataset, SplitConfig(seed=seed))
     result = review(dataset, split=splits.assignment, corner_sets=corner_sets, seed=seed, noise_check=noise_check)
     for line in summary_lines(result):
@@ -282,17 +315,15 @@ def data_review(
 
 @data_app.command("split")
 @_guard
+@column_options(labelled=True, extras=("time_col", "user_col", "thread_col", "meta_col"))
 def data_split(
-    file: Path, text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
-    time_col: TimeCol = None, user_col: UserCol = None, thread_col: ThreadCol = None, meta_col: MetaCol = None,
-    classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8",
-    normalise_labels: NormaliseLabels = False,
+    file: Path, spec: ColumnSpec, normalise_labels: NormaliseLabels = False,
     out: Annotated[Path, typer.Option(help="Folder for train/val/test JSONL files and splits.json.")] = Path("splits"),
     test_frac: Annotated[float, typer.Option(help="Share of the random test set, in (0, 1).")] = 0.1,
     val_frac: Annotated[float, typer.Option(help="Share of the validation set, in [0, 1).")] = 0.1,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed; with the data hash it fixes the split.")] = 0,
-    group_col: Annotated[Optional[str], typer.Option(help="Keep rows sharing this column (thread, user) in one split.")] = None,
-    corner: Annotated[Optional[list[Path]], typer.Option(help="A corner-case file, kept out of train/val; repeatable.")] = None,
+    group_col: Annotated[str | None, typer.Option(help="Keep rows sharing this column (thread, user) in one split.")] = None,
+    corner: Annotated[list[Path] | None, typer.Option(help="A corner-case file, kept out of train/val; repeatable.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out folder whole.")] = False,
 ) -> None:
     """Make a reproducible, stratified, leakage-free train/val/test split; corner-case sets stay separate."""
@@ -305,8 +336,6 @@ def data_split(
                                  "their sum below 1", param_hint="--test-frac/--val-frac")
     check_outputs({"--out": out}, {"FILE": file, **{f"--corner {p}": p for p in corner or []}})
     check_run_dir(out, overwrite=overwrite)
-    spec = column_spec(text_col, label_col, label_sep, id_col, time_col, user_col, thread_col, meta_col, classes,
-                       file_format, encoding)
     for line in write_split_files(file, spec, out, test_frac=test_frac, val_frac=val_frac, seed=seed,
                                   group_col=group_col, corner_files=corner or [], overwrite=overwrite,
                                   normalise_labels=normalise_labels):
@@ -315,12 +344,13 @@ def data_split(
 
 @data_app.command("redact")
 @_guard
+@column_options(labelled=False)
 def data_redact(
-    text: Annotated[Optional[str], typer.Argument(help="One message to redact (or use --file).")] = None,
-    file: Annotated[Optional[Path], typer.Option(help="A file to redact (the text column only is written).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Where to write the redacted file (JSONL).")] = None,
-    text_col: TextCol = "text", file_format: Format = None, encoding: Encoding = "utf-8",
-    entities: Annotated[Optional[str], typer.Option(
+    spec: ColumnSpec,
+    text: Annotated[str | None, typer.Argument(help="One message to redact (or use --file).")] = None,
+    file: Annotated[Path | None, typer.Option(help="A file to redact (the text column only is written).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Where to write the redacted file (JSONL).")] = None,
+    entities: Annotated[str | None, typer.Option(
         help="Comma-separated entity types to redact (default all): EMAIL,PHONE,URL,HANDLE,ADDRESS,CARD")] = None,
 ) -> None:
     """Replace personal data with typed placeholders (<PHONE>, <EMAIL>...), one message or a whole file."""
@@ -335,10 +365,10 @@ def data_redact(
     if text is not None:
         if file is not None or out is not None:
             raise typer.BadParameter("give one message as an argument, or --file and --out, not both", param_hint="TEXT")
-        from finesieve.data.normalize import clean
+        from finesieve.data.preprocess import Preprocessing, prepare
 
-        result = redactor.redact(clean(text))
-        print(json.dumps({"text": result.text, "counts": result.counts}, ensure_ascii=False))
+        texts, counts = prepare([text], Preprocessing(redaction=redactor.config), redactor=redactor)
+        print(json.dumps({"text": texts[0], "counts": dict(counts)}, ensure_ascii=False))
         return
     if file is None or out is None:
         raise typer.BadParameter("give one message as an argument, or --file and --out", param_hint="--file/--out")
@@ -346,16 +376,15 @@ def data_redact(
 
     check_output_file(out)
     check_outputs({"--out": out}, {"--file": file})
-    summary = redact_file(file, out, column_spec(text_col, file_format=file_format, encoding=encoding), redactor)
+    summary = redact_file(file, out, spec, redactor)
     print(summary)
 
 
 @data_app.command("dedupe")
 @_guard
+@column_options(labelled=True)
 def data_dedupe(
-    file: Path, text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None,
-    id_col: IdCol = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
-    normalise_labels: NormaliseLabels = False,
+    file: Path, spec: ColumnSpec, max_rows: MaxRows = None, normalise_labels: NormaliseLabels = False,
     threshold: Annotated[float, typer.Option(help="Estimated Jaccard similarity that makes a near-duplicate, in (0, 1].")] = 0.8,
     show: Annotated[int, typer.Option(min=0, help="How many clusters to print.")] = 10,
 ) -> None:
@@ -363,35 +392,33 @@ def data_dedupe(
     from finesieve.data.dedupe import find_duplicates
 
     _fraction(threshold, "--threshold")
-    dataset = _load(file, column_spec(text_col, label_col, label_sep, id_col, file_format=file_format, encoding=encoding),
-                    max_rows=max_rows, normalise_labels=normalise_labels)
+    dataset = _load(file, spec, max_rows=max_rows, normalise_labels=normalise_labels)
     report = find_duplicates(dataset.texts, threshold=threshold)
     conflicts = report.conflicting_label_clusters(["|".join(t) for t in dataset.frame["labels"]])
     print(f"{len(dataset):,} messages: {report.n_exact_dupes:,} exact repeats, {report.n_near_dupe_rows:,} rows in "
           f"{len(report.clusters):,} near-duplicate clusters, {len(conflicts):,} with conflicting labels")
     for cluster in report.clusters[:show]:
         rows = dataset.frame.iloc[cluster]
-        print(f"- {len(cluster)} rows: " + " | ".join(f"row {r} [{'|'.join(l)}] {t[:60]!r}" for r, l, t in
+        print(f"- {len(cluster)} rows: " + " | ".join(f"row {r} [{'|'.join(labels)}] {t[:60]!r}" for r, labels, t in
                                                        zip(rows["row"][:3], rows["labels"][:3], rows["text"][:3])))
 
 
 @app.command("eval")
 @_guard
+@column_options(labelled=True, extras=("meta_col",))
 def eval_command(
     refs: Annotated[list[str], typer.Argument(help="Run directories or scorer names (tfidf, rules, rules:POLICY).")],
     data: Annotated[Path, typer.Option("--data", help="Labelled file to evaluate on.")],
-    text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
-    meta_col: MetaCol = None, classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8",
-    max_rows: MaxRows = None, positive: Positive = None, normalise_labels: NormaliseLabels = False,
-    train: Annotated[Optional[Path], typer.Option(help="Fit scorer names on this file (else on a split of --data).")] = None,
-    threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Operating threshold for every scorer, in [0, 1].")] = None,
+    spec: ColumnSpec, max_rows: MaxRows = None, positive: Positive = None, normalise_labels: NormaliseLabels = False,
+    train: Annotated[Path | None, typer.Option(help="Fit scorer names on this file (else on a split of --data).")] = None,
+    threshold: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Operating threshold for every scorer, in [0, 1].")] = None,
     target_precision: Annotated[float, typer.Option(help="Report the threshold and recall at this precision, in (0, 1].")] = 0.9,
     target_recall: Annotated[float, typer.Option(help="Report the threshold and precision at this recall, in (0, 1].")] = 0.9,
     miss_cost: Annotated[float, typer.Option(min=0.0, help="Cost of one missed violation.")] = 10.0,
     false_alarm_cost: Annotated[float, typer.Option(min=0.0, help="Cost of one false alarm.")] = 1.0,
-    slice_col: Annotated[Optional[list[str]], typer.Option(help="Report figures per value of this column; repeatable.")] = None,
-    baseline: Annotated[Optional[str], typer.Option(help="Scorer the others are compared against (default: the first).")] = None,
-    report: Annotated[Optional[Path], typer.Option(help="Write the HTML report (and its JSON twin) here.")] = None,
+    slice_col: Annotated[list[str] | None, typer.Option(help="Report figures per value of this column; repeatable.")] = None,
+    baseline: Annotated[str | None, typer.Option(help="Scorer the others are compared against (default: the first).")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the HTML report (and its JSON twin) here.")] = None,
     n_boot: NBoot = 1000,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed for splits and bootstrap.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object on stdout.")] = False,
@@ -410,8 +437,9 @@ def eval_command(
         check_output_file(report, "--report")
         check_outputs({"--report": report, "--report (its JSON twin)": report.with_suffix(".json")},
                       {"--data": data, "--train": train, **{f"RUN {r}": r for r in refs if Path(r).exists()}})
-    spec = column_spec(text_col, label_col, label_sep, id_col, None, None, None, (meta_col or []) + [
-        c for c in (slice_col or []) if c not in (meta_col or [])], classes, file_format, encoding)
+    # --slice-col columns are read as extra (meta) columns too; validated again as one mapping.
+    slices = [c for c in slice_col or [] if c not in spec.meta_cols]
+    spec = ColumnSpec.model_validate({**spec.model_dump(), "meta_cols": (*spec.meta_cols, *slices)})
     dataset = _load(data, spec, max_rows=max_rows, normalise_labels=normalise_labels)
     train_set = _load(train, spec, normalise_labels=normalise_labels) if train else None
     pos = _positive(positive, dataset.classes)
@@ -439,13 +467,14 @@ def eval_command(
 
 @app.command("score")
 @_guard
+@column_options(labelled=False, extras=("id_col",))
 def score_command(
     run: Annotated[Path, typer.Argument(help="Run directory to score with (a cascade or a single scorer).")],
     data: Annotated[Path, typer.Option("--data", help="File of messages to score (labels, if any, are ignored).")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the decisions: .csv or .jsonl.")],
-    text_col: TextCol = "text", id_col: IdCol = None, file_format: Format = None, encoding: Encoding = "utf-8",
+    spec: ColumnSpec,
     chunk_rows: Annotated[int, typer.Option(min=1, help="Rows read, scored and written at a time (memory holds one chunk).")] = 5000,
-    rejects: Annotated[Optional[Path], typer.Option(help="Write every rejected row, with its problems, to this JSONL file.")] = None,
+    rejects: Annotated[Path | None, typer.Option(help="Write every rejected row, with its problems, to this JSONL file.")] = None,
     include_text: Annotated[bool, typer.Option("--include-text", help="Add the redacted text that was scored.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from OUT.partial.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
@@ -458,7 +487,6 @@ def score_command(
     if rejects is not None:
         check_output_file(rejects, "--rejects")
     check_outputs({"--out": out, "--rejects": rejects}, {"--data": data, "RUN": run})
-    spec = column_spec(text_col, id_col=id_col, file_format=file_format, encoding=encoding)
     summary = score_file(run, data, out, spec=spec, chunk_rows=chunk_rows, rejects_path=rejects,
                          include_text=include_text, progress=progress, resume=resume)
     print(json.dumps(summary.to_dict(), indent=2) if as_json else summary.summary_line())
@@ -484,15 +512,15 @@ def _metrics_line(m: dict) -> str:
 
 @app.command("fit")
 @_guard
+@column_options(labelled=True)
 def fit_command(
     ref: Annotated[str, typer.Argument(help="Reference scorer: tfidf, rules, rules:builtin:NAME or rules:PATH.yaml.")],
     data: Annotated[Path, typer.Option("--data", help="Labelled training file (split into train/val/test).")],
     out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
-    text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
-    classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
+    spec: ColumnSpec, max_rows: MaxRows = None,
     positive: Positive = None, normalise_labels: NormaliseLabels = False, overwrite: Overwrite = False,
     seed: Seed = 0,
-    corner: Annotated[Optional[list[Path]], typer.Option(help="Corner-case file evaluated separately; repeatable.")] = None,
+    corner: Annotated[list[Path] | None, typer.Option(help="Corner-case file evaluated separately; repeatable.")] = None,
 ) -> None:
     """Fit a reference scorer and write a run directory (model, config, data hash, split, metrics)."""
     from finesieve.data.split import SplitConfig
@@ -501,7 +529,6 @@ def fit_command(
 
     new_reference_scorer(ref)  # an unknown name fails now, before the data is read
     _check_run_output(out, overwrite, {"--data": data, **{f"--corner {p}": p for p in corner or []}})
-    spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding)
     dataset = _load(data, spec, max_rows=max_rows, normalise_labels=normalise_labels)
     corner_sets = _corner_sets(corner, spec, normalise_labels)
     pos = _positive(positive, dataset.classes)
@@ -513,92 +540,72 @@ def fit_command(
 
 @app.command("baseline")
 @_guard
+@column_options(labelled=True)
 def baseline_command(
     data: Annotated[Path, typer.Option("--data", help="Labelled file (split into train/val/test; nothing is trained).")],
     out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
+    spec: ColumnSpec,
     kind: Annotated[str, typer.Option(help="embedding (zero-shot on the packaged MiniLM, offline) or llm (label-token "
                                             "probabilities of a causal LM).")] = "embedding",
-    prompt: Annotated[Optional[str], typer.Option(help="Task prompt: builtin:NAME or a YAML path (default: the built-in "
+    prompt: Annotated[str | None, typer.Option(help="Task prompt: builtin:NAME or a YAML path (default: the built-in "
                                                        "prompt whose classes match the data).")] = None,
-    model: Annotated[Optional[str], typer.Option(help="llm: HF model id/path, or the model name at --base-url; "
+    model: Annotated[str | None, typer.Option(help="llm: HF model id/path, or the model name at --base-url; "
                                                       "embedding: a sentence-transformers model (default packaged MiniLM).")] = None,
     backend: Annotated[str, typer.Option(help="llm: hf (local causal LM) or openai (any OpenAI-compatible endpoint).")] = "hf",
-    base_url: Annotated[Optional[str], typer.Option(help="llm/openai: endpoint root, e.g. http://localhost:8000/v1.")] = None,
+    base_url: Annotated[str | None, typer.Option(help="llm/openai: endpoint root, e.g. http://localhost:8000/v1.")] = None,
     api: Annotated[str, typer.Option(help="llm/openai: completions or chat.")] = "completions",
     few_shot: Annotated[bool, typer.Option(help="Add the prompt's worked examples.")] = False,
-    text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
-    classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
+    max_rows: MaxRows = None,
     positive: Positive = None, normalise_labels: NormaliseLabels = False, overwrite: Overwrite = False,
     seed: Seed = 0,
 ) -> None:
     """Score the data with a prompt baseline (zero- or few-shot) and write its run, to compare fine-tunes against."""
-    from finesieve.data.split import SplitConfig, make_splits
-    from finesieve.models.prompts import prompt_for_classes
-    from finesieve.train.recipe import fit_and_save
+    from finesieve.data.split import SplitConfig
+    from finesieve.train.baseline import BASELINE_KINDS, fit_prompt_baseline
 
-    if kind not in ("embedding", "llm"):
+    if kind not in BASELINE_KINDS:
         raise typer.BadParameter(f"{kind!r}: choose embedding or llm", param_hint="--kind")
     if kind == "llm" and not model:
         raise typer.BadParameter("name the LLM with --model (a HF id or path, or the endpoint's model name)",
                                  param_hint="--model")
     _check_run_output(out, overwrite, {"--data": data})
-    spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding)
     dataset = _load(data, spec, max_rows=max_rows, normalise_labels=normalise_labels)
     pos = _positive(positive, dataset.classes)
-    task_prompt = prompt or prompt_for_classes(dataset.classes)
-    if kind == "embedding":
-        from finesieve.models.embedding_zero_shot import EmbeddingZeroShot
-
-        scorer, run_kind = EmbeddingZeroShot(prompt=task_prompt, model=model, few_shot=few_shot, progress=False), "embedding_zero_shot"
-    else:
-        from finesieve.models.prompt_baseline import PromptBaseline
-
-        extra = {"base_url": base_url} if base_url else {}
-        scorer = PromptBaseline(model, prompt=task_prompt, backend=backend, few_shot=few_shot, api=api, progress=False, **extra)
-        run_kind = "prompt_baseline"
-    splits = make_splits(dataset, SplitConfig(seed=seed))
-    fitted = fit_and_save(scorer, run_kind, splits, positive=pos, out=out, name=f"{kind} {'few' if few_shot else 'zero'}-shot",
-                          overwrite=overwrite)
+    fitted, task_prompt = fit_prompt_baseline(dataset, kind=kind, positive=pos, out=out, prompt=prompt, model=model,
+                                              backend=backend, base_url=base_url, api=api, few_shot=few_shot,
+                                              split_config=SplitConfig(seed=seed), overwrite=overwrite)
     m = fitted.test_result.to_dict()
-    print(f"{run_kind} ({'few' if few_shot else 'zero'}-shot, prompt {task_prompt}): {_metrics_line(m)}; "
+    print(f"{BASELINE_KINDS[kind]} ({'few' if few_shot else 'zero'}-shot, prompt {task_prompt}): {_metrics_line(m)}; "
           f"{m['messages_per_second']} msgs/s; run written to {fitted.run_dir}")
 
 
 @prefilter_app.command("train")
 @_guard
+@column_options(labelled=True)
 def prefilter_train(
     data: Annotated[Path, typer.Option("--data", help="Labelled training file (split into train/val/test).")],
     out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
+    spec: ColumnSpec,
     kind: Annotated[str, typer.Option(help="char_cnn (a character CNN, robust to obfuscation) or tfidf.")] = "char_cnn",
-    text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
-    classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
+    max_rows: MaxRows = None,
     positive: Positive = None, normalise_labels: NormaliseLabels = False, overwrite: Overwrite = False,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="A scorer setting as key=value; repeatable.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="A scorer setting as key=value; repeatable.")] = None,
     seed: Seed = 0,
-    corner: Annotated[Optional[list[Path]], typer.Option(help="Corner-case file evaluated separately; repeatable.")] = None,
+    corner: Annotated[list[Path] | None, typer.Option(help="Corner-case file evaluated separately; repeatable.")] = None,
 ) -> None:
     """Train the pre-filter (character CNN by default, or TF-IDF + logistic regression) into a run directory."""
-    from finesieve.data.split import SplitConfig, make_splits
-    from finesieve.models.char_cnn import CharCNNConfig, CharCNNScorer
-    from finesieve.models.tfidf import TfidfConfig, TfidfLogReg
-    from finesieve.train.config import parse_assignments, validate_settings
-    from finesieve.train.recipe import fit_and_save
+    from finesieve.data.split import SplitConfig
+    from finesieve.train.prefilter import PREFILTER_KINDS, fit_prefilter, prefilter_scorer
 
-    kinds = {"char_cnn": (CharCNNConfig, CharCNNScorer), "tfidf": (TfidfConfig, TfidfLogReg)}
-    if kind not in kinds:
-        raise typer.BadParameter(f"{kind!r}: choose one of {sorted(kinds)}", param_hint="--kind")
-    config_cls, scorer_cls = kinds[kind]
-    scorer = scorer_cls.from_config(validate_settings(config_cls, parse_assignments(set_ or []), f"--set ({kind} settings)"))
+    if kind not in PREFILTER_KINDS:
+        raise typer.BadParameter(f"{kind!r}: choose one of {sorted(PREFILTER_KINDS)}", param_hint="--kind")
+    scorer = prefilter_scorer(kind, set_ or [])  # a misspelt --set fails now, before the data is read
     _check_run_output(out, overwrite, {"--data": data, **{f"--corner {p}": p for p in corner or []}})
-    spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding)
     dataset = _load(data, spec, max_rows=max_rows, normalise_labels=normalise_labels)
     corner_sets = _corner_sets(corner, spec, normalise_labels)
     pos = _positive(positive, dataset.classes)
-    splits = make_splits(dataset, SplitConfig(seed=seed))
-    val = splits.dataset("val")
-    fit_kwargs = {"val_texts": val.texts, "val_labels": val.labels} if kind == "char_cnn" else {}
-    fitted = fit_and_save(scorer, kind, splits, positive=pos, out=out, fit_kwargs=fit_kwargs, corner_sets=corner_sets,
-                          name=kind, overwrite=overwrite)
+    fitted = fit_prefilter(scorer, kind, dataset, positive=pos, out=out, split_config=SplitConfig(seed=seed),
+                           corner_sets=corner_sets, overwrite=overwrite)
     m = fitted.test_result.to_dict()
     print(f"{kind}: {_metrics_line(m)} at threshold {fitted.threshold:.3f}; {m['messages_per_second']} msgs/s; "
           f"run written to {fitted.run_dir}")
@@ -606,29 +613,29 @@ def prefilter_train(
 
 @app.command("train")
 @_guard
+@column_options(labelled=True, extras=("vote_col",))
 def train_command(
     data: Annotated[Path, typer.Option("--data", help="Labelled training file; validation and test splits are made from it.")],
     out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
-    text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
-    classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
-    positive: Positive = None, vote_col: VoteCol = None, normalise_labels: NormaliseLabels = False,
+    spec: ColumnSpec, max_rows: MaxRows = None,
+    positive: Positive = None, normalise_labels: NormaliseLabels = False,
     overwrite: Overwrite = False,
-    soft_labels: Annotated[Optional[float], typer.Option(
+    soft_labels: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="Weight of the vote shares (from --vote-col) in the training target, 0-1.")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML file of fine-tuning settings (see FinetuneConfig).")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Base model: HF id, local path or packaged:all-MiniLM-L6-v2.")] = None,
-    method: Annotated[Optional[str], typer.Option(help="lora (default), qlora (GPU) or full.")] = None,
-    learning_rate: Annotated[Optional[float], typer.Option(help="Peak learning rate (> 0).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Messages per step.")] = None,
-    max_epochs: Annotated[Optional[float], typer.Option(help="Upper bound on epochs (> 0).")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(min=1, help="Upper bound on optimiser steps.")] = None,
-    replay_from: Annotated[Optional[str], typer.Option(help="Earlier run (or data file) to replay rows from.")] = None,
-    replay_fraction: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Replayed rows as a share of the new rows.")] = None,
-    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI ('none' turns tracking off).")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any other setting as key=value; repeatable.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML file of fine-tuning settings (see FinetuneConfig).")] = None,
+    model: Annotated[str | None, typer.Option(help="Base model: HF id, local path or packaged:all-MiniLM-L6-v2.")] = None,
+    method: Annotated[str | None, typer.Option(help="lora (default), qlora (GPU) or full.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate (> 0).")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Messages per step.")] = None,
+    max_epochs: Annotated[float | None, typer.Option(help="Upper bound on epochs (> 0).")] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Upper bound on optimiser steps.")] = None,
+    replay_from: Annotated[str | None, typer.Option(help="Earlier run (or data file) to replay rows from.")] = None,
+    replay_fraction: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Replayed rows as a share of the new rows.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI ('none' turns tracking off).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any other setting as key=value; repeatable.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoint an interrupted run left in OUT.partial.")] = False,
     seed: Seed = 0,
-    corner: Annotated[Optional[list[Path]], typer.Option(help="Corner-case file evaluated separately; repeatable.")] = None,
+    corner: Annotated[list[Path] | None, typer.Option(help="Corner-case file evaluated separately; repeatable.")] = None,
 ) -> None:
     """Fine-tune a transformer (LoRA by default) and write a run directory scored by `finesieve eval RUN`."""
     from finesieve.data.split import SplitConfig
@@ -646,8 +653,6 @@ def train_command(
     _check_run_output(out, overwrite, {"--data": data, "--config": config, "--replay-from": replay_from,
                                                  **{f"--corner {p}": p for p in corner or []}})
     console.print(f"fine-tuning with {cfg.model_dump_json()}", highlight=False)
-    spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding,
-                       vote_col=vote_col)
     dataset = _load(data, spec, max_rows=max_rows, normalise_labels=normalise_labels)
     # Corner-case sets are only scored, so they need no vote columns.
     corner_sets = _corner_sets(corner, spec, normalise_labels)
@@ -672,17 +677,18 @@ def _grid_values(text: str, cast, flag: str) -> list:
 
 @app.command("sweep")
 @_guard
+@column_options(labelled=True)
 def sweep_command(
     data: Annotated[Path, typer.Option("--data", help="Labelled file; trials are judged on its validation split.")],
+    spec: ColumnSpec,
     out: Annotated[Path, typer.Option("--out", help="Folder for sweep.json.")] = Path("sweep"),
     learning_rate: Annotated[str, typer.Option(help="Comma-separated learning rates.")] = "1e-4,3e-4,1e-3",
     batch_size: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "16,32",
     max_steps: Annotated[int, typer.Option(min=1, help="Steps per trial (keep it short).")] = 300,
-    text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
-    classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
+    max_rows: MaxRows = None,
     positive: Positive = None, normalise_labels: NormaliseLabels = False,
-    config: Annotated[Optional[Path], typer.Option(help="YAML file of the other fine-tuning settings.")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Another fixed setting as key=value; repeatable.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML file of the other fine-tuning settings.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Another fixed setting as key=value; repeatable.")] = None,
     seed: Seed = 0,
 ) -> None:
     """A short learning-rate x batch-size sweep, scored on the validation split (never the test split)."""
@@ -697,7 +703,6 @@ def sweep_command(
     base = load_finetune_config(config, {"max_steps": max_steps}, set_ or [])
     check_outputs({"--out": out}, {"--data": data, "--config": config})
     check_run_dir(out, overwrite=True)  # a folder (existing or not) that sweep.json is written into; not a file
-    spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding)
     dataset = _load(data, spec, max_rows=max_rows, normalise_labels=normalise_labels)
     pos = _positive(positive, dataset.classes)
     trials = run_sweep(base, dataset, grid, positive=pos, out=out, split_config=SplitConfig(seed=seed))
@@ -713,24 +718,25 @@ def sweep_command(
 
 @cascade_app.command("fit")
 @_guard
+@column_options(labelled=True)
 def cascade_fit(
     data: Annotated[Path, typer.Option("--data", help="The labelled file the fine-tuned model was trained on (its "
                                                       "validation split fits the cascade, its test split measures it).")],
     model: Annotated[Path, typer.Option("--model", help="Run directory of the fine-tuned model (finesieve train).")],
     out: Annotated[Path, typer.Option("--out", help="Run directory to write for the cascade.")],
-    prefilter: Annotated[Optional[Path], typer.Option(help="Run directory of the pre-filter (finesieve prefilter train).")] = None,
-    rules: Annotated[Optional[str], typer.Option(help="Rules: builtin:NAME, a policy YAML, or a rules run directory.")] = None,
+    spec: ColumnSpec,
+    prefilter: Annotated[Path | None, typer.Option(help="Run directory of the pre-filter (finesieve prefilter train).")] = None,
+    rules: Annotated[str | None, typer.Option(help="Rules: builtin:NAME, a policy YAML, or a rules run directory.")] = None,
     budget: Annotated[float, typer.Option(help="Largest share of messages that may reach the fine-tuned model, in (0, 1].")] = 0.20,
     recall_floor: Annotated[float, typer.Option(help="Least recall kept, as a share of the model's own, in (0, 1].")] = 0.98,
-    review_precision: Annotated[Optional[float], typer.Option(help="Least review-queue precision, in (0, 1] (default "
+    review_precision: Annotated[float | None, typer.Option(help="Least review-queue precision, in (0, 1] (default "
                                                                    "0.9x the model's own).")] = None,
     block_precision: Annotated[float, typer.Option(help="Least precision (95% lower bound) to block without review, in (0, 1].")] = 0.95,
     no_block: Annotated[bool, typer.Option("--no-block", help="Never block outright: everything flagged is reviewed.")] = False,
     method: Annotated[str, typer.Option(help="conformal (finite-sample guarantees) or empirical.")] = "conformal",
     on_infeasible: Annotated[str, typer.Option(help="When targets conflict: recall (route more), budget, or error.")] = "recall",
-    prices: Annotated[Optional[Path], typer.Option(help="YAML price table (fields of PriceTable) for cost per million.")] = None,
-    text_col: TextCol = "text", label_col: LabelCol = None, label_sep: LabelSep = None, id_col: IdCol = None,
-    classes: Classes = None, file_format: Format = None, encoding: Encoding = "utf-8", max_rows: MaxRows = None,
+    prices: Annotated[Path | None, typer.Option(help="YAML price table (fields of PriceTable) for cost per million.")] = None,
+    max_rows: MaxRows = None,
     normalise_labels: NormaliseLabels = False, overwrite: Overwrite = False,
     n_boot: NBoot = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="Print the fit and test figures as JSON on stdout.")] = False,
@@ -755,7 +761,6 @@ def cascade_fit(
                                        **rules_input})
     console.print(f"cascade fit with {config.model_dump_json()}", highlight=False)
     price_table = load_prices(prices)
-    spec = column_spec(text_col, label_col, label_sep, id_col, classes=classes, file_format=file_format, encoding=encoding)
     dataset = _load(data, spec, max_rows=max_rows, normalise_labels=normalise_labels)
     run = fit_cascade(dataset, model_run=model, prefilter_run=prefilter, rules=rules, config=config,
                       prices=price_table, out=out, n_boot=n_boot, overwrite=overwrite)

@@ -18,34 +18,22 @@ always applied, and what version 1 never recorded (base weights hash, reference 
 
 from __future__ import annotations
 
-import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from finesieve.data.errors import ConfigError, config_error
-from finesieve.data.redact import RedactionConfig
+from finesieve.data.preprocess import Preprocessing
 from finesieve.data.task import ClassificationTask, GenerationTask, RankingTask, task_from_manifest
 from finesieve.outputs import write_text
 
 SCHEMA_VERSION = 2
 LENGTH_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 SCORE_BINS = 20  # equal-width bins of [0, 1] for the validation score histograms
-
-
-class Preprocessing(BaseModel):
-    """What was done to every text before the scorer saw it, at training; scoring and serving do the same."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    clean: bool = Field(True, description="Unicode NFKC, invisible and control characters removed, look-alike "
-                                          "letters mapped (data.normalize.clean).")
-    redaction: RedactionConfig = Field(default_factory=RedactionConfig,
-                                       description="Personal data replaced by typed placeholders.")
-    text_field: str = Field("text", description="The field name redaction settings are looked up under.")
 
 
 class BaseWeights(BaseModel):
@@ -132,23 +120,6 @@ def read_manifest(path: str | Path) -> RunManifest:
 
 def write_manifest(manifest: RunManifest, path: str | Path) -> Path:
     return write_text(path, json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True, default=str))
-
-
-def weights_hash(folder: str | Path) -> str | None:
-    """sha256 over a model folder's weight files (safetensors, bin, pt), by sorted name; None when it has none."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
-    if not files:
-        return None
-    digest = hashlib.sha256()
-    for p in files:
-        digest.update(p.relative_to(folder).as_posix().encode())
-        with open(p, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def reference_stats(proba: np.ndarray, classes: Sequence[str], texts: Sequence[str],

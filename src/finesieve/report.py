@@ -9,8 +9,8 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import matplotlib
 import numpy as np

@@ -1,13 +1,16 @@
-"""Run directories: everything needed to reload a trained scorer and trace any number back to its data.
+"""Run directories: everything needed to reload a trained scorer, serve it, and trace any number to its data.
 
     RUN_DIR/
-      manifest.json   finesieve version, scorer kind and config, task (classes, positive class, threshold),
-                      data source and content hash, split hashes, metrics, environment, parent run
+      manifest.json   the typed `RunManifest` (finesieve.manifest): scorer kind and config, task, preprocessing,
+                      base weights and their hash, data / split / vote hashes, metrics, reference statistics
+                      for drift monitoring, environment, parent run
       splits.json     the ids of each split (when the run made its own split)
-      model/          the scorer's own files (weights, vectoriser, policy, calibration)
+      model/          the scorer's own files (weights, vectoriser, policy, calibration, adapter)
 
-`load_scorer("RUN_DIR")` rebuilds the scorer from it; `load_scorer("tfidf")` or `load_scorer("rules:POLICY")`
-gives a fresh reference scorer that still has to be fitted.
+This module is the only code that writes or reads run directories. `load_scorer("RUN_DIR")` rebuilds the
+scorer from it, ready to take raw text: it applies the run's recorded preprocessing (cleaning and redaction)
+itself, as training did. `load_scorer("tfidf")` or `load_scorer("rules:POLICY")` gives a fresh reference
+scorer that still has to be fitted.
 """
 
 from __future__ import annotations
@@ -24,7 +27,11 @@ from pathlib import Path
 
 from finesieve import __version__
 from finesieve.data.errors import ConfigError
+from finesieve.data.preprocess import Preprocessing
+from finesieve.data.task import ClassificationTask, Task, task_from_manifest
+from finesieve.manifest import BaseWeights, ReferenceStats, RunManifest, read_manifest, write_manifest
 from finesieve.models import kinds
+from finesieve.models.base import Scorer, set_preprocessing
 from finesieve.models.cascade import Cascade
 from finesieve.models.char_cnn import CharCNNScorer
 from finesieve.models.rules import RulesScorer
@@ -33,28 +40,48 @@ from finesieve.models.training_loop import CHECKPOINTS  # inside the staging fol
 from finesieve.outputs import check_run_dir, commit_run_dir, start_run_dir
 
 MANIFEST = "manifest.json"
+SPLITS = "splits.json"
+MODEL = "model"
 # kind (the string in manifest.json) -> scorer class; each class carries its own kind as `cls.kind`.
-SCORER_KINDS = {**kinds.MODEL_KINDS, Cascade.kind: Cascade}
+SCORER_KINDS: dict[str, type[Scorer]] = {**kinds.MODEL_KINDS, Cascade.kind: Cascade}
 DEFAULT_POLICY = "builtin:marketplace"
+DEFAULT_PREPROCESSING = Preprocessing()  # what `load_dataset` applies unless told otherwise
 TRACKED_PACKAGES = ("numpy", "pandas", "scikit-learn", "datasketch", "torch", "transformers", "peft", "pydantic")
 
 
 @dataclass
 class Run:
     path: Path
-    manifest: dict
-    scorer: object
+    manifest: RunManifest
+    scorer: Scorer
+
+    @property
+    def task(self) -> Task:
+        return self.manifest.task
 
     @property
     def threshold(self) -> float | None:
-        return self.manifest.get("task", {}).get("threshold")
+        return self.task.threshold if isinstance(self.task, ClassificationTask) else None
 
     @property
     def positive(self) -> list[str] | None:
-        return self.manifest.get("task", {}).get("positive")
+        return list(self.task.positive) if isinstance(self.task, ClassificationTask) else None
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.manifest.preprocessing
+
+    @property
+    def splits_path(self) -> Path | None:
+        """The run's splits.json, when it made its own split."""
+        return run_splits_path(self.path)
+
+    def section(self, name: str) -> dict:
+        """A section a recipe added to the manifest (training, replay, tracking, cascade); {} when absent."""
+        return dict(getattr(self.manifest, name, None) or {})
 
 
-def kind_of(scorer) -> str:
+def kind_of(scorer: Scorer) -> str:
     """The run `kind` of a scorer object: its class attribute `kind` (the inverse of SCORER_KINDS)."""
     return kinds.kind_of(scorer, SCORER_KINDS)
 
@@ -69,41 +96,47 @@ def environment() -> dict:
     return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": packages}
 
 
-def save_run(directory: str | Path, scorer, *, kind: str, task: dict, data: dict, metrics: dict,
+def save_run(directory: str | Path, scorer: Scorer, *, kind: str, task: Task | dict, data: dict, metrics: dict,
              splits=None, parent_run: str | None = None, extra: dict | None = None, overwrite: bool = False,
-             staging: str | Path | None = None) -> Path:
-    """Write a run directory. `task` holds classes, multilabel, positive and the chosen threshold.
+             staging: str | Path | None = None, preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
+             base_model: BaseWeights | None = None, reference: ReferenceStats | None = None) -> Path:
+    """Write a run directory. `task` is the typed task (a dict in the version-1 shape is accepted too).
 
-    The run is written into `directory.partial` (or `staging`, when the caller already works there, e.g. a
-    fine-tune's checkpoints) and renamed to `directory` when complete, so a run directory is never half
-    written. An existing run directory is refused unless `overwrite`, which replaces it whole.
+    `preprocessing` is what was applied to the training texts (the default is `load_dataset`'s;
+    `Preprocessing.none()` when they were used as given); a loaded scorer applies it to raw text. The run is written into `directory.partial` (or `staging`, when the caller already
+    works there, e.g. a fine-tune's checkpoints) and renamed to `directory` when complete, so a run directory is
+    never half written. An existing run directory is refused unless `overwrite`, which replaces it whole.
     """
     directory = Path(directory)
+    task = task_from_manifest(task) if isinstance(task, dict) else task
+    manifest = RunManifest(
+        finesieve_version=__version__,
+        created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
+        kind=kind,
+        scorer_config=_scorer_config(scorer),
+        task=task,
+        preprocessing=preprocessing,
+        base_model=base_model,
+        data=data,
+        splits=splits.to_dict() if splits is not None else None,
+        metrics=metrics,
+        reference=reference,
+        environment=environment(),
+        parent_run=parent_run,
+        **json.loads(json.dumps(extra or {}, default=str)),  # recipe sections, as plain JSON values
+    )
     staging = Path(staging) if staging is not None else start_run_dir(directory, overwrite=overwrite)
     check_run_dir(directory, overwrite=overwrite)
-    scorer.save(staging / "model")
-    manifest = {
-        "finesieve_version": __version__,
-        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "kind": kind,
-        "scorer_config": _scorer_config(scorer),
-        "task": task,
-        "data": data,
-        "splits": splits.to_dict() if splits is not None else None,
-        "metrics": metrics,
-        "environment": environment(),
-        "parent_run": parent_run,
-        **(extra or {}),
-    }
+    scorer.save(staging / MODEL)
     if splits is not None:
-        splits.save(staging / "splits.json")
+        splits.save(staging / SPLITS)
     # The manifest goes last: a folder holding one is a complete run.
-    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    write_manifest(manifest, staging / MANIFEST)
     shutil.rmtree(staging / CHECKPOINTS, ignore_errors=True)  # only an unfinished run needs them
     return commit_run_dir(staging, directory)
 
 
-def _scorer_config(scorer) -> dict:
+def _scorer_config(scorer: Scorer) -> dict:
     if hasattr(scorer, "get_config"):
         return scorer.get_config().model_dump()
     if isinstance(scorer, RulesScorer):
@@ -111,32 +144,42 @@ def _scorer_config(scorer) -> dict:
     return {}
 
 
-def load_run(directory: str | Path) -> Run:
+def is_run_dir(directory: str | Path) -> bool:
+    return (Path(directory) / MANIFEST).is_file()
+
+
+def run_manifest(directory: str | Path) -> RunManifest:
+    """A run directory's manifest alone (migrated and validated), without loading the model."""
     directory = Path(directory)
-    manifest_path = directory / MANIFEST
-    if not manifest_path.exists():
+    if not is_run_dir(directory):
         raise ConfigError(f"{directory}: not a run directory (no {MANIFEST}); train one first, or name a scorer")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
-        raise ConfigError(f"{manifest_path}: not valid JSON ({err}); the run directory is damaged. Fix: restore it "
-                          "from a copy, or write the run again") from None
-    if not isinstance(manifest, dict):
-        raise ConfigError(f"{manifest_path}: expected a JSON object, found {type(manifest).__name__}; the run "
-                          "directory is damaged. Fix: restore it from a copy, or write the run again")
-    version = str(manifest.get("finesieve_version", "0"))
-    if _version_tuple(version) > _version_tuple(__version__):
-        warnings.warn(f"{directory} was written by finesieve {version}, newer than this {__version__}: "
-                      "loading it may miss settings; upgrade finesieve", stacklevel=2)
-    kind = manifest.get("kind")
+    return read_manifest(directory / MANIFEST)
+
+
+def run_splits_path(directory: str | Path) -> Path | None:
+    """A run directory's splits.json, when it made its own split."""
+    path = Path(directory) / SPLITS
+    return path if path.exists() else None
+
+
+def load_run(directory: str | Path) -> Run:
+    """Load a run directory (any manifest version: older ones are migrated on read). The scorer it returns
+    applies the run's preprocessing to the texts it is given (`preprocessing_`)."""
+    directory = Path(directory)
+    manifest = run_manifest(directory)
+    if _version_tuple(manifest.finesieve_version) > _version_tuple(__version__):
+        warnings.warn(f"{directory} was written by finesieve {manifest.finesieve_version}, newer than this "
+                      f"{__version__}: loading it may miss settings; upgrade finesieve", stacklevel=2)
+    kind = manifest.kind
     if kind not in SCORER_KINDS:
         raise ConfigError(f"{directory}: unknown scorer kind {kind!r}; this finesieve knows {sorted(SCORER_KINDS)}")
     try:
-        scorer = SCORER_KINDS[kind].load(directory / "model")
+        scorer = SCORER_KINDS[kind].load(directory / MODEL)
     except (OSError, ValueError, KeyError, RuntimeError) as err:  # missing, truncated or edited model files
-        raise ConfigError(f"{directory / 'model'}: cannot load the {kind} scorer ({type(err).__name__}: {err}); the "
+        raise ConfigError(f"{directory / MODEL}: cannot load the {kind} scorer ({type(err).__name__}: {err}); the "
                           "run directory is incomplete or damaged. Fix: restore it from a copy, or write the run "
                           "again") from err
+    set_preprocessing(scorer, manifest.preprocessing)
     return Run(path=directory, manifest=manifest, scorer=scorer)
 
 
@@ -144,7 +187,7 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split(".")[:3] if p.isdigit())
 
 
-def new_reference_scorer(ref: str):
+def new_reference_scorer(ref: str) -> Scorer:
     """A fresh, unfitted reference scorer from its name: `tfidf`, `rules` or `rules:POLICY`."""
     name, _, arg = ref.partition(":")
     if name == "tfidf" and not arg:
@@ -159,7 +202,7 @@ def new_reference_scorer(ref: str):
     )
 
 
-def load_scorer(ref: str | Path) -> tuple[object, Run | None]:
+def load_scorer(ref: str | Path) -> tuple[Scorer, Run | None]:
     """A run directory -> (its fitted scorer, the run); a scorer name -> (a fresh unfitted scorer, None)."""
     path = Path(ref)
     if path.is_dir():

@@ -2,8 +2,15 @@
 
 import pytest
 
-from finesieve.cascade.cost import (PriceTable, StageCost, api_per_million, cascade_per_million,
-                                    cascade_seconds_per_message, count_prompt_tokens, load_prices)
+from finesieve.cascade.cost import (
+    PriceTable,
+    StageCost,
+    api_per_million,
+    cascade_per_million,
+    cascade_seconds_per_message,
+    count_prompt_tokens,
+    load_prices,
+)
 from finesieve.data.errors import ConfigError
 
 

@@ -5,8 +5,16 @@ import math
 import numpy as np
 import pytest
 
-from finesieve.cascade.fit import (CascadeConfig, CascadeInfeasible, ValidationScores, fit_thresholds,
-                                   precision_lower_bound, rate_upper_bound, review_threshold, routing_threshold)
+from finesieve.cascade.fit import (
+    CascadeConfig,
+    CascadeInfeasible,
+    ValidationScores,
+    fit_thresholds,
+    precision_lower_bound,
+    rate_upper_bound,
+    review_threshold,
+    routing_threshold,
+)
 
 
 def synthetic(n=4000, prevalence=0.06, pre_noise=0.6, seed=0):
@@ -166,9 +174,9 @@ def test_block_threshold_only_where_precision_bound_allows():
     # The chosen threshold is the lowest whose bound holds: the next lower candidate fails it.
     routed, flagged = flagged_at(v, fit.thresholds)
     lower = np.sort(v.model[flagged & (v.model < block["threshold"])])
-    if len(lower):
-        blocked = flagged & (v.model >= lower[-1])
-        assert precision_lower_bound(int(v.y[blocked].sum()), int(blocked.sum())) < 0.8
+    assert len(lower) > 0, "the data must leave flagged messages below the block threshold, or nothing is tested"
+    blocked = flagged & (v.model >= lower[-1])
+    assert precision_lower_bound(int(v.y[blocked].sum()), int(blocked.sum())) < 0.8
     none = fit_thresholds(v, model_threshold=0.5, config=CascadeConfig(block_categories=[]))
     assert none.thresholds.block == {} and none.blocks == {}
     strict = fit_thresholds(v, model_threshold=0.5, config=CascadeConfig(block_precision=1.0))

@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from finesieve.data.normalize import clean
+from finesieve.data.preprocess import Preprocessing, prepare
 from finesieve.data.redact import ENTITY_TYPES, RedactionConfig, RedactionResult, Redactor, detect
 
 CASES_PATH = Path(__file__).parent / "pii_cases.jsonl"
@@ -188,12 +189,12 @@ def test_unknown_config_key_is_rejected():
 
 
 def test_redact_takes_one_string():
-    with pytest.raises(TypeError, match="redact_many"):
+    with pytest.raises(TypeError, match="preprocess.prepare"):
         Redactor().redact(["call 555 123 4567"])
 
 
-def test_redact_many_totals():
-    texts, totals = Redactor().redact_many(["call 555 123 4567", "mail a.b@c.com and d@e.org", "nothing here"])
+def test_prepare_totals_the_redactions():
+    texts, totals = prepare(["call 555 123 4567", "mail a.b@c.com and d@e.org", "nothing here"])
     assert texts == ["call <PHONE>", "mail <EMAIL> and <EMAIL>", "nothing here"]
     assert totals == {"PHONE": 1, "EMAIL": 2}
 
@@ -205,7 +206,7 @@ MENTION = re.compile(r"(?<![\w@])@[A-Za-z_]\w*")
 
 def test_real_tweets_mentions_and_links(davidson_slice):
     texts = [clean(t) for t in davidson_slice["text"]]
-    out, totals = Redactor().redact_many(texts)
+    out, totals = prepare(texts, Preprocessing(clean=False))
     with_mention = [i for i, t in enumerate(texts) if MENTION.search(t)]
     with_link = [i for i, t in enumerate(texts) if "http://t.co/" in t]
     assert len(with_mention) > 500 and len(with_link) > 100  # the slice really exercises both

@@ -12,8 +12,14 @@ from pydantic import ValidationError
 from finesieve.data.dataset import from_records
 from finesieve.data.dedupe import _dedupe_key, check_leakage, near_duplicate_clusters
 from finesieve.data.errors import ConfigError, DataError
-from finesieve.data.split import (SplitConfig, exclude_near_duplicates, load_splits, make_splits, read_split_members,
-                                  text_hash)
+from finesieve.data.split import (
+    SplitConfig,
+    exclude_near_duplicates,
+    load_splits,
+    make_splits,
+    read_split_members,
+    text_hash,
+)
 
 
 def typo(text: str) -> str:

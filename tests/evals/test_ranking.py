@@ -20,11 +20,11 @@ from finesieve.data.load import load_ranking_dataset
 from finesieve.data.spec import RankingSpec
 from finesieve.data.split import SplitConfig, load_splits, make_splits
 from finesieve.data.task import ClassificationTask, GenerationTask, RankingTask
+from finesieve.evals.bootstrap import mean_cis
 from finesieve.evals.harness import evaluate_scored, evaluate_task
 from finesieve.evals.ranking import (
     average_precision,
     evaluate_ranking,
-    mean_cis,
     ndcg_at_k,
     per_query_metrics,
     precision_at_k,
@@ -173,6 +173,7 @@ def test_mean_cis_skips_undefined_cells_and_is_reproducible():
     first, undefined = mean_cis(values, n_boot=300, seed=4)
     assert undefined is None and 0.0 <= first[0] < 0.5 < first[1] <= 1.0
     assert mean_cis(values, n_boot=300, seed=4)[0] == first
+    assert mean_cis(values, n_boot=0) == [None, None]  # n_boot=0 skips the intervals
 
 
 # ----------------------------------------------------------------------------- the harness

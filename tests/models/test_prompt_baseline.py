@@ -174,7 +174,8 @@ def test_hf_calibration_and_save_load_round_trip(llama_path, tmp_path):
     assert raw.calibration_ is None and cal.calibration_["kind"] == "softmax" and cal.calibration_["temperature"] > 0
     p_raw, p_cal = raw.predict_proba(TEXTS), cal.predict_proba(TEXTS)
     np.testing.assert_allclose(p_cal.sum(axis=1), 1.0)
-    nll = lambda p: -np.mean(np.log(p[np.arange(len(TEXTS)), [raw.classes_.tolist().index(y) for y in LABELS]]))
+    def nll(p):
+        return -np.mean(np.log(p[np.arange(len(TEXTS)), [raw.classes_.tolist().index(y) for y in LABELS]]))
     assert nll(p_cal) < nll(p_raw)  # fitted on these very labels
     for name, scorer, proba in (("raw", raw, p_raw), ("cal", cal, p_cal)):
         scorer.save(tmp_path / name)

@@ -147,7 +147,8 @@ def test_single_scorer_run_reviews_at_its_threshold(tfidf_run, stages, unseen, t
 
 
 def test_run_without_threshold_is_refused(stages, unseen, tmp_path):
-    run = save_run(tmp_path / "bare", stages[1], kind="tfidf", task={"classes": ["ham", "spam"]}, data={}, metrics={})
+    run = save_run(tmp_path / "bare", stages[1], kind="tfidf", task={"classes": ["ham", "spam"], "positive": ["spam"]},
+                   data={}, metrics={})
     data = tmp_path / "in.csv"
     unseen[["text"]].head(5).to_csv(data, index=False)
     with pytest.raises(ConfigError, match="no positive class or threshold"):

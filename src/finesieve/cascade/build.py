@@ -26,12 +26,14 @@ from finesieve.cascade.fit import CascadeConfig, CascadeFit, ValidationScores, f
 from finesieve.data.dataset import Dataset
 from finesieve.data.errors import ConfigError, LeakageError
 from finesieve.data.split import Splits, load_splits
+from finesieve.data.task import ClassificationTask
 from finesieve.evals.harness import EvalResult, evaluate_scored
-from finesieve.models.base import positive_scores
+from finesieve.manifest import ReferenceStats, reference_stats
+from finesieve.models.base import positive_scores, set_preprocessing
 from finesieve.models.cascade import Cascade, CascadeThresholds, Decisions
 from finesieve.models.rules import RulesScorer
 from finesieve.outputs import check_run_dir
-from finesieve.runs import Run, load_run, save_run
+from finesieve.runs import SPLITS, Run, load_run, save_run
 
 
 @dataclass
@@ -58,10 +60,10 @@ def fit_cascade(dataset: Dataset, *, model_run: str | Path, prefilter_run: str |
     model = load_run(model_run)
     if model.threshold is None or not model.positive:
         raise ConfigError(f"{model_run}: the run records no positive class or threshold; train it with finesieve train")
-    splits = load_splits(Path(model_run) / "splits.json", dataset) if (Path(model_run) / "splits.json").exists() else None
-    if splits is None:
-        raise ConfigError(f"{model_run}: no splits.json; the cascade is fitted on the model's own validation split, so "
+    if model.splits_path is None:
+        raise ConfigError(f"{model_run}: no {SPLITS}; the cascade is fitted on the model's own validation split, so "
                           "use a run trained by `finesieve train` on this file")
+    splits = load_splits(model.splits_path, dataset)
     positive = list(model.positive)
     prefilter = load_run(prefilter_run) if prefilter_run else None
     if prefilter is not None:
@@ -81,6 +83,11 @@ def fit_cascade(dataset: Dataset, *, model_run: str | Path, prefilter_run: str |
     fit = fit_thresholds(scores, model_threshold=model.threshold, config=config)
     cascade = Cascade(model.scorer, positive=positive, thresholds=fit.thresholds,
                       prefilter=stages.get("prefilter"), rules=rules_scorer)
+    # The cascade prepares raw text once, as its model was trained; its stages then take it as it is (a stage
+    # loaded from its own run directory would prepare it again).
+    for scorer in stages.values():
+        set_preprocessing(scorer, None)
+    set_preprocessing(cascade, model.preprocessing)
 
     results, decisions = measure(cascade, model.scorer, test, positive=positive, model_threshold=model.threshold,
                                  n_boot=n_boot)
@@ -89,9 +96,11 @@ def fit_cascade(dataset: Dataset, *, model_run: str | Path, prefilter_run: str |
     if out is not None:
         run_dir = save_run(
             out, cascade, kind="cascade",
-            task={"classes": [str(c) for c in cascade.classes_], "multilabel": cascade.multilabel_,
-                  "positive": positive, "threshold": fit.thresholds.review,
-                  "threshold_source": f"cascade fit ({config.method}) on the validation split"},
+            task=ClassificationTask(classes=[str(c) for c in cascade.classes_], multilabel=cascade.multilabel_,
+                                    positive=positive, threshold=fit.thresholds.review,
+                                    threshold_source=f"cascade fit ({config.method}) on the validation split"),
+            preprocessing=model.preprocessing, base_model=model.manifest.base_model,
+            reference=_cascade_reference(cascade, val, positive),
             data={"source": dataset.source, "content_hash": dataset.content_hash, "n_rows": len(dataset),
                   "label_normalisation": dataset.label_normalisation},
             metrics={"test": _headline(results["cascade"]), "test_model_alone": _headline(results["fine-tuned model"])},
@@ -105,14 +114,22 @@ def fit_cascade(dataset: Dataset, *, model_run: str | Path, prefilter_run: str |
     return CascadeRun(cascade, fit, splits, results, costs, stage_costs, run_dir, decisions)
 
 
+def _cascade_reference(cascade: Cascade, val: Dataset, positive: Sequence[str]) -> ReferenceStats:
+    """The cascade's validation statistics for drift monitoring; `flag_rate` is the share it sends to review
+    or blocks."""
+    decisions = cascade.decide(val.texts)
+    return reference_stats(decisions.proba, [str(c) for c in cascade.classes_], val.texts,
+                           flagged=decisions.flagged)
+
+
 def check_no_leak(stage: Run, splits: Splits) -> None:
     """Refuse a stage trained on rows the cascade is fitted (validation) or measured (test) on."""
-    stage_splits = (stage.manifest.get("splits") or {})
+    stage_splits = stage.manifest.splits or {}
     if stage_splits.get("split_hash") and stage_splits.get("split_hash") == splits.split_hash:
         return  # the very same split
-    path = stage.path / "splits.json"
-    if not path.exists():
-        raise ConfigError(f"{stage.path}: no splits.json, so it cannot be checked against the model's split; "
+    path = stage.splits_path
+    if path is None:
+        raise ConfigError(f"{stage.path}: no {SPLITS}, so it cannot be checked against the model's split; "
                           "train the pre-filter on the same file with the same --seed")
     trained_on = set(json.loads(path.read_text())["ids"].get("train", []))
     held_out = set(splits.ids("val")) | set(splits.ids("test"))
@@ -130,7 +147,7 @@ def _rules_stage(rules: str | Path | None, splits: Splits) -> RulesScorer | None
     if Path(str(rules)).is_dir():
         run = load_run(rules)
         if not isinstance(run.scorer, RulesScorer):
-            raise ConfigError(f"{rules}: a {run.manifest.get('kind')} run, not a rules run; pass a policy or rules run")
+            raise ConfigError(f"{rules}: a {run.manifest.kind} run, not a rules run; pass a policy or rules run")
         check_no_leak(run, splits)
         return run.scorer
     train = splits.dataset("train")
@@ -153,7 +170,7 @@ def validation_scores(val: Dataset, proba: dict[str, np.ndarray], stages: dict, 
         y_category={c: val.indicator([c])[:, 0] for c in positive},
         model_category={c: proba["model"][:, classes.index(c)] for c in positive},
         rules_fired=rules.fired(val.texts) if rules is not None else None,
-        rule_action={r.name: r.action for r in usable if r.action == "clear" or r.category in positive},
+        rule_action=rules.policy_modes(positive) if rules is not None else {},
         rule_category={r.name: r.category for r in usable},
     )
 
@@ -211,8 +228,7 @@ def summary_row(name: str, result: EvalResult, cost: dict | None) -> dict:
 def legacy_cascade(rules: RulesScorer | None, prefilter, *, positive: Sequence[str], threshold: float) -> Cascade:
     """The system a cascade replaces: policy rules acting as written (review/block/clear) and the pre-filter
     flagging for review at its own threshold, with no fine-tuned model."""
-    modes = {r.name: r.action for r in rules.policy_.rules if r.name not in set(rules.ignored_rules_)
-             and (r.action == "clear" or r.category in positive)} if rules is not None else {}
+    modes = rules.policy_modes(positive) if rules is not None else {}
     return Cascade(prefilter, positive=positive, thresholds=CascadeThresholds(review=threshold, rule_modes=modes),
                    rules=rules)
 
@@ -230,6 +246,6 @@ def _headline(result: EvalResult) -> dict:
 def _stage_ref(run: Run | None) -> dict | None:
     if run is None:
         return None
-    return {"run": str(run.path), "kind": run.manifest.get("kind"),
-            "data_hash": (run.manifest.get("data") or {}).get("content_hash"),
-            "split_hash": (run.manifest.get("splits") or {}).get("split_hash"), "threshold": run.threshold}
+    return {"run": str(run.path), "kind": run.manifest.kind,
+            "data_hash": run.manifest.data.get("content_hash"),
+            "split_hash": (run.manifest.splits or {}).get("split_hash"), "threshold": run.threshold}

@@ -44,6 +44,7 @@ from scipy.stats import beta
 
 from finesieve.data.errors import ConfigError, FinesieveError
 from finesieve.models.cascade import CascadeThresholds
+from finesieve.models.rules import deciding_rule
 
 CONFIDENCE = 0.95
 
@@ -254,10 +255,9 @@ def fit_thresholds(v: ValidationScores, *, model_threshold: float, config: Casca
     decided = np.zeros(n, dtype=bool)  # decided by a rule (flagged or cleared)
     if v.rules_fired is not None:
         for i, names in enumerate(v.rules_fired):
-            active = [modes[m] for m in names if modes.get(m, "off") != "off"]
-            if active:
+            if (decision := deciding_rule(names, modes)) is not None:
                 decided[i] = True
-                forced[i] = max(active, key=lambda a: {"block": 3, "review": 2, "clear": 1}[a]) != "clear"
+                forced[i] = decision[0] != "clear"
 
     g = np.where(decided, -np.inf, v.prefilter if v.prefilter is not None else np.inf)
     levels = np.round(np.arange(config.grid_step, 1.0 + 1e-9, config.grid_step), 6)

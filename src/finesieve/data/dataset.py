@@ -29,12 +29,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Sequence
+from typing import ClassVar, Self
 
 import numpy as np
 import pandas as pd
 
+from finesieve.data.preprocess import PreparedTexts, Preprocessing
 from finesieve.data.spec import ColumnSpec, GenerationSpec, RankingSpec
 
 
@@ -64,6 +66,8 @@ class Dataset:
     redaction_counts: dict[str, int] = field(default_factory=dict)
     label_normalisation: dict[str, str] = field(default_factory=dict)  # label as written -> class it was mapped to
     label_normalised_rows: int = 0  # rows whose labels that mapping changed
+    # How `text` was made from `text_raw` (None: taken as given, e.g. `from_records`); a run records it.
+    preprocessing: Preprocessing | None = None
 
     @property
     def multilabel(self) -> bool:
@@ -74,7 +78,9 @@ class Dataset:
 
     @property
     def texts(self) -> list[str]:
-        return self.frame["text"].tolist()
+        """The cleaned and redacted texts; tagged with their preprocessing so a loaded scorer skips redoing it."""
+        texts = self.frame["text"].tolist()
+        return PreparedTexts(texts, self.preprocessing) if self.preprocessing is not None else texts
 
     @property
     def ids(self) -> list[str]:
@@ -123,7 +129,7 @@ class Dataset:
                              "pass one of those with --positive")
         return self.indicator()[:, [self.classes.index(p) for p in positive]].max(axis=1).astype(int)
 
-    def subset(self, mask_or_index) -> "Dataset":
+    def subset(self, mask_or_index) -> Dataset:
         frame = self.frame[mask_or_index] if _is_mask(mask_or_index) else self.frame.iloc[mask_or_index]
         return Dataset(
             frame=frame.reset_index(drop=True),
@@ -134,6 +140,7 @@ class Dataset:
             redaction_counts=self.redaction_counts,
             label_normalisation=self.label_normalisation,
             label_normalised_rows=self.label_normalised_rows,
+            preprocessing=self.preprocessing,
         )
 
     @property
@@ -212,7 +219,46 @@ def _row_digest_hash(keys: Sequence[str], kind: str) -> str:
 
 
 @dataclass
-class RankingDataset:
+class _KeyedRowsDataset:
+    """What ranking and generation datasets share: a frame of accepted rows with `id`, `text_raw` and `text`
+    columns, its spec and source, what validation rejected, and a content hash over `row_keys()`. Each subclass
+    sets `kind` and `spec`'s type and says what identifies a row (`row_keys`)."""
+
+    kind: ClassVar[str]
+    frame: pd.DataFrame
+    spec: RankingSpec | GenerationSpec
+    source: str = "<memory>"
+    rejected: RejectionSummary = field(default_factory=RejectionSummary)
+    redaction_counts: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def texts(self) -> list[str]:
+        """The texts that are scored (candidates, or inputs), cleaned and redacted, one per row."""
+        return self.frame["text"].tolist()
+
+    @property
+    def ids(self) -> list[str]:
+        return self.frame["id"].tolist()
+
+    def subset(self, mask_or_index) -> Self:
+        frame = self.frame[mask_or_index] if _is_mask(mask_or_index) else self.frame.iloc[mask_or_index]
+        return type(self)(frame=frame.reset_index(drop=True), spec=self.spec, source=self.source,
+                          rejected=self.rejected, redaction_counts=self.redaction_counts)
+
+    def row_keys(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 over `row_keys()` (ids, raw texts and what else identifies a row), in row order."""
+        return _row_digest_hash(self.row_keys(), self.kind)
+
+
+@dataclass
+class RankingDataset(_KeyedRowsDataset):
     """Query-candidate pairs with relevance grades: one row per accepted pair. Columns of `frame`:
       id              str    `pair_id(query, candidate)`; a repeated pair is rejected when loading
       row             int    1-based data row in the source file
@@ -229,28 +275,12 @@ class RankingDataset:
     """
 
     kind: ClassVar[str] = "ranking"
-    frame: pd.DataFrame
     spec: RankingSpec
-    source: str = "<memory>"
-    rejected: RejectionSummary = field(default_factory=RejectionSummary)
-    redaction_counts: dict[str, int] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.frame)
-
-    @property
-    def texts(self) -> list[str]:
-        """The candidates' cleaned and redacted texts, one per pair."""
-        return self.frame["text"].tolist()
 
     @property
     def query_texts(self) -> list[str] | None:
         """The queries' cleaned and redacted texts, one per pair; None when no query text column is mapped."""
         return self.frame["query_text"].tolist() if "query_text" in self.frame else None
-
-    @property
-    def ids(self) -> list[str]:
-        return self.frame["id"].tolist()
 
     @property
     def queries(self) -> list[str]:
@@ -269,22 +299,12 @@ class RankingDataset:
     def n_queries(self) -> int:
         return int(self.frame["query"].nunique())
 
-    def subset(self, mask_or_index) -> "RankingDataset":
-        frame = self.frame[mask_or_index] if _is_mask(mask_or_index) else self.frame.iloc[mask_or_index]
-        return RankingDataset(frame=frame.reset_index(drop=True), spec=self.spec, source=self.source,
-                              rejected=self.rejected, redaction_counts=self.redaction_counts)
-
     def row_keys(self) -> list[str]:
         """One string per row holding everything that identifies it (ids, raw texts, grade): what `content_hash`
         and the split's seed are computed from."""
         query_texts = self.frame["query_text_raw"] if "query_text_raw" in self.frame else [""] * len(self.frame)
         return [f"{row_id}\x1f{qt}\x1f{text}\x1f{float(rel)!r}" for row_id, qt, text, rel in
                 zip(self.frame["id"], query_texts, self.frame["text_raw"], self.frame["relevance"])]
-
-    @property
-    def content_hash(self) -> str:
-        """sha256 over pair ids, raw texts and grades, in row order."""
-        return _row_digest_hash(self.row_keys(), self.kind)
 
     def summary(self) -> dict:
         """Pairs, queries and pairs per grade: what a split records of each part."""
@@ -294,7 +314,7 @@ class RankingDataset:
 
 
 @dataclass
-class GenerationDataset:
+class GenerationDataset(_KeyedRowsDataset):
     """Inputs with reference texts: one row per accepted example. Columns of `frame`:
       id                str  the file's id column, or the row number when the file has none
       row               int  1-based data row in the source file
@@ -308,43 +328,17 @@ class GenerationDataset:
     """
 
     kind: ClassVar[str] = "generation"
-    frame: pd.DataFrame
     spec: GenerationSpec
-    source: str = "<memory>"
-    rejected: RejectionSummary = field(default_factory=RejectionSummary)
-    redaction_counts: dict[str, int] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.frame)
-
-    @property
-    def texts(self) -> list[str]:
-        """The inputs, cleaned and redacted."""
-        return self.frame["text"].tolist()
 
     @property
     def references(self) -> list[str]:
         """The reference texts, cleaned and redacted."""
         return self.frame["reference"].tolist()
 
-    @property
-    def ids(self) -> list[str]:
-        return self.frame["id"].tolist()
-
-    def subset(self, mask_or_index) -> "GenerationDataset":
-        frame = self.frame[mask_or_index] if _is_mask(mask_or_index) else self.frame.iloc[mask_or_index]
-        return GenerationDataset(frame=frame.reset_index(drop=True), spec=self.spec, source=self.source,
-                                 rejected=self.rejected, redaction_counts=self.redaction_counts)
-
     def row_keys(self) -> list[str]:
         """One string per row: id, raw input and raw reference (see `RankingDataset.row_keys`)."""
         return [f"{row_id}\x1f{text}\x1f{ref}" for row_id, text, ref in
                 zip(self.frame["id"], self.frame["text_raw"], self.frame["reference_raw"])]
-
-    @property
-    def content_hash(self) -> str:
-        """sha256 over ids, raw inputs and raw references, in row order."""
-        return _row_digest_hash(self.row_keys(), self.kind)
 
     def summary(self) -> dict:
         return {"n_examples": len(self)}

@@ -25,8 +25,8 @@ from __future__ import annotations
 import html
 import re
 from collections import defaultdict
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Hashable, Sequence
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH

@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import csv
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
 
 from finesieve.data.errors import DataError
 
@@ -112,7 +113,7 @@ def iter_records(path: str | Path, header: Header, *, sep: str, encoding: str) -
             yield _read_record(row, number, text, lines, sep, n_fields)
 
 
-def _read_record(row: int, number: int, text: str, lines: "_Lines", sep: str, n_fields: int) -> Record:
+def _read_record(row: int, number: int, text: str, lines: _Lines, sep: str, n_fields: int) -> Record:
     body = text.rstrip("\r\n")
     if not body:
         return Record(row, number, None, "blank_line",
@@ -143,7 +144,7 @@ def _read_record(row: int, number: int, text: str, lines: "_Lines", sep: str, n_
     return Record(row, number, fields)
 
 
-def _join_and_parse(first: tuple[int, str], lines: "_Lines", sep: str,
+def _join_and_parse(first: tuple[int, str], lines: _Lines, sep: str,
                     n_fields: int | None) -> tuple[list[str] | None, int, str]:
     """Join physical lines from `first` while a quote is open and parse them as one record.
 
@@ -193,7 +194,7 @@ class _Lines:
         self._back: deque[tuple[int, str]] = deque()
         self._number = 0
 
-    def __iter__(self) -> "_Lines":
+    def __iter__(self) -> _Lines:
         return self
 
     def __next__(self) -> tuple[int, str]:

@@ -30,21 +30,30 @@ import difflib
 import json
 import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 
 from finesieve.data.dataset import Dataset, GenerationDataset, RankingDataset, RejectionSummary
 from finesieve.data.delimited import Record, iter_records, read_header
 from finesieve.data.errors import DataError, FinesieveError, RowProblem
-from finesieve.data.normalize import clean
+from finesieve.data.preprocess import Preprocessing, prepare
 from finesieve.data.redact import RedactionConfig, Redactor
 from finesieve.data.spec import AnySpec, ColumnSpec, GenerationSpec, RankingSpec
 from finesieve.data.task import RankingTask
-from finesieve.data.validate import (FIXES, RARE_LABEL_MAX, GenerationRowValidator, RankingRowValidator, RowValidator,
-                                     label_key, label_variants, label_variants_error, suspicious_labels)
+from finesieve.data.validate import (
+    FIXES,
+    RARE_LABEL_MAX,
+    GenerationRowValidator,
+    RankingRowValidator,
+    RowValidator,
+    label_key,
+    label_variants,
+    label_variants_error,
+    suspicious_labels,
+)
 from finesieve.outputs import check_output_file, partial_path
 
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
@@ -272,18 +281,6 @@ def _memory_available() -> int | None:
         return None
 
 
-def prepare_texts(raw_texts, redactor: Redactor, field: str = "text") -> tuple[list[str], Counter]:
-    """Clean then redact each text: the one preprocessing shared by training (`load_dataset`) and scoring
-    (`finesieve score`), so a model sees the same kind of text in both. Returns the texts and the
-    placeholder counts."""
-    texts, counts = [], Counter()
-    for raw in raw_texts:
-        out = redactor.redact(clean(raw), field=field)
-        texts.append(out.text)
-        counts.update(out.counts)
-    return texts, counts
-
-
 def load_dataset(
     path: str | Path,
     spec: ColumnSpec,
@@ -329,6 +326,7 @@ def load_dataset(
         redaction_counts=dict(redaction_counts),
         label_normalisation=dict(report.label_normalisation),
         label_normalised_rows=report.n_rows_normalised,
+        preprocessing=Preprocessing(redaction=redaction or RedactionConfig(), text_field=spec.text_col),
     )
 
 
@@ -372,7 +370,8 @@ def _read_accepted(path: Path, spec: AnySpec, report: ValidationReport, redactio
                    validator=None) -> tuple[pd.DataFrame, Counter]:
     """Stream the file through validation, cleaning and redaction: the accepted rows, and the redaction counts.
     `validator` checks each chunk (default: a `RowValidator` of the classification `spec`)."""
-    redactor = Redactor(redaction or RedactionConfig())
+    preprocessing = Preprocessing(redaction=redaction or RedactionConfig())
+    redactor = Redactor(preprocessing.redaction)
     validator = validator if validator is not None else RowValidator(spec, str(path))
     fields = _text_fields(spec)
     parts: list[pd.DataFrame] = []
@@ -389,7 +388,7 @@ def _read_accepted(path: Path, spec: AnySpec, report: ValidationReport, redactio
             accepted = result.accepted
             if not accepted.empty:
                 for raw_col, out_col, source_col in fields:
-                    redacted, counts = prepare_texts(accepted[raw_col], redactor, source_col)
+                    redacted, counts = prepare(accepted[raw_col], preprocessing, redactor=redactor, field=source_col)
                     redaction_counts.update(counts)
                     accepted = accepted.assign(**{out_col: redacted})
                 parts.append(accepted)
@@ -416,7 +415,7 @@ def load_ranking_dataset(
     A row is rejected (counted, and written to `rejects_path` when given) when an id or a text is missing, the
     relevance is not a number (or, with `task`, outside its grades), the pair came before, or its query's text
     differs from the query's first row; `strict` raises a DataError listing the problems instead. Query and
-    candidate texts are cleaned and redacted like messages (`prepare_texts`).
+    candidate texts are cleaned and redacted like messages (`data.preprocess.prepare`).
     """
     path = Path(path)
     validator = RankingRowValidator(spec, str(path), task=task)
@@ -442,7 +441,7 @@ def load_generation_dataset(
 
     A row is rejected (counted, and written to `rejects_path` when given) when its input or reference is missing,
     empty or undecodable, or its id is missing or repeated; `strict` raises a DataError listing the problems
-    instead. Inputs and references are cleaned and redacted like messages (`prepare_texts`).
+    instead. Inputs and references are cleaned and redacted like messages (`data.preprocess.prepare`).
     """
     path = Path(path)
     validator = GenerationRowValidator(spec, str(path))

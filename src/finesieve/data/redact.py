@@ -19,7 +19,8 @@ out, so an e-mail is never half-taken by the URL or @handle patterns and a card 
 All detectors run whatever is configured, and only the configured entities are replaced: with EMAIL off, an
 e-mail stays whole rather than having its domain taken by the URL pattern.
 
-Redaction works one message at a time (the service calls it per request); `redact_many` loops for datasets.
+Redaction works one message at a time (the service calls it per request); `data.preprocess.prepare` is the one
+loop over many (clean, then redact), for datasets and for scoring.
 
 Usage:
     from finesieve.data.redact import Redactor, RedactionConfig
@@ -31,8 +32,9 @@ Usage:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Literal, get_args
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -665,7 +667,7 @@ class Redactor:
         if not isinstance(text, str):
             raise TypeError(
                 f"Redactor.redact takes one message as str, got {type(text).__name__}: "
-                "pass a single string, or use redact_many for several"
+                "pass a single string, or use finesieve.data.preprocess.prepare for several (it cleans, then redacts)"
             )
         wanted = self.config.entities_for(field)
         if not wanted or not text:
@@ -680,14 +682,3 @@ class Redactor:
             last = end
         pieces.append(text[last:])
         return RedactionResult("".join(pieces), counts, spans)
-
-    def redact_many(self, texts: Iterable[str], field: str = "text") -> tuple[list[str], dict[str, int]]:
-        """Redact a column of messages: the redacted texts, in order, and the total count per entity."""
-        out: list[str] = []
-        totals: dict[str, int] = {}
-        for text in texts:
-            result = self.redact(text, field)
-            out.append(result.text)
-            for entity, n in result.counts.items():
-                totals[entity] = totals.get(entity, 0) + n
-        return out, totals

@@ -13,7 +13,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from finesieve.data.load import iter_chunks, prepare_texts
+from finesieve.data.load import iter_chunks
+from finesieve.data.preprocess import prepare
 from finesieve.data.redact import Redactor
 from finesieve.data.spec import ColumnSpec
 from finesieve.data.validate import RowValidator
@@ -36,7 +37,7 @@ def redact_file(path: str | Path, out: str | Path, spec: ColumnSpec, redactor: R
                     seen.add(problem.row)
             if result.accepted.empty:
                 continue
-            texts, counts = prepare_texts(result.accepted["text_raw"], redactor, spec.text_col)
+            texts, counts = prepare(result.accepted["text_raw"], redactor=redactor, field=spec.text_col)
             found.update(counts)
             for row, text in zip(result.accepted["row"], texts):
                 fh.write(json.dumps({"row": int(row), spec.text_col: text}, ensure_ascii=False) + "\n")

@@ -46,10 +46,11 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from finesieve.data.errors import ConfigError, DataError, RowProblem
 
@@ -176,7 +177,7 @@ def fetch_dataset(name: str, *, url: str | None = None, cache: str | Path | None
         "bytes": len(raw), "encoding": converted.encoding, "rows": len(converted.rows),
         "labels": dict(Counter(row[converted.header.index("label")] for row in converted.rows)),
         "file_sha256": hashlib.sha256(body).hexdigest(),
-        "downloaded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "downloaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "note": "the full public data set, not the development part the repository carries",
     }
     provenance = target.with_name(f"{Path(source.relpath).stem}.source.json")

@@ -13,7 +13,8 @@ query-candidate pairs with a relevance grade, `GenerationSpec` for input and ref
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -55,7 +56,7 @@ class ColumnSpec(BaseModel):
     encoding: str = Field("utf-8", description="Text encoding of CSV/TSV/JSONL files.")
 
     @model_validator(mode="after")
-    def _check(self) -> "ColumnSpec":
+    def _check(self) -> ColumnSpec:
         if not self.label_cols:
             raise ValueError("label_cols is empty: name at least one label column (e.g. --label-col label)")
         if len(self.label_cols) > 1 and self.label_sep is not None:
@@ -114,7 +115,7 @@ class RankingSpec(BaseModel):
     encoding: str = Field("utf-8", description="Text encoding of CSV/TSV/JSONL files.")
 
     @model_validator(mode="after")
-    def _check(self) -> "RankingSpec":
+    def _check(self) -> RankingSpec:
         _refuse_shared_columns(self, [*self.ROLES, "meta_cols"])
         return self
 
@@ -146,7 +147,7 @@ class GenerationSpec(BaseModel):
     encoding: str = Field("utf-8", description="Text encoding of CSV/TSV/JSONL files.")
 
     @model_validator(mode="after")
-    def _check(self) -> "GenerationSpec":
+    def _check(self) -> GenerationSpec:
         _refuse_shared_columns(self, [*self.ROLES, "meta_cols"])
         return self
 

@@ -42,9 +42,9 @@ import hashlib
 import json
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -80,7 +80,7 @@ class SplitConfig(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _check(self) -> "SplitConfig":
+    def _check(self) -> SplitConfig:
         if not 0.0 < self.test_frac < 1.0:
             raise ValueError(f"test_frac={self.test_frac}: expected a fraction in (0, 1), e.g. 0.1")
         if not 0.0 <= self.val_frac < 1.0:

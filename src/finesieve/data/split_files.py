@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from finesieve.data.dataset import Dataset
 from finesieve.data.load import load_dataset

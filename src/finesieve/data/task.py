@@ -20,7 +20,8 @@ The data each kind reads is mapped by its column spec (`data.spec`: `ColumnSpec`
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal, Mapping, Union
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -56,7 +57,7 @@ class ClassificationTask(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _check(self) -> "ClassificationTask":
+    def _check(self) -> ClassificationTask:
         _refuse_repeats(self.classes, "classes")
         _refuse_repeats(self.positive, "positive")
         if len(self.classes) < (1 if self.multilabel else 2):
@@ -80,7 +81,7 @@ class ClassificationTask(BaseModel):
         """The headline metrics `evals.harness.evaluate` reports for the positive classes."""
         return CLASSIFICATION_METRICS
 
-    def with_threshold(self, threshold: float, source: str) -> "ClassificationTask":
+    def with_threshold(self, threshold: float, source: str) -> ClassificationTask:
         """This task with its operating threshold chosen (validated like a new task)."""
         return ClassificationTask.model_validate({**self.model_dump(), "threshold": threshold,
                                                   "threshold_source": source})
@@ -112,7 +113,7 @@ class RankingTask(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _check(self) -> "RankingTask":
+    def _check(self) -> RankingTask:
         grades = {"min_grade": self.min_grade, "max_grade": self.max_grade, "relevant_grade": self.relevant_grade}
         if bad := [name for name, value in grades.items() if not math.isfinite(value)]:
             raise ValueError(f"{', '.join(bad)} must be finite numbers")
@@ -155,7 +156,7 @@ class GenerationTask(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _check(self) -> "GenerationTask":
+    def _check(self) -> GenerationTask:
         if not self.metrics:
             raise ValueError("metrics is empty: name at least one, e.g. ['token_f1', 'chrf']")
         _refuse_repeats(self.metrics, "metrics")
@@ -163,8 +164,8 @@ class GenerationTask(BaseModel):
 
 
 # The type of a task field in another model (a run manifest's `task: Task`): pydantic picks the class by `kind`.
-Task = Annotated[Union[ClassificationTask, RankingTask, GenerationTask], Field(discriminator="kind")]
-TASK_KINDS: dict[str, type[BaseModel]] = {"classification": ClassificationTask, "ranking": RankingTask,
+Task = Annotated[ClassificationTask | RankingTask | GenerationTask, Field(discriminator="kind")]
+TASK_KINDS: dict[str, type[ClassificationTask] | type[RankingTask] | type[GenerationTask]] = {"classification": ClassificationTask, "ranking": RankingTask,
                                           "generation": GenerationTask}
 
 
@@ -197,6 +198,8 @@ def task_from_manifest(task: Mapping[str, Any], where: str = "run manifest task"
         raise ConfigError(f"{where}: expected a mapping of {', '.join(LEGACY_TASK_KEYS)}, got {type(task).__name__}")
     legacy = {key: task[key] for key in LEGACY_TASK_KEYS if key in task and task[key] is not None}
     legacy.update({key: task[key] for key in task if key not in LEGACY_TASK_KEYS})  # refused below, by name
+    if legacy.get("threshold") is not None and "threshold_source" not in legacy:
+        legacy["threshold_source"] = "given"  # some version-1 writers recorded the threshold alone
     try:
         return ClassificationTask.model_validate(legacy)
     except ValidationError as err:

@@ -21,8 +21,9 @@ from __future__ import annotations
 import difflib
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -128,64 +129,54 @@ class RowValidator:
         (1-based line where the row starts) and, for a row the reader could not split, `_malformed` (its raw
         text), `_problem` (the kind; malformed_record when absent) and `_fix` (see `load.iter_chunks`)."""
         spec = self.spec
-        allowed = set(spec.classes) if spec.classes else None
-        records, problems, rejected = [], [], []
-        for raw in chunk.to_dict("records"):
-            row = int(raw["_row"])
-            line = None if _is_missing(raw.get("_line")) else int(raw["_line"])
-            row_problems: list[RowProblem] = []
-            problem = _row_problem_collector(self.file, row, line, row_problems)
-            if _reject_unsplit(raw, row, problem, row_problems, problems, rejected):
-                continue
-
-            text = raw.get(spec.text_col)
-            if (found := _text_problem(text)) is not None:
-                problem(spec.text_col, text, *found)
-
-            labels = self._labels(raw, allowed, problem) if self.labelled else ()
-            votes = self._votes(raw, problem) if self.labelled and spec.vote_cols else None
-
-            row_id = str(row)
-            if spec.id_col is not None:
-                value = raw.get(spec.id_col)
-                if _is_missing(value) or str(value).strip() == "":
-                    problem(spec.id_col, value, "missing_id")
-                else:
-                    row_id = str(value).strip()
-                    if row_id in self.seen_ids and not row_problems:
-                        problem(spec.id_col, value, "duplicate_id",
-                                f"id already used at row {self.seen_ids[row_id]}: " + FIXES["duplicate_id"])
-
-            record = {"id": row_id, "row": row, "text_raw": text, "labels": labels}
-            for role, col in (("time", spec.time_col), ("user", spec.user_col), ("thread", spec.thread_col)):
-                if col is None:
-                    continue
-                value = raw.get(col)
-                if role == "time" and not _is_missing(value) and str(value).strip():
-                    parsed = _parse_time(value)
-                    if parsed is None:
-                        problem(col, value, "bad_timestamp")
-                    value = parsed
-                record[role] = None if _is_missing(value) else (value if role == "time" else str(value))
-
-            for col in spec.meta_cols:
-                value = raw.get(col)
-                record[col] = None if _is_missing(value) else str(value)
-            if votes is not None:
-                record["votes"] = votes
-
-            if row_problems:
-                _reject_row(raw, row, row_problems, problems, rejected)
-                continue
-            if spec.id_col is not None and self.unique_ids:
-                self.seen_ids[row_id] = row
-            records.append(record)
-
         columns = ["id", "row", "text_raw", "labels"] + [
             role for role, col in (("time", spec.time_col), ("user", spec.user_col), ("thread", spec.thread_col))
             if col is not None
         ] + list(spec.meta_cols) + (["votes"] if self.labelled and spec.vote_cols else [])
-        return ChunkResult(pd.DataFrame.from_records(records, columns=columns), problems, rejected)
+        allowed = set(spec.classes) if spec.classes else None
+        return _validate_rows(chunk, self.file, partial(self._check_row, allowed=allowed), self._accept, columns)
+
+    def _check_row(self, raw: dict, row: int, problem, row_problems: list[RowProblem], *,
+                   allowed: set[str] | None) -> dict:
+        spec = self.spec
+        text = raw.get(spec.text_col)
+        if (found := _text_problem(text)) is not None:
+            problem(spec.text_col, text, *found)
+
+        labels = self._labels(raw, allowed, problem) if self.labelled else ()
+        votes = self._votes(raw, problem) if self.labelled and spec.vote_cols else None
+
+        row_id = str(row)
+        if spec.id_col is not None:
+            value = raw.get(spec.id_col)
+            if _is_missing(value) or str(value).strip() == "":
+                problem(spec.id_col, value, "missing_id")
+            else:
+                row_id = str(value).strip()
+                if row_id in self.seen_ids and not row_problems:
+                    problem(spec.id_col, value, "duplicate_id",
+                            f"id already used at row {self.seen_ids[row_id]}: " + FIXES["duplicate_id"])
+
+        record = {"id": row_id, "row": row, "text_raw": text, "labels": labels}
+        for role, col in (("time", spec.time_col), ("user", spec.user_col), ("thread", spec.thread_col)):
+            if col is None:
+                continue
+            value = raw.get(col)
+            if role == "time" and not _is_missing(value) and str(value).strip():
+                parsed = _parse_time(value)
+                if parsed is None:
+                    problem(col, value, "bad_timestamp")
+                value = parsed
+            record[role] = None if _is_missing(value) else (value if role == "time" else str(value))
+
+        record.update(_meta(raw, spec.meta_cols))
+        if votes is not None:
+            record["votes"] = votes
+        return record
+
+    def _accept(self, record: dict) -> None:
+        if self.spec.id_col is not None and self.unique_ids:
+            self.seen_ids[record["id"]] = record["row"]
 
     def _votes(self, raw: dict, problem) -> tuple[float, ...]:
         """Vote counts in `spec.vote_cols` order; non-numeric, negative or all-zero counts are a problem."""
@@ -270,6 +261,28 @@ def _row_problem_collector(file: str, row: int, line: int | None, row_problems: 
     return problem
 
 
+def _validate_rows(chunk: pd.DataFrame, file: str, check_row, accept, columns: list[str]) -> ChunkResult:
+    """The pass every validator makes over a chunk: a row the reader could not split is rejected; otherwise
+    `check_row(raw, row, problem, row_problems)` reports the row's problems through `problem` and returns its
+    record (or None when it has problems). A row with problems is rejected with its raw values; an accepted one
+    is handed to `accept(record)` (so the validator remembers ids or pairs across chunks) and kept."""
+    records, problems, rejected = [], [], []
+    for raw in chunk.to_dict("records"):
+        row = int(raw["_row"])
+        line = None if _is_missing(raw.get("_line")) else int(raw["_line"])
+        row_problems: list[RowProblem] = []
+        problem = _row_problem_collector(file, row, line, row_problems)
+        if _reject_unsplit(raw, row, problem, row_problems, problems, rejected):
+            continue
+        record = check_row(raw, row, problem, row_problems)
+        if row_problems:
+            _reject_row(raw, row, row_problems, problems, rejected)
+            continue
+        accept(record)
+        records.append(record)
+    return ChunkResult(pd.DataFrame.from_records(records, columns=columns), problems, rejected)
+
+
 def _reject_row(raw: dict, row: int, row_problems: list[RowProblem], problems: list, rejected: list) -> None:
     problems.extend(row_problems)
     rejected.append({"row": row, **{k: _jsonable(v) for k, v in raw.items() if k not in INTERNAL_COLUMNS},
@@ -309,50 +322,45 @@ class RankingRowValidator:
         """`chunk` as for `RowValidator.validate`; accepted rows have the columns of `RankingDataset.frame` but
         for the cleaned texts."""
         spec = self.spec
-        records, problems, rejected = [], [], []
-        for raw in chunk.to_dict("records"):
-            row = int(raw["_row"])
-            line = None if _is_missing(raw.get("_line")) else int(raw["_line"])
-            row_problems: list[RowProblem] = []
-            problem = _row_problem_collector(self.file, row, line, row_problems)
-            if _reject_unsplit(raw, row, problem, row_problems, problems, rejected):
-                continue
-
-            query = _required_id(raw, spec.query_col, "missing_query", problem)
-            candidate = _required_id(raw, spec.candidate_col, "missing_candidate", problem)
-            text = raw.get(spec.candidate_text_col)
-            if (found := _text_problem(text)) is not None:
-                problem(spec.candidate_text_col, text, *found)
-            query_text = raw.get(spec.query_text_col) if spec.query_text_col is not None else None
-            if spec.query_text_col is not None and (found := _text_problem(query_text)) is not None:
-                problem(spec.query_text_col, query_text, *found)
-            relevance = self._relevance(raw.get(spec.relevance_col), problem)
-
-            if not row_problems and (first := self.seen_pairs.get((query, candidate))) is not None:
-                problem(spec.candidate_col, candidate, "duplicate_pair",
-                        f"query '{query}' already has candidate '{candidate}' at row {first}: "
-                        + FIXES["duplicate_pair"])
-            if not row_problems and spec.query_text_col is not None and query in self.query_texts:
-                first_text, first_row = self.query_texts[query]
-                if query_text != first_text:
-                    problem(spec.query_text_col, query_text, "query_text_mismatch",
-                            f"query '{query}' has another text at row {first_row} ({_short(first_text)!r}): "
-                            + FIXES["query_text_mismatch"])
-            if row_problems:
-                _reject_row(raw, row, row_problems, problems, rejected)
-                continue
-
-            self.seen_pairs[(query, candidate)] = row
-            record = {"id": pair_id(query, candidate), "row": row, "query": query, "candidate": candidate}
-            if spec.query_text_col is not None:
-                self.query_texts.setdefault(query, (query_text, row))
-                record["query_text_raw"] = query_text
-            record.update(text_raw=text, relevance=relevance, **_meta(raw, spec.meta_cols))
-            records.append(record)
-
         columns = ["id", "row", "query", "candidate", *(["query_text_raw"] if spec.query_text_col else []),
                    "text_raw", "relevance", *spec.meta_cols]
-        return ChunkResult(pd.DataFrame.from_records(records, columns=columns), problems, rejected)
+        return _validate_rows(chunk, self.file, self._check_row, self._accept, columns)
+
+    def _check_row(self, raw: dict, row: int, problem, row_problems: list[RowProblem]) -> dict | None:
+        spec = self.spec
+        query = _required_id(raw, spec.query_col, "missing_query", problem)
+        candidate = _required_id(raw, spec.candidate_col, "missing_candidate", problem)
+        text = raw.get(spec.candidate_text_col)
+        if (found := _text_problem(text)) is not None:
+            problem(spec.candidate_text_col, text, *found)
+        query_text = raw.get(spec.query_text_col) if spec.query_text_col is not None else None
+        if spec.query_text_col is not None and (found := _text_problem(query_text)) is not None:
+            problem(spec.query_text_col, query_text, *found)
+        relevance = self._relevance(raw.get(spec.relevance_col), problem)
+
+        if not row_problems and (first := self.seen_pairs.get((query, candidate))) is not None:
+            problem(spec.candidate_col, candidate, "duplicate_pair",
+                    f"query '{query}' already has candidate '{candidate}' at row {first}: "
+                    + FIXES["duplicate_pair"])
+        if not row_problems and spec.query_text_col is not None and query in self.query_texts:
+            first_text, first_row = self.query_texts[query]
+            if query_text != first_text:
+                problem(spec.query_text_col, query_text, "query_text_mismatch",
+                        f"query '{query}' has another text at row {first_row} ({_short(first_text)!r}): "
+                        + FIXES["query_text_mismatch"])
+        if row_problems:
+            return None
+
+        record = {"id": pair_id(query, candidate), "row": row, "query": query, "candidate": candidate}
+        if spec.query_text_col is not None:
+            record["query_text_raw"] = query_text
+        record.update(text_raw=text, relevance=relevance, **_meta(raw, spec.meta_cols))
+        return record
+
+    def _accept(self, record: dict) -> None:
+        self.seen_pairs[(record["query"], record["candidate"])] = record["row"]
+        if self.spec.query_text_col is not None:
+            self.query_texts.setdefault(record["query"], (record["query_text_raw"], record["row"]))
 
     def _relevance(self, value, problem) -> float:
         """The grade as a float; a problem when it is not a finite number or outside the task's grades."""
@@ -390,34 +398,26 @@ class GenerationRowValidator:
     def validate(self, chunk: pd.DataFrame) -> ChunkResult:
         """`chunk` as for `RowValidator.validate`; accepted rows have the columns of `GenerationDataset.frame`
         but for the cleaned texts."""
+        columns = ["id", "row", "text_raw", "reference_raw", *self.spec.meta_cols]
+        return _validate_rows(chunk, self.file, self._check_row, self._accept, columns)
+
+    def _check_row(self, raw: dict, row: int, problem, row_problems: list[RowProblem]) -> dict:
         spec = self.spec
-        records, problems, rejected = [], [], []
-        for raw in chunk.to_dict("records"):
-            row = int(raw["_row"])
-            line = None if _is_missing(raw.get("_line")) else int(raw["_line"])
-            row_problems: list[RowProblem] = []
-            problem = _row_problem_collector(self.file, row, line, row_problems)
-            if _reject_unsplit(raw, row, problem, row_problems, problems, rejected):
-                continue
-            text, reference = raw.get(spec.input_col), raw.get(spec.reference_col)
-            for col, value in ((spec.input_col, text), (spec.reference_col, reference)):
-                if (found := _text_problem(value)) is not None:
-                    problem(col, value, *found)
-            row_id = str(row)
-            if spec.id_col is not None:
-                row_id = _required_id(raw, spec.id_col, "missing_id", problem)
-                if row_id is not None and row_id in self.seen_ids and not row_problems:
-                    problem(spec.id_col, raw.get(spec.id_col), "duplicate_id",
-                            f"id already used at row {self.seen_ids[row_id]}: " + FIXES["duplicate_id"])
-            if row_problems:
-                _reject_row(raw, row, row_problems, problems, rejected)
-                continue
-            if spec.id_col is not None:
-                self.seen_ids[row_id] = row
-            records.append({"id": row_id, "row": row, "text_raw": text, "reference_raw": reference,
-                            **_meta(raw, spec.meta_cols)})
-        columns = ["id", "row", "text_raw", "reference_raw", *spec.meta_cols]
-        return ChunkResult(pd.DataFrame.from_records(records, columns=columns), problems, rejected)
+        text, reference = raw.get(spec.input_col), raw.get(spec.reference_col)
+        for col, value in ((spec.input_col, text), (spec.reference_col, reference)):
+            if (found := _text_problem(value)) is not None:
+                problem(col, value, *found)
+        row_id = str(row)
+        if spec.id_col is not None:
+            row_id = _required_id(raw, spec.id_col, "missing_id", problem)
+            if row_id is not None and row_id in self.seen_ids and not row_problems:
+                problem(spec.id_col, raw.get(spec.id_col), "duplicate_id",
+                        f"id already used at row {self.seen_ids[row_id]}: " + FIXES["duplicate_id"])
+        return {"id": row_id, "row": row, "text_raw": text, "reference_raw": reference, **_meta(raw, spec.meta_cols)}
+
+    def _accept(self, record: dict) -> None:
+        if self.spec.id_col is not None:
+            self.seen_ids[record["id"]] = record["row"]
 
 
 def _text_problem(text) -> tuple[str, str | None] | None:

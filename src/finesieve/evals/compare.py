@@ -9,7 +9,7 @@ scorers), so "better" is said with a confidence interval, not from one number.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -5,7 +5,7 @@
     result.summary["token_f1"], result.ci["token_f1"], result.per_example
 
 Each metric scores one (output, reference) pair in [0, 1]; the summary is the mean over examples and the
-interval a percentile bootstrap over resampled examples (`evals.ranking.mean_cis`).
+interval a percentile bootstrap over resampled examples (`evals.bootstrap.mean_cis`).
 
 - exact_match: 1 when the two texts are equal once normalised (`normalize`: casefolded, punctuation removed,
   whitespace collapsed), else 0.
@@ -26,13 +26,13 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from finesieve.evals.ranking import mean_cis
+from finesieve.evals.bootstrap import mean_cis
 
 CHRF_ORDER = 6
 CHRF_BETA = 2.0
@@ -168,7 +168,7 @@ def evaluate_generation(
     for m in metrics:
         table[m] = [METRICS[m](o, r) for o, r in zip(outputs, references)]
     values = table[list(metrics)].to_numpy(dtype=float)  # (n, n_metrics)
-    cis = mean_cis(values, n_boot=n_boot, alpha=alpha, seed=seed) if n_boot else [None] * len(metrics)
+    cis = mean_cis(values, n_boot=n_boot, alpha=alpha, seed=seed)
     return GenerationResult(name=name, metrics=tuple(metrics), per_example=table,
                             summary={m: float(values[:, j].mean()) if len(values) else float("nan")
                                      for j, m in enumerate(metrics)},

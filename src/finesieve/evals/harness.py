@@ -18,8 +18,8 @@ Every task kind (`data.task`) goes through one entry point, given what the syste
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -92,7 +92,7 @@ class EvalResult:
 def score_positive(scorer, texts: Sequence[str], positive: Sequence[str]) -> tuple[np.ndarray, np.ndarray, float]:
     """(positive scores, per-class probabilities, seconds spent scoring)."""
     start = time.perf_counter()
-    proba = np.asarray(scorer.predict_proba(list(texts)), dtype=float)
+    proba = np.asarray(scorer.predict_proba(texts if isinstance(texts, list) else list(texts)), dtype=float)
     seconds = time.perf_counter() - start
     classes = [str(c) for c in scorer.classes_]
     return positive_scores(proba, classes, positive, scorer.multilabel_), proba, seconds
@@ -121,7 +121,7 @@ def evaluate(
         decisions = scorer.decide(dataset.texts)
         proba, flagged = np.asarray(decisions.proba, dtype=float), decisions.flagged
     else:
-        proba = np.asarray(scorer.predict_proba(list(dataset.texts)), dtype=float)
+        proba = np.asarray(scorer.predict_proba(dataset.texts), dtype=float)
     seconds = time.perf_counter() - start
     return evaluate_scored(proba, [str(c) for c in scorer.classes_], scorer.multilabel_, dataset, positive=positive,
                            threshold=threshold, threshold_source=threshold_source, target_precision=target_precision,

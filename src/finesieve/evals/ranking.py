@@ -29,22 +29,23 @@ Definitions, for one query with m candidates:
   mean and counted in `n_queries` per metric; with no_relevant="zero" it scores 0 (scikit-learn's convention
   for NDCG, and trec_eval's).
 
-Confidence intervals are percentile intervals over `n_boot` resamples of the queries (drawn with `bootstrap.
-resample_indices`, so the same seed gives the same resamples as elsewhere): the unit that varies is the
-query, not the pair. Checked against scikit-learn (`ndcg_score`, `average_precision_score`) and hand-computed
+Confidence intervals are percentile intervals over `n_boot` resamples of the queries (`bootstrap.mean_cis`,
+drawn with `bootstrap.resample_indices`, so the same seed gives the same resamples as elsewhere): the unit that
+varies is the query, not the pair. Checked against scikit-learn (`ndcg_score`, `average_precision_score`) and hand-computed
 cases in tests/evals/test_ranking.py.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from finesieve.evals.bootstrap import resample_indices
+from finesieve.evals.bootstrap import mean_cis
 
 NoRelevant = Literal["skip", "zero"]
 
@@ -210,31 +211,6 @@ def per_query_metrics(
     return table
 
 
-def mean_cis(values: np.ndarray, *, n_boot: int = 1000, alpha: float = 0.05,
-             seed: int = 0) -> list[tuple[float, float] | None]:
-    """Percentile CI of the mean of each column of `values` (n_items, n_metrics), resampling items (rows:
-    queries, or examples) with replacement; NaN cells (undefined) are left out of each resample's mean.
-    A column with no value gets None; one item gives the degenerate interval (v, v)."""
-    values = np.asarray(values, dtype=float)
-    if values.ndim != 2:
-        raise ValueError(f"values must be (n_items, n_metrics), got shape {values.shape}")
-    if n_boot < 1 or not 0.0 < alpha < 1.0:
-        raise ValueError(f"n_boot={n_boot}, alpha={alpha}: expected n_boot >= 1 and alpha in (0, 1), e.g. 1000 and 0.05")
-    n, n_metrics = values.shape
-    if n == 0:
-        return [None] * n_metrics
-    draws = np.stack(list(resample_indices(np.zeros(n), n_boot, seed, stratified=False)))  # (n_boot, n)
-    sampled = values[draws]  # (n_boot, n, n_metrics)
-    defined = np.isfinite(sampled)
-    with np.errstate(invalid="ignore"):
-        means = np.where(defined, sampled, 0.0).sum(axis=1) / defined.sum(axis=1)  # (n_boot, n_metrics)
-    out: list[tuple[float, float] | None] = []
-    for j in range(n_metrics):
-        v = means[:, j][np.isfinite(means[:, j])]
-        out.append(None if len(v) == 0 else tuple(float(q) for q in np.quantile(v, [alpha / 2, 1 - alpha / 2])))
-    return out
-
-
 @dataclass
 class RankingResult:
     """Ranking metrics of one scorer on one set of queries: per query, their means and bootstrap intervals."""
@@ -297,7 +273,7 @@ def evaluate_ranking(
     defined = np.isfinite(values)
     summary = {m: (float(values[defined[:, j], j].mean()) if defined[:, j].any() else None)
                for j, m in enumerate(names)}
-    cis = mean_cis(values, n_boot=n_boot, alpha=alpha, seed=seed) if n_boot else [None] * len(names)
+    cis = mean_cis(values, n_boot=n_boot, alpha=alpha, seed=seed)
     return RankingResult(name=name, k_values=tuple(k_values), min_grade=float(min_grade),
                          relevant_grade=float(relevant_grade), no_relevant=no_relevant, per_query=table,
                          summary=summary, n_queries={m: int(defined[:, j].sum()) for j, m in enumerate(names)},

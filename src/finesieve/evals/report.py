@@ -7,8 +7,8 @@ bootstrap intervals, ratios to the baseline, per-class and per-slice figures, co
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -54,20 +54,20 @@ def _histograms(results: Sequence[EvalResult]) -> str:
     return R.figure(fig)
 
 
+def _with_ci(d: dict, key: str) -> str:
+    """A scorer's metric `key` with its 95% interval from `d["ci95"]`, when it has one ("-" when undefined)."""
+    v = d[key]
+    if v is None:
+        return "-"
+    c = d["ci95"].get(key)
+    return f"{v:.3f} [{c[0]:.3f}, {c[1]:.3f}]" if c else f"{v:.3f}"
+
+
 def _metrics_table(comparison: dict) -> str:
     rows = []
     for name, d in comparison["scorers"].items():
-        ci = d["ci95"]
-
-        def with_ci(key):
-            v = d[key]
-            if v is None:
-                return "-"
-            c = ci.get(key)
-            return f"{v:.3f} [{c[0]:.3f}, {c[1]:.3f}]" if c else f"{v:.3f}"
-
-        rows.append([name, with_ci("roc_auc"), with_ci("pr_auc"), with_ci("precision"), with_ci("recall"),
-                     with_ci("f1"), d["flag_rate"], d["threshold"], d["threshold_source"], d["messages_per_second"]])
+        rows.append([name, *(_with_ci(d, key) for key in ("roc_auc", "pr_auc", "precision", "recall", "f1")),
+                     d["flag_rate"], d["threshold"], d["threshold_source"], d["messages_per_second"]])
     return R.table(["scorer", "ROC AUC", "PR AUC", "precision", "recall", "F1", "flag rate", "threshold",
                     "threshold from", "msgs/s"], rows)
 

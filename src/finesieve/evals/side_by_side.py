@@ -147,11 +147,11 @@ def split_overlap(ref: str, run: Run, data: Dataset, eval_set: Dataset,
     content hash), or both the run's data and `data` map an explicit id column. Texts are compared by
     `text_hash` whenever splits.json records the hashes (files written before them do not).
     """
-    path = run.path / "splits.json"
-    if not path.exists():
+    path = run.splits_path
+    if path is None:
         return None
     members = read_split_members(path)
-    run_spec = (run.manifest.get("data") or {}).get("column_spec") or {}
+    run_spec = run.manifest.data.get("column_spec") or {}
     by_id = members.data_hash == data.content_hash or (bool(run_spec.get("id_col")) and data.spec.id_col is not None)
     by_text = members.text_hashes is not None
     if not (by_id or by_text):
@@ -183,11 +183,11 @@ def split_overlap(ref: str, run: Run, data: Dataset, eval_set: Dataset,
 def _own_test_split(loaded, data: Dataset, notes: list[str]) -> tuple[Dataset, str] | None:
     """When every run was trained on exactly this data, evaluate on their (shared) saved test split."""
     runs = [run for _, _, run in loaded]
-    hashes = {(run.manifest.get("data") or {}).get("content_hash") for run in runs}
+    hashes = {run.manifest.data.get("content_hash") for run in runs}
     if hashes != {data.content_hash}:
         return None
-    split_files = [run.path / "splits.json" for run in runs]
-    if not all(p.exists() for p in split_files):
+    split_files = [run.splits_path for run in runs]
+    if not all(p is not None for p in split_files):
         raise ValueError("the data is the runs' own training data but a run has no splits.json: "
                          "evaluate on a file the runs never saw")
     assignments = [load_splits(p, data).assignment for p in split_files]

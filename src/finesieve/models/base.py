@@ -9,31 +9,33 @@ probability per category. The prompt baseline, pre-filter, fine-tuned model and 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar, Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel
 
 from finesieve.data.errors import ConfigError
+from finesieve.data.preprocess import Preprocessing, prepare_for
 
 
 @runtime_checkable
 class Scorer(Protocol):
     """What every scorer (and the cascade) provides; `finesieve.models.checks.check_scorer` checks each rule."""
 
-    kind: ClassVar[str]  # the run kind written in manifest.json (finesieve.models.kinds)
+    kind: str  # a class attribute: the run kind written in manifest.json (finesieve.models.kinds)
     classes_: np.ndarray
     multilabel_: bool
 
-    def fit(self, texts: Sequence[str], labels: Sequence) -> "Scorer": ...
+    def fit(self, texts: Sequence[str], labels: Sequence, multilabel: bool | None = None) -> Scorer: ...
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
 
     def save(self, directory: str | Path) -> None: ...
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Scorer": ...
+    def load(cls, directory: str | Path) -> Scorer: ...
 
     def get_config(self) -> BaseModel: ...
 
@@ -52,11 +54,25 @@ def check_texts(texts: Sequence[str]) -> list[str]:
     """Refuse a bare string (a common slip that would score each character) and non-text items."""
     if isinstance(texts, str):
         raise TypeError("texts must be a sequence of strings, got one str: wrap it in a list, e.g. [text]")
-    texts = list(texts)
+    texts = texts if isinstance(texts, list) else list(texts)  # a list subclass (PreparedTexts) keeps its tag
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str: convert or drop it before scoring")
     return texts
+
+
+def set_preprocessing(scorer: Scorer, preprocessing: Preprocessing | None) -> None:
+    """Make `scorer` prepare the raw texts it is given as `preprocessing` says (None: take them as given); the
+    run loader calls it with the run's recorded preprocessing (see `prepare_inputs`)."""
+    scorer.preprocessing_ = preprocessing  # type: ignore[attr-defined]  # an optional attribute, not in the protocol
+
+
+def prepare_inputs(scorer, texts: Sequence[str]) -> list[str]:
+    """`check_texts`, then the preprocessing of the run the scorer was loaded from (`preprocessing_`, set by
+    `finesieve.runs.load_run`), so that raw text is cleaned and redacted as the training texts were. A scorer
+    fitted in memory has none: its caller prepared the training texts and prepares what it scores the same way.
+    Every `predict_proba` starts here."""
+    return prepare_for(check_texts(texts), getattr(scorer, "preprocessing_", None))
 
 
 def infer_multilabel(labels: Sequence) -> bool:

@@ -26,7 +26,8 @@ Logits of a trained network (the fine-tuned model, the char-CNN pre-filter) go t
 
 Scores of a zero-shot scorer (label-token log-probabilities, cosine similarities) go through the pure
 functions `fit_softmax_scaling` / `apply_softmax_scaling` (softmax of scores / T + b) and `fit_platt` (one
-sigmoid(a * score + b) per class), fitted with scipy.
+sigmoid(a * score + b) per class). Every one of these is fitted by the one temperature fitter, `fit_scaling`
+(LBFGS on the NLL): no scorer fits a temperature its own way.
 
 Ranking: every map is monotone per class, so a binary task's ROC AUC is unchanged. Temperature, bias and
 Platt with a > 0 are strictly increasing in the margin (a binary softmax is a sigmoid of z_1 - z_0); isotonic
@@ -40,7 +41,6 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from scipy.optimize import minimize
 from scipy.special import expit, log_softmax, softmax
 
 from finesieve.data.errors import DataError
@@ -65,7 +65,7 @@ class Calibrator:
         self.method = method
         self.multilabel = multilabel
 
-    def fit(self, logits: np.ndarray, targets: np.ndarray) -> "Calibrator":
+    def fit(self, logits: np.ndarray, targets: np.ndarray) -> Calibrator:
         """`logits` (n, k); `targets` (n,) class indices, or (n, k) 0/1 for multi-label."""
         _check_method(self.method)
         z = np.asarray(logits, dtype=np.float64)
@@ -84,7 +84,7 @@ class Calibrator:
         before = _nll(z, y, self.multilabel, cols) if n and len(cols) else None
         after, fell_back = before, False
         if self.method != "none" and before is not None:
-            t, b = _fit_scaling(z, y, self.multilabel, cols, fit_bias=self.method == "temperature_bias")
+            t, b = fit_scaling(z, y, self.multilabel, fit_bias=self.method == "temperature_bias", cols=cols)
             fitted = _nll(z / t + b, y, self.multilabel, cols)
             if np.isfinite(fitted) and fitted <= before:
                 self.temperature_, self.bias_, after = t, b, fitted
@@ -139,7 +139,7 @@ class Calibrator:
         return state
 
     @classmethod
-    def from_state_dict(cls, state: dict) -> "Calibrator":
+    def from_state_dict(cls, state: dict) -> Calibrator:
         _check_method(state["method"])
         cal = cls(state["method"], state["multilabel"])
         cal.temperature_ = np.asarray(state["temperature"], dtype=np.float64)
@@ -182,17 +182,24 @@ def _logits_of(proba: np.ndarray, multilabel: bool) -> np.ndarray:
     return np.log(p) - np.log1p(-p) if multilabel else np.log(p)
 
 
-def _fit_scaling(z: np.ndarray, y: np.ndarray, multilabel: bool, cols: np.ndarray,
-                 fit_bias: bool) -> tuple[np.ndarray, np.ndarray]:
+def fit_scaling(z: np.ndarray, y: np.ndarray, multilabel: bool, *, fit_bias: bool, cols: np.ndarray | None = None,
+                l2_log_t: float = L2_TO_IDENTITY, l2_bias: float = L2_TO_IDENTITY, l2_slope: float = 0.0,
+                temperature_range: tuple[float, float] = TEMPERATURE_RANGE) -> tuple[np.ndarray, np.ndarray]:
     """(T, b) minimising the NLL of z / T + b by LBFGS: T (1,) single-label or (k,) multi-label, b (k,).
 
-    Categories outside `cols` (multi-label, one outcome only) are left at T = 1, b = 0.
+    The one temperature fitter of finesieve: `Calibrator` (trained networks' logits) and the score scalers below
+    (zero-shot scorers) all call it. z (n, k) logits or scores; y (n,) class indices, or (n, k) 0/1 for
+    multi-label. The L2 pulls on log T and b (towards the identity T = 1, b = 0) keep them finite when a small
+    validation set is separable or lacks a class (the NLL then keeps falling as T -> 0 or b -> -inf); `l2_slope`
+    instead pulls the slope 1 / T towards 0 (Platt scaling's usual ridge). T is clipped to `temperature_range`. Multi-label categories outside `cols` (one outcome only) stay at T = 1, b = 0.
     """
     import torch
 
+    z = np.asarray(z, dtype=np.float64)
     k = z.shape[1]
+    cols = np.arange(k) if cols is None else cols
     zt = torch.as_tensor(z, dtype=torch.float64)
-    yt = torch.as_tensor(y, dtype=torch.float64 if multilabel else torch.int64)
+    yt = torch.as_tensor(np.asarray(y), dtype=torch.float64 if multilabel else torch.int64)
     ct = torch.as_tensor(cols, dtype=torch.int64)
     log_t = torch.zeros(k if multilabel else 1, dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(k, dtype=torch.float64, requires_grad=fit_bias)
@@ -200,14 +207,13 @@ def _fit_scaling(z: np.ndarray, y: np.ndarray, multilabel: bool, cols: np.ndarra
 
     def closure():
         opt.zero_grad()
-        # The pull towards the identity keeps T and b finite when a small validation set is separable or lacks
-        # a class (the NLL then keeps falling as T -> 0 or b -> -inf).
-        loss = _nll_torch(zt / log_t.exp() + bias, yt, multilabel, ct) + L2_TO_IDENTITY * ((bias ** 2).sum() + (log_t ** 2).sum())
+        loss = _nll_torch(zt / log_t.exp() + bias, yt, multilabel, ct) + l2_bias * (bias ** 2).sum() + \
+            l2_log_t * (log_t ** 2).sum() + l2_slope * (torch.exp(-2 * log_t)).sum()
         loss.backward()
         return loss
 
     opt.step(closure)
-    t = np.clip(log_t.detach().exp().numpy(), *TEMPERATURE_RANGE)
+    t = np.clip(log_t.detach().exp().numpy(), *temperature_range)
     b = bias.detach().numpy().copy()
     if multilabel:
         idle = np.ones(k, dtype=bool)
@@ -228,42 +234,35 @@ def apply_softmax_scaling(scores: np.ndarray, temperature: float, bias: np.ndarr
 def fit_softmax_scaling(scores: np.ndarray, y: np.ndarray, fit_bias: bool = True, l2: float = 1e-2) -> tuple[float, np.ndarray]:
     """Temperature (and per-class bias, summing to 0) minimising the mean negative log-likelihood.
 
-    scores (n, k) floats, y (n,) class indices. The small L2 penalty on the bias keeps a class absent from the
-    data from being pushed to minus infinity. Returns (temperature > 0, bias (k,)). Monotone per class: a
+    scores (n, k) floats, y (n,) class indices; fitted by `fit_scaling`. The L2 penalty on the bias keeps a class
+    absent from the data from being pushed to minus infinity; T is free within [e^-10, e^10] (cosine similarities
+    need T well below `TEMPERATURE_RANGE`'s floor). Returns (temperature > 0, bias (k,)). Monotone per class: a
     binary task's ROC AUC does not change.
     """
     scores = np.asarray(scores, dtype=float)
-    y = np.asarray(y, dtype=int)
-    n, k = scores.shape
-
-    def unpack(params):
-        bias = np.zeros(k)
-        if fit_bias:
-            bias[1:] = params[1:]
-            bias -= bias.mean()
-        return float(np.exp(-params[0])), bias  # params[0] = log(1 / temperature)
-
-    def loss(params):
-        temperature, bias = unpack(params)
-        logp = log_softmax(scores / temperature + bias, axis=1)
-        return -logp[np.arange(n), y].mean() + l2 * float(bias @ bias)
-
-    x0 = np.zeros(k if fit_bias else 1)
-    result = minimize(loss, x0, method="L-BFGS-B", bounds=[(-10.0, 10.0)] + [(-20.0, 20.0)] * (len(x0) - 1))
-    return unpack(result.x)
+    t, bias = fit_scaling(scores, np.asarray(y, dtype=int), False, fit_bias=fit_bias, l2_log_t=0.0, l2_bias=l2,
+                          temperature_range=(float(np.exp(-10.0)), float(np.exp(10.0))))
+    return float(t[0]), bias - bias.mean()  # softmax ignores a shared shift: report the centred bias
 
 
 def fit_platt(score: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> tuple[float, float]:
-    """Slope and intercept of sigmoid(a * score + b) fitted by log loss; score (n,), y (n,) bool."""
-    score = np.asarray(score, dtype=float)
-    y = np.asarray(y, dtype=float)
+    """Slope and intercept of sigmoid(a * score + b) fitted by log loss; score (n,), y (n,) bool.
 
-    def loss(params):
-        z = params[0] * score + params[1]
-        return float(np.mean(np.logaddexp(0.0, z) - y * z)) + l2 * params[0] ** 2
-
-    result = minimize(loss, np.array([1.0, 0.0]), method="L-BFGS-B")
-    return float(result.x[0]), float(result.x[1])
+    `fit_scaling` on one sigmoid logit (a = 1 / T), once on the score and once on its negation: a score that
+    ranks backwards gets the negative slope, whichever fits the log loss better.
+    """
+    z = np.asarray(score, dtype=float)[:, None]
+    target = np.asarray(y, dtype=float)[:, None]
+    best = None
+    for sign in (1.0, -1.0):
+        t, b = fit_scaling(sign * z, target, True, fit_bias=True, l2_log_t=0.0, l2_bias=0.0, l2_slope=l2,
+                           temperature_range=(float(np.exp(-10.0)), float(np.exp(10.0))))
+        a, c = sign / float(t[0]), float(b[0])
+        logit = a * z[:, 0] + c
+        loss = float(np.mean(np.logaddexp(0.0, logit) - target[:, 0] * logit)) + l2 * a ** 2
+        if best is None or loss < best[0]:
+            best = (loss, a, c)
+    return best[1], best[2]
 
 
 def fit_platt_per_class(scores: np.ndarray, y: np.ndarray) -> dict:

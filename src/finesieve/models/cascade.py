@@ -38,13 +38,15 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from finesieve.data.errors import ConfigError
-from finesieve.models.base import check_is_fitted, check_texts, positive_scores
+from finesieve.models.adapters import load_sharing_bases
+from finesieve.models.base import check_is_fitted, positive_scores, prepare_inputs
+from finesieve.models.finetuned import FineTunedScorer
 from finesieve.models.kinds import MODEL_KINDS, kind_of
+from finesieve.models.rules import deciding_rule
 
 ACTIONS = ("deliver", "review", "block")
 STAGES = ("rules", "prefilter", "model")
 RuleMode = Literal["block", "review", "clear", "off"]
-RULE_ORDER = {"block": 3, "review": 2, "clear": 1}
 
 
 class CascadeThresholds(BaseModel):
@@ -136,7 +138,7 @@ class Cascade:
         out = {"rules": self.rules, "prefilter": self.prefilter, "model": self.model}
         return {k: v for k, v in out.items() if v is not None}
 
-    def fit(self, texts, labels):
+    def fit(self, texts: Sequence[str], labels: Sequence, multilabel: bool | None = None) -> Cascade:
         raise NotImplementedError("a Cascade is assembled from fitted stages: use `finesieve cascade fit` "
                                   "(finesieve.cascade.build.fit_cascade), not Cascade.fit")
 
@@ -152,7 +154,8 @@ class Cascade:
         return proba[:, order]
 
     def decide(self, texts: Sequence[str]) -> Decisions:
-        texts = check_texts(texts)
+
+        texts = prepare_inputs(self, texts)
         n, t = len(texts), self.thresholds
         action = np.full(n, "deliver", dtype=object)
         category = np.full(n, "", dtype=object)
@@ -170,11 +173,9 @@ class Cascade:
             scores["rules"] = self._positive(rule_proba)
             category_of = {r.name: r.category for r in self.rules.policy_.rules}
             for i, names in enumerate(fired):
-                active = [(t.rule_modes.get(name, "off"), name) for name in names]
-                active = [(m, name) for m, name in active if m != "off"]
-                if not active:
+                if (decision := deciding_rule(names, t.rule_modes)) is None:
                     continue
-                mode, name = max(active, key=lambda a: (RULE_ORDER[a[0]], a[1]))
+                mode, name = decision
                 open_[i], decided_by[i], proba[i] = False, "rules", rule_proba[i]
                 if mode != "clear":
                     action[i], category[i] = mode, category_of[name]
@@ -229,10 +230,17 @@ class Cascade:
         (directory / "cascade.json").write_text(json.dumps(state, indent=2, sort_keys=True))
 
     @classmethod
-    def load(cls, directory: str | Path) -> Cascade:
+    def load(cls, directory: str | Path, share_base: bool = True) -> Cascade:
+        """The saved cascade. LoRA stages trained on one base (a LoRA model and a LoRA pre-filter) share that base in
+        memory, their adapters unmerged (`finesieve.models.adapters`); a LoRA stage alone on its base loads merged,
+        the faster path for one model. `share_base=False` loads every stage on its own (merged)."""
         directory = Path(directory)
         state = json.loads((directory / "cascade.json").read_text())
-        stages = {name: _stage_kinds()[kind].load(directory / name) for name, kind in state["stage_kinds"].items()}
+        kinds = state["stage_kinds"]
+        finetuned = {name: directory / name for name, kind in kinds.items() if kind == FineTunedScorer.kind}
+        shared = load_sharing_bases(finetuned) if share_base else {}
+        stages = {name: shared[name] if name in shared else _stage_kinds()[kind].load(directory / name)
+                  for name, kind in kinds.items()}
         return cls(stages["model"], positive=state["positive"],
                    thresholds=CascadeThresholds.model_validate(state["thresholds"]),
                    prefilter=stages.get("prefilter"), rules=stages.get("rules"))

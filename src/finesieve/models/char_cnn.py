@@ -5,13 +5,16 @@ Each message is normalised (`normalize_for_scoring`: look-alike letters folded, 
 learn, and placeholders such as `<PHONE>` are just characters), embedded, and read by parallel 1-D
 convolutions of widths 3, 4 and 5 whose outputs are max-pooled over the message and fed to one linear layer.
 
-Training: single-label tasks use a softmax and class-weighted cross-entropy; multi-label tasks one logit per
-category and BCE with a per-category `pos_weight`. Early stopping watches validation PR AUC (not loss: on a
-6% class the loss keeps falling while the ranking stalls) and keeps the best epoch's weights. The weighting
-skews the probabilities towards the rare classes, so the scores are then calibrated on the validation split
-by a `finesieve.models.calibration.Calibrator`; the default, "temperature_bias", fits logits / T + b with T
-(one temperature) and b (one bias per class, the prior correction that undoes `class_weight`) by LBFGS on
-validation NLL; for multi-label this is per-category Platt scaling.
+Training runs through the shared `finesieve.models.training_loop.train_loop` (the fine-tune's loop): Adam at a
+constant rate, one validation per epoch, checkpoints and resume with `fit(..., out_dir=..., resume=True)`.
+Single-label tasks use a softmax and cross-entropy, multi-label tasks one logit per category and BCE with a
+per-category `pos_weight`, both weighted by `finesieve.models.class_weights` ("balanced"). Early stopping
+watches validation PR AUC (not loss: on a 6% class the loss keeps falling while the ranking stalls) and keeps
+the best epoch's weights. The weighting skews the probabilities towards the rare classes, so the scores are
+then calibrated on the validation split by a `finesieve.models.calibration.Calibrator` (its `fit_scaling`,
+finesieve's one temperature fitter); the default, "temperature_bias", fits logits / T + b with T (one
+temperature) and b (one bias per class, the prior correction that undoes `class_weight`) by LBFGS on
+validation NLL; for multi-label this is per-category Platt scaling. `temperature_` and `bias_` are read from it.
 
     from finesieve.models.char_cnn import CharCNNScorer
     scorer = CharCNNScorer(max_epochs=8).fit(train_texts, train_labels)   # holds out 10% for validation
@@ -23,10 +26,8 @@ Throughput (scoring only, one CPU core) is measured by `bench/prefilter_throughp
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -35,14 +36,14 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import nn
-from tqdm.auto import tqdm
 
 import finesieve
 from finesieve.data.errors import DataError, config_error
 from finesieve.data.normalize import normalize_for_scoring
-from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts, label_tuples
+from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts, label_tuples, prepare_inputs
 from finesieve.models.calibration import Calibrator
-from finesieve.models.training_loop import pr_auc
+from finesieve.models.class_weights import class_weights
+from finesieve.models.training_loop import CHECKPOINTS, LoopSettings, pr_auc, train_loop
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,33 @@ def pad_batch(encoded: Sequence[np.ndarray], min_len: int) -> tuple[torch.Tensor
 # --------------------------------------------------------------------------------------------- helpers
 
 
+class CharBatches:
+    """Byte-encoded training messages as `train_loop` reads them (a `BatchSource`): inputs are (ids, lengths).
+
+    Each epoch's order is the epoch-th permutation drawn from one stream seeded with `seed`, so it is
+    deterministic in (seed, epoch) (a resumed run sees the same batches) and the same order the pre-filter
+    trained on before it moved to the shared loop.
+    """
+
+    def __init__(self, encoded: list[np.ndarray], targets: np.ndarray, min_len: int):
+        self.encoded = encoded
+        self.targets = targets  # (n,) class ids or (n, k) 0/1 floats
+        self.min_len = min_len  # the widest convolution: shorter batches are padded to it
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def epoch_batches(self, epoch: int, seed: int, batch_size: int) -> list[np.ndarray]:
+        rng = np.random.default_rng(seed)
+        for _ in range(epoch + 1):
+            order = rng.permutation(len(self.encoded))
+        return [order[b: b + batch_size] for b in range(0, len(order), batch_size)]
+
+    def collate(self, rows: np.ndarray, device) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        ids, lengths = pad_batch([self.encoded[i] for i in rows], self.min_len)
+        return (ids.to(device), lengths.to(device)), torch.as_tensor(self.targets[rows]).to(device)
+
+
 def stratified_split(keys: Sequence[str], frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train_idx, val_idx): round(frac * count) of each key's rows go to val, at least one when a key has 2+."""
     rng = np.random.default_rng(seed)
@@ -207,7 +235,7 @@ class CharCNNScorer:
         self.seed = seed
 
     @classmethod
-    def from_config(cls, config: CharCNNConfig) -> "CharCNNScorer":
+    def from_config(cls, config: CharCNNConfig) -> CharCNNScorer:
         return cls(**config.model_dump())
 
     def get_config(self) -> CharCNNConfig:
@@ -255,7 +283,11 @@ class CharCNNScorer:
     # ----------------------------------------------------------------------------------------- fit
 
     def fit(self, texts: Sequence[str], labels: Sequence, multilabel: bool | None = None,
-            val_texts: Sequence[str] | None = None, val_labels: Sequence | None = None) -> "CharCNNScorer":
+            val_texts: Sequence[str] | None = None, val_labels: Sequence | None = None,
+            out_dir: str | Path | None = None, resume: bool = False) -> CharCNNScorer:
+        """Train on (texts, labels); early stopping and calibration use the validation texts when given, else a
+        stratified `val_frac` of the training data. With `out_dir`, a checkpoint is written to
+        `out_dir/checkpoints` at each epoch end (and on Ctrl-C), and `resume=True` continues from it."""
         config = self.get_config()
         texts, tuples, multilabel = check_fit_inputs(texts, labels, multilabel)
         if (val_texts is None) != (val_labels is None):
@@ -288,7 +320,7 @@ class CharCNNScorer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             model = CharCNN(len(classes), config.embed_dim, config.channels, config.kernel_sizes, config.dropout)
-            self._train(model, config, train_x, train_y, val_x, val_y, multilabel)
+            self._train(model, config, train_x, train_y, val_x, val_y, multilabel, out_dir, resume)
 
         self.model_ = model.eval()
         self.classes_ = np.array(classes)
@@ -314,65 +346,38 @@ class CharCNNScorer:
         return self.calibrator_.bias_
 
     def _train(self, model: CharCNN, config: CharCNNConfig, train_x: list[np.ndarray], train_y: np.ndarray,
-               val_x: list[np.ndarray], val_y: np.ndarray, multilabel: bool) -> None:
-        """Adam with early stopping on validation PR AUC; leaves `model` holding the best epoch's weights."""
+               val_x: list[np.ndarray], val_y: np.ndarray, multilabel: bool, out_dir: str | Path | None,
+               resume: bool) -> None:
+        """Adam (constant rate, no clipping) through the shared `train_loop`, validating at each epoch end with
+        early stopping on validation PR AUC; leaves `model` holding the best epoch's weights."""
         k = model.head.out_features
-        if multilabel:
-            pos = train_y.sum(axis=0)
-            pos_weight = None
-            if config.class_weight == "balanced":
-                pos_weight = torch.as_tensor((len(train_y) - pos) / np.maximum(pos, 1), dtype=torch.float32)
-            loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-        else:
-            weight = None
-            if config.class_weight == "balanced":
-                counts = np.bincount(train_y, minlength=k)
-                weight = torch.as_tensor(len(train_y) / (k * np.maximum(counts, 1)), dtype=torch.float32)
-            loss_fn = nn.CrossEntropyLoss(weight=weight)
+        weights = class_weights(train_y, k, config.class_weight, multilabel)
+        loss_fn = nn.BCEWithLogitsLoss(pos_weight=weights) if multilabel else nn.CrossEntropyLoss(weight=weights)
         val_targets = val_y if multilabel else np.eye(k, dtype=np.float32)[val_y]
 
-        opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-        rng = np.random.default_rng(config.seed)
-        min_len = max(config.kernel_sizes)
-        self.history_, self.best_epoch_ = [], 0
-        best_score, best_state, stale = -np.inf, None, 0
-        for epoch in range(1, config.max_epochs + 1):
-            model.train()
-            order = rng.permutation(len(train_x))
-            total, seen, start = 0.0, 0, time.perf_counter()
-            bar = tqdm(total=len(order), desc=f"char-cnn epoch {epoch}/{config.max_epochs}", unit="msg",
-                       disable=None, leave=False)
-            for b in range(0, len(order), config.batch_size):
-                idx = order[b: b + config.batch_size]
-                ids, lengths = pad_batch([train_x[i] for i in idx], min_len)
-                target = torch.as_tensor(train_y[idx])
-                loss = loss_fn(model(ids, lengths), target)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
-                seen += len(idx)
-                bar.update(len(idx))
-                bar.set_postfix(loss=f"{total / seen:.4f}", msgs_s=f"{seen / (time.perf_counter() - start):.0f}")
-            bar.close()
+        def validate() -> tuple[float | None, float]:
+            logits = self._logits(val_x, model)  # (n_val, k)
+            proba = sigmoid(logits) if multilabel else torch.softmax(torch.from_numpy(logits), 1).numpy()
+            loss = float(loss_fn(torch.from_numpy(logits), torch.as_tensor(val_y)))
+            return mean_pr_auc(val_targets, proba, multilabel), loss
 
-            score = None
-            if len(val_x):
-                logits = self._logits(val_x, model)
-                proba = sigmoid(logits) if multilabel else torch.softmax(torch.from_numpy(logits), 1).numpy()
-                score = mean_pr_auc(val_targets, proba, multilabel)
-            self.history_.append({"epoch": epoch, "train_loss": total / seen, "val_pr_auc": score})
-            log.info("char-cnn epoch %d: train loss %.4f, val PR AUC %s", epoch, total / seen,
-                     "n/a" if score is None else f"{score:.4f}")
-            # Without a defined validation metric, keep the latest weights and train every epoch.
-            if score is None or score > best_score:
-                best_score = -np.inf if score is None else score
-                best_state, self.best_epoch_, stale = copy.deepcopy(model.state_dict()), epoch, 0
-            else:
-                stale += 1
-                if stale >= config.patience:
-                    break
-        model.load_state_dict(best_state)
+        settings = LoopSettings(
+            learning_rate=config.lr, batch_size=config.batch_size, max_epochs=config.max_epochs, weight_decay=0.0,
+            schedule="constant", max_grad_norm=None, eval_every=None, patience=config.patience,
+            # Strictly better PR AUC only: on easy data it saturates at 1.0 and training should then stop.
+            ties_to_lower_loss=False, checkpoint_every=None, precision="fp32", seed=config.seed, desc="char-cnn",
+            resume_key=config.model_dump(mode="json", exclude={"max_epochs"}))
+        batches = CharBatches(train_x, train_y, min_len=max(config.kernel_sizes))
+        state = train_loop(model, batches, validate if len(val_x) else None, loss_fn, settings,
+                           Path(out_dir) / CHECKPOINTS if out_dir is not None else None, resume=resume,
+                           device=torch.device("cpu"))
+        # One validation per epoch: the loop's history is the per-epoch history.
+        self.history_ = [{"epoch": h["epoch"], "train_loss": h["train_loss"], "val_pr_auc": h["val_metric"]}
+                         for h in state.history]
+        self.best_epoch_ = next(h["epoch"] for h in state.history if h["step"] == state.best_step)
+        for h in self.history_:
+            log.info("char-cnn epoch %d: train loss %.4f, val PR AUC %s", h["epoch"], h["train_loss"],
+                     "n/a" if h["val_pr_auc"] is None else f"{h['val_pr_auc']:.4f}")
 
     # ----------------------------------------------------------------------------------------- scoring
 
@@ -386,7 +391,8 @@ class CharCNNScorer:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Calibrated probabilities (n, n_classes): rows sum to 1 (single-label) or one sigmoid per category."""
-        logits = self.decision_function(texts)  # first: it raises NotFittedError on an unfitted scorer
+        check_is_fitted(self)
+        logits = self.decision_function(prepare_inputs(self, texts))
         return self.calibrator_.transform(logits)
 
     # ----------------------------------------------------------------------------------------- persistence
@@ -416,7 +422,7 @@ class CharCNNScorer:
         (directory / STATE_FILE).write_text(json.dumps(fitted, indent=2, sort_keys=True))
 
     @classmethod
-    def load(cls, directory: str | Path) -> "CharCNNScorer":
+    def load(cls, directory: str | Path) -> CharCNNScorer:
         directory = Path(directory)
         config = CharCNNConfig(**json.loads((directory / "scorer_config.json").read_text()))
         fitted = json.loads((directory / STATE_FILE).read_text())

@@ -25,14 +25,14 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from finesieve.data.normalize import clean
-from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts, label_tuples
+from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts, label_tuples, prepare_inputs
 from finesieve.models.calibration import (
     apply_platt_per_class,
     apply_softmax_scaling,
@@ -88,7 +88,7 @@ class EmbeddingZeroShot:
         self.progress = progress
 
     @classmethod
-    def from_config(cls, config: EmbeddingZeroShotConfig) -> "EmbeddingZeroShot":
+    def from_config(cls, config: EmbeddingZeroShotConfig) -> EmbeddingZeroShot:
         return cls(**dict(config))
 
     def get_config(self) -> EmbeddingZeroShotConfig:
@@ -106,7 +106,7 @@ class EmbeddingZeroShot:
         check_is_fitted(self, "prompt_")
         return {c: f"{self.prompt_.label_words[c]}: {' '.join(self.prompt_.labels[c].split())}" for c in self.prompt_.classes}
 
-    def fit(self, texts: Sequence[str], labels: Sequence, multilabel: bool | None = None) -> "EmbeddingZeroShot":
+    def fit(self, texts: Sequence[str], labels: Sequence, multilabel: bool | None = None) -> EmbeddingZeroShot:
         config = self.get_config()  # validates the arguments, with messages naming the field
         texts, _, multilabel = check_fit_inputs(texts, labels, multilabel)
         self.prompt_ = config.prompt if isinstance(config.prompt, TaskPrompt) else load_prompt(config.prompt)
@@ -144,7 +144,8 @@ class EmbeddingZeroShot:
         return self._embed(texts).astype(np.float64) @ self.prototypes_.T.astype(np.float64)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        sims = self.similarities(texts)
+        check_is_fitted(self)
+        sims = self.similarities(prepare_inputs(self, texts))
         if self.calibration_ is not None:  # multi-label with tuned calibration: one sigmoid per class
             return apply_platt_per_class(sims, self.calibration_)
         return apply_softmax_scaling(sims, self.temperature_) if len(sims) else sims
@@ -162,7 +163,7 @@ class EmbeddingZeroShot:
         (directory / "embedding_zero_shot.json").write_text(json.dumps(state, indent=2, sort_keys=True))
 
     @classmethod
-    def load(cls, directory: str | Path) -> "EmbeddingZeroShot":
+    def load(cls, directory: str | Path) -> EmbeddingZeroShot:
         directory = Path(directory)
         config = EmbeddingZeroShotConfig(**json.loads((directory / "scorer_config.json").read_text()))
         state = json.loads((directory / "embedding_zero_shot.json").read_text())

@@ -15,6 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from finesieve.models.training_loop import LoopSettings
+
 DEFAULT_MODEL = "packaged:all-MiniLM-L6-v2"
 
 
@@ -74,3 +76,14 @@ class FinetuneConfig(BaseModel):
         if self.learning_rate is not None:
             return self.learning_rate
         return 5e-5 if self.method == "full" else 1e-4
+
+    def loop_settings(self) -> LoopSettings:
+        """The settings of the shared `train_loop`. A checkpoint resumes only under the same config, bar the
+        budget (max_epochs, max_steps) and the machine (num_threads, tracking_uri)."""
+        return LoopSettings(
+            learning_rate=self.resolved_learning_rate, batch_size=self.batch_size, max_epochs=self.max_epochs,
+            max_steps=self.max_steps, grad_accum=self.grad_accum, weight_decay=self.weight_decay, schedule="linear",
+            warmup_ratio=self.warmup_ratio, max_grad_norm=1.0, eval_every=self.eval_every, patience=self.patience,
+            ties_to_lower_loss=True, checkpoint_every=self.checkpoint_every, precision=self.precision, seed=self.seed,
+            desc="fine-tuning",
+            resume_key=self.model_dump(exclude={"max_epochs", "max_steps", "num_threads", "tracking_uri"}))

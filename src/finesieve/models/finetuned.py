@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from finesieve.data.errors import ConfigError, DataError
-from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts, label_tuples
+from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts, label_tuples, prepare_inputs
 from finesieve.models.calibration import Calibrator
+from finesieve.models.class_weights import class_weights
 from finesieve.models.finetune_config import FinetuneConfig
 from finesieve.models.text_classifier import (
     ADAPTER_DIR,
@@ -106,8 +107,8 @@ class FineTunedScorer:
 
         checkpoint_dir = (Path(out_dir) / CHECKPOINTS if out_dir
                           else Path(os.environ.get("TMPDIR", "/tmp")) / f"finesieve-ckpt-{os.getpid()}")
-        state = train_loop(model, batches, validate, loss_fn, config, checkpoint_dir, resume=resume, on_eval=on_eval,
-                           device=device)
+        state = train_loop(model, batches, validate, loss_fn, config.loop_settings(), checkpoint_dir, resume=resume,
+                           on_eval=on_eval, device=device)
         self.calibrator_ = Calibrator(config.calibration, multilabel).fit(self.logits(val_texts), y_val)
         self.training_ = _training_summary(state, model, self.calibrator_, n_train=len(texts), n_val=len(val_texts),
                                            device=device, soft_label_rows=soft_label_rows)
@@ -141,7 +142,7 @@ class FineTunedScorer:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         check_is_fitted(self)
-        return self.calibrator_.transform(self.logits(texts))
+        return self.calibrator_.transform(self.logits(prepare_inputs(self, texts)))
 
     def save(self, directory: str | Path) -> None:
         """Model files plus `scorer.json`. LoRA/QLoRA writes the adapter only: an unmerged body saves it, a body
@@ -176,6 +177,32 @@ class FineTunedScorer:
         scorer.model_ = load_classifier(directory, config.model, meta["architecture"], config.method,
                                         len(scorer.classes_), meta["pooling"], merge=merge)
         scorer.adapter_files_ = None if is_peft_model(scorer.model_.body) else adapter_files
+        scorer.calibrator_ = Calibrator.from_state_dict(meta["calibration"])
+        return scorer
+
+    @classmethod
+    def load_with_body(cls, directory: str | Path, body: torch.nn.Module, hidden_size: int) -> FineTunedScorer:
+        """A saved LoRA/QLoRA scorer on a body given by the caller, which loads no base weights: a base shared with
+        other adapters that switches to this run's adapter when it runs (`finesieve.models.adapters.load_shared`).
+        Its own head, calibrator and tokenizer come from `directory`; its adapter's files are kept (`adapter_files_`)
+        so `save` writes them back byte for byte."""
+        from transformers import AutoTokenizer
+
+        directory = Path(directory)
+        meta = json.loads((directory / "scorer.json").read_text())
+        config = FinetuneConfig.model_validate(meta["config"])
+        if config.method not in ADAPTER_METHODS:
+            raise ConfigError(f"{directory} is a {config.method} fine-tune, not an adapter: it cannot share a base; "
+                              "load it with FineTunedScorer.load")
+        scorer = cls(config=config, batch_size=meta.get("batch_size", 64))
+        scorer.classes_ = np.array(meta["classes"])
+        scorer.multilabel_ = meta["multilabel"]
+        scorer.architecture_ = meta["architecture"]
+        scorer.tokenizer_ = AutoTokenizer.from_pretrained(directory / "tokenizer")
+        scorer.adapter_files_ = read_adapter_files(directory / ADAPTER_DIR)
+        scorer.model_ = TextClassifier(body, hidden_size, len(scorer.classes_), meta["pooling"])
+        scorer.model_.score.load_state_dict(torch.load(directory / "head.pt", map_location="cpu"))
+        scorer.model_.eval()
         scorer.calibrator_ = Calibrator.from_state_dict(meta["calibration"])
         return scorer
 
@@ -228,21 +255,6 @@ def build_model(config: FinetuneConfig, n_labels: int, classes: Sequence[str]):
 
 
 # --------------------------------------------------------------------------------------------- targets and loss
-
-def class_weights(targets: np.ndarray, k: int, mode: str, multilabel: bool) -> torch.Tensor | None:
-    """Loss weights: single-label per class; multi-label a pos_weight per category (negatives / positives)."""
-    if mode == "none":
-        return None
-    if multilabel:
-        pos = targets.sum(axis=0).clip(min=1)
-        w = (len(targets) - pos) / pos
-    else:
-        counts = np.bincount(targets, minlength=k).clip(min=1)
-        w = len(targets) / (k * counts)
-    if mode == "sqrt":
-        w = np.sqrt(w)
-    return torch.tensor(w, dtype=torch.float32)
-
 
 def _targets(tuples: list[tuple[str, ...]], classes: list[str], multilabel: bool) -> np.ndarray:
     if multilabel:

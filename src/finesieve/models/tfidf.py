@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from finesieve.data.errors import DataError
 from finesieve.data.normalize import normalize_for_scoring
-from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts
+from finesieve.models.base import check_fit_inputs, check_is_fitted, prepare_inputs
 
 
 class TfidfConfig(BaseModel):
@@ -50,7 +51,7 @@ class TfidfLogReg:
         self.max_iter = max_iter
 
     @classmethod
-    def from_config(cls, config: TfidfConfig) -> "TfidfLogReg":
+    def from_config(cls, config: TfidfConfig) -> TfidfLogReg:
         return cls(**config.model_dump())
 
     def get_config(self) -> TfidfConfig:
@@ -68,7 +69,7 @@ class TfidfLogReg:
             ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(self.char_ngrams), **common)),
         ])
 
-    def fit(self, texts: Sequence[str], labels: Sequence, multilabel: bool | None = None) -> "TfidfLogReg":
+    def fit(self, texts: Sequence[str], labels: Sequence, multilabel: bool | None = None) -> TfidfLogReg:
         from sklearn.linear_model import LogisticRegression
         from sklearn.multiclass import OneVsRestClassifier
 
@@ -93,7 +94,7 @@ class TfidfLogReg:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         check_is_fitted(self)
-        texts = check_texts(texts)
+        texts = prepare_inputs(self, texts)
         if not texts:
             return np.zeros((0, len(self.classes_)))
         return self.model_.predict_proba(self.features_.transform(texts))
@@ -109,7 +110,7 @@ class TfidfLogReg:
         (directory / "scorer_config.json").write_text(json.dumps(self.get_config().model_dump(), indent=2, sort_keys=True))
 
     @classmethod
-    def load(cls, directory: str | Path) -> "TfidfLogReg":
+    def load(cls, directory: str | Path) -> TfidfLogReg:
         directory = Path(directory)
         config = TfidfConfig(**json.loads((directory / "scorer_config.json").read_text()))
         scorer = cls.from_config(config)

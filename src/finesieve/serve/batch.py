@@ -56,8 +56,9 @@ from tqdm.auto import tqdm
 
 import finesieve
 from finesieve.data.errors import ConfigError
-from finesieve.data.load import detect_format, iter_chunks, prepare_texts
-from finesieve.data.redact import RedactionConfig, Redactor
+from finesieve.data.load import detect_format, iter_chunks
+from finesieve.data.preprocess import Preprocessing, prepare
+from finesieve.data.redact import Redactor
 from finesieve.data.spec import ColumnSpec
 from finesieve.data.validate import ChunkResult, RowValidator
 from finesieve.models.base import positive_scores
@@ -135,13 +136,14 @@ def score_file(
     rejects_path: str | Path | None = None,
     include_text: bool = False,
     progress: bool = True,
-    redaction: RedactionConfig | None = None,
+    preprocessing: Preprocessing | None = None,
     resume: bool = False,
 ) -> BatchSummary:
     """Score every row of `data` with the run at `run` and write one output row per accepted message to `out`.
 
-    `spec` maps the text column (and optionally the id column); its label columns are ignored. `redaction`
-    must be what the run was trained with (`load_dataset`'s default when None). Memory holds one chunk of
+    `spec` maps the text column (and optionally the id column); its label columns are ignored. Texts are cleaned
+    and redacted as the run's training texts were (its manifest's `preprocessing`), unless `preprocessing` says
+    otherwise. Memory holds one chunk of
     `chunk_rows` rows at a time, whatever the file's size. `resume` continues the interrupted job whose
     `OUT.partial` and progress record are beside `out` (see the module docstring); it refuses when there is none,
     or when the run, the data file, the columns or the output options differ from that job's.
@@ -155,12 +157,13 @@ def score_file(
     if rejects is not None:
         check_output_file(rejects, "--rejects")
     check_outputs({"--out": out, "--rejects": rejects}, {"--data": data, "RUN": run})
-    cascade = as_cascade(load_run(run))
+    loaded = load_run(run)
+    preprocessing = preprocessing or loaded.preprocessing
+    cascade = as_cascade(loaded)
     scoring_spec = _scoring_spec(spec)
-    redaction = redaction or RedactionConfig()
     chunks = _first_read(iter_chunks(data, scoring_spec, chunk_rows, labelled=False))
     identity = job_identity(run, data, spec=scoring_spec, include_text=include_text, out_format=out_format,
-                            rejects_path=rejects, redaction=redaction)
+                            rejects_path=rejects, preprocessing=preprocessing)
     partial, rejects_partial, record = partial_path(out), partial_path(rejects) if rejects else None, progress_path(out)
     summary = BatchSummary(run=str(run), data=str(data), out=str(out), rejects_path=str(rejects) if rejects else None)
     saved = _resume_point(record, identity, partial, rejects_partial, out) if resume else None
@@ -169,7 +172,7 @@ def score_file(
     # Ids are checked row by row but not remembered, which would grow with the file; `finesieve data validate
     # --id-col` checks uniqueness.
     validator = RowValidator(scoring_spec, str(data), labelled=False, unique_ids=False)
-    redactor = Redactor(redaction)
+    redactor = Redactor(preprocessing.redaction)
     out.parent.mkdir(parents=True, exist_ok=True)
     if rejects is not None:
         rejects.parent.mkdir(parents=True, exist_ok=True)
@@ -190,7 +193,7 @@ def score_file(
                                        initial=summary.n_rows, disable=not progress, unit="rows",
                                        dynamic_ncols=True, desc=f"scoring {data.name}"))
         for chunk in _skip_rows(chunks, summary.n_rows):
-            _score_chunk(chunk, cascade=cascade, validator=validator, redactor=redactor, text_col=spec.text_col,
+            _score_chunk(chunk, cascade=cascade, validator=validator, preprocessing=preprocessing, redactor=redactor,
                          writer=writer, rejects_fh=rejects_fh, summary=summary)
             summary.seconds = seconds_before + time.perf_counter() - start
             checkpoint.save(summary)
@@ -207,8 +210,8 @@ def score_file(
     return summary
 
 
-def _score_chunk(chunk: pd.DataFrame, *, cascade: Cascade, validator: RowValidator, redactor: Redactor, text_col: str,
-                 writer: "_Writer", rejects_fh: TextIO | None, summary: BatchSummary) -> None:
+def _score_chunk(chunk: pd.DataFrame, *, cascade: Cascade, validator: RowValidator, preprocessing: Preprocessing,
+                 redactor: Redactor, writer: _Writer, rejects_fh: TextIO | None, summary: BatchSummary) -> None:
     """Validate, preprocess, decide, write and count one chunk. A function of its own, so that nothing derived
     from this chunk is still referenced while the next one is read: memory holds one chunk, not two."""
     result = validator.validate(chunk)
@@ -216,7 +219,7 @@ def _score_chunk(chunk: pd.DataFrame, *, cascade: Cascade, validator: RowValidat
     _account_rejects(summary, result, rejects_fh)
     if result.accepted.empty:
         return
-    texts, _ = prepare_texts(result.accepted["text_raw"], redactor, text_col)
+    texts, _ = prepare(result.accepted["text_raw"], preprocessing, redactor=redactor)
     decisions = cascade.decide(texts)
     frame = decisions_frame(cascade, decisions, result.accepted)
     frame["text"] = texts  # written only when the writer's columns ask for it
@@ -231,7 +234,7 @@ def progress_path(out: str | Path) -> Path:
 
 
 def job_identity(run: str | Path, data: str | Path, *, spec: ColumnSpec, include_text: bool, out_format: str,
-                 rejects_path: str | Path | None, redaction: RedactionConfig) -> dict:
+                 rejects_path: str | Path | None, preprocessing: Preprocessing) -> dict:
     """What makes two scoring passes the same job: a resumed pass must match the interrupted one on every key.
 
     The data file is recognised by its size, modification time and the sha256 of its first MiB (hashing the
@@ -249,7 +252,7 @@ def job_identity(run: str | Path, data: str | Path, *, spec: ColumnSpec, include
         "data_mtime_ns": stat.st_mtime_ns,
         "data_head_sha256": head,
         "column_spec": spec.model_dump(mode="json"),
-        "redaction": redaction.model_dump(mode="json"),
+        "preprocessing": preprocessing.model_dump(mode="json"),
         "include_text": include_text,
         "output_format": out_format,
         "rejects_path": str(Path(rejects_path).resolve()) if rejects_path is not None else None,
@@ -265,7 +268,7 @@ _IDENTITY_NAMES = {
     "data_mtime_ns": "the data file's modification time (ns)",
     "data_head_sha256": "the data file's first MiB (sha256)",
     "column_spec": "the columns read (--text-col, --id-col, --format, --encoding)",
-    "redaction": "the redaction settings",
+    "preprocessing": "the cleaning and redaction settings",
     "include_text": "--include-text",
     "output_format": "the output format",
     "rejects_path": "--rejects",

@@ -18,8 +18,10 @@ import pandas as pd
 from finesieve.data.dataset import Dataset
 from finesieve.data.errors import ConfigError
 from finesieve.data.split import SplitConfig, Splits, make_splits
+from finesieve.manifest import BaseWeights
 from finesieve.models.finetune_config import FinetuneConfig
 from finesieve.models.finetuned import FineTunedScorer
+from finesieve.models.text_classifier import weights_hash
 from finesieve.models.training_loop import CHECKPOINT, CHECKPOINTS
 from finesieve.outputs import partial_path, start_run_dir
 from finesieve.train.recipe import FittedRun, fit_and_save
@@ -59,6 +61,7 @@ def train_finetune(config: FinetuneConfig, dataset: Dataset, *, positive: Sequen
                         "positive": positive, "tracker": tracker, "vote_shares": vote_shares},
             corner_sets=corner_sets, n_boot=n_boot, name=name, parent_run=parent, overwrite=overwrite, staging=staging,
             extra=lambda s: {"training": s.training_, "replay": replay_info, "tracking": tracker.info()},
+            base_model=BaseWeights(name=config.model, content_hash=weights_hash(config.model)),
         )
         m = fitted.test_result.to_dict()
         tracker.log_metrics({f"test_{k}": m[k] for k in ("roc_auc", "pr_auc", "precision", "recall", "f1") if m[k] is not None})

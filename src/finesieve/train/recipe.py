@@ -14,17 +14,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from finesieve.data.dataset import Dataset
+import numpy as np
+
+from finesieve.data.dataset import Dataset, GenerationDataset, RankingDataset
+from finesieve.data.errors import ConfigError
+from finesieve.data.preprocess import Preprocessing
 from finesieve.data.split import SplitConfig, Splits, make_splits
+from finesieve.data.task import ClassificationTask
 from finesieve.evals.harness import EvalResult, evaluate
 from finesieve.evals.threshold import choose_threshold
+from finesieve.manifest import BaseWeights, ReferenceStats, reference_stats
+from finesieve.models.base import Scorer, positive_scores
 from finesieve.outputs import check_run_dir
 from finesieve.runs import new_reference_scorer, save_run
 
 
 @dataclass
 class FittedRun:
-    scorer: object
+    scorer: Scorer
     threshold: float
     threshold_source: str
     splits: Splits | None
@@ -41,11 +48,12 @@ def train_reference(ref: str, dataset: Dataset, *, positive: Sequence[str], out:
                         corner_sets=corner_sets, n_boot=n_boot, name=name or ref, overwrite=overwrite)
 
 
-def fit_and_save(scorer, kind: str, splits: Splits, *, positive: Sequence[str], out: str | Path | None = None,
+def fit_and_save(scorer: Scorer, kind: str, splits: Splits, *, positive: Sequence[str], out: str | Path | None = None,
                  train: Dataset | None = None, fit_kwargs: dict | None = None,
                  corner_sets: dict[str, Dataset] | None = None, n_boot: int = 1000, name: str | None = None,
                  extra: dict | Callable[[object], dict] | None = None, parent_run: str | None = None,
-                 overwrite: bool = False, staging: str | Path | None = None) -> FittedRun:
+                 overwrite: bool = False, staging: str | Path | None = None,
+                 base_model: BaseWeights | None = None) -> FittedRun:
     """Fit `scorer` on `train` (default: the training split), threshold on val, evaluate, save the run.
 
     `extra` (or a function of the fitted scorer returning it) adds sections to the manifest, e.g. training history.
@@ -54,12 +62,13 @@ def fit_and_save(scorer, kind: str, splits: Splits, *, positive: Sequence[str], 
     """
     if out is not None:
         check_run_dir(out, overwrite=overwrite)
-    dataset = splits.source
-    train = train if train is not None else splits.dataset("train")
-    val, test = splits.dataset("val"), splits.dataset("test")
+    dataset = _classification(splits.source)
+    train = train if train is not None else _classification(splits.dataset("train"))
+    val, test = _classification(splits.dataset("val")), _classification(splits.dataset("test"))
     name = name or kind
     scorer.fit(train.texts, train.labels, multilabel=train.multilabel, **(fit_kwargs or {}))
-    threshold, source = choose_threshold(scorer, val, positive)
+    val_proba = np.asarray(scorer.predict_proba(val.texts), dtype=float)
+    threshold, source = choose_threshold(scorer, val, positive, proba=val_proba)
     test_result = evaluate(scorer, test, positive=positive, threshold=threshold, threshold_source=source,
                            n_boot=n_boot, name=name)
     metrics = {"test": test_result.to_dict()}
@@ -70,8 +79,10 @@ def fit_and_save(scorer, kind: str, splits: Splits, *, positive: Sequence[str], 
     if out is not None:
         run_dir = save_run(
             out, scorer, kind=kind,
-            task={"classes": [str(c) for c in scorer.classes_], "multilabel": scorer.multilabel_,
-                  "positive": list(positive), "threshold": threshold, "threshold_source": source},
+            task=ClassificationTask(classes=[str(c) for c in scorer.classes_], multilabel=scorer.multilabel_,
+                                    positive=list(positive), threshold=threshold, threshold_source=source),
+            preprocessing=dataset.preprocessing or Preprocessing.none(), base_model=base_model,
+            reference=validation_reference(scorer, val, val_proba, positive, threshold),
             data={"source": dataset.source, "content_hash": dataset.content_hash, "n_rows": len(dataset),
                   "rejected": dataset.rejected.to_dict(), "column_spec": dataset.spec.model_dump(),
                   "votes_hash": dataset.votes_hash, "label_normalisation": dataset.label_normalisation,
@@ -82,6 +93,22 @@ def fit_and_save(scorer, kind: str, splits: Splits, *, positive: Sequence[str], 
             extra=extra(scorer) if callable(extra) else extra, overwrite=overwrite, staging=staging,
         )
     return FittedRun(scorer, threshold, source, splits, run_dir, test_result)
+
+
+def _classification(dataset: Dataset | RankingDataset | GenerationDataset) -> Dataset:
+    """The recipe fits classifiers; ranking and generation data are split and evaluated, not trained on, here."""
+    if not isinstance(dataset, Dataset):
+        raise ConfigError(f"{dataset.source}: a {type(dataset).__name__}; the training recipe fits classification "
+                          "scorers only: evaluate ranking or generation data with evals.harness.evaluate_task")
+    return dataset
+
+
+def validation_reference(scorer: Scorer, val: Dataset, proba: np.ndarray, positive: Sequence[str],
+                         threshold: float) -> ReferenceStats:
+    """What monitoring compares traffic against: the validation split's score histograms, text lengths and flag
+    rate at the operating threshold."""
+    scores = positive_scores(proba, [str(c) for c in scorer.classes_], positive, scorer.multilabel_)
+    return reference_stats(proba, [str(c) for c in scorer.classes_], val.texts, flagged=scores >= threshold)
 
 
 def _strip(metrics: dict) -> dict:

@@ -9,7 +9,6 @@ messages are left out, so replay never leaks evaluation data into training.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,27 +19,32 @@ from finesieve.data.errors import ConfigError
 from finesieve.data.load import load_dataset
 from finesieve.data.spec import ColumnSpec
 from finesieve.data.split import exclude_near_duplicates, load_splits
+from finesieve.runs import MANIFEST, SPLITS, is_run_dir, run_manifest, run_splits_path
 
 
 def replay_source(source: str | Path, spec: ColumnSpec) -> tuple[Dataset, str]:
     """(the rows that may be replayed, a description) from a run directory or a data file."""
     source = Path(source)
-    manifest_path = source / "manifest.json"
-    if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
-        data = manifest.get("data") or {}
+    if is_run_dir(source):
+        manifest = run_manifest(source)
+        data = manifest.data
         if not data.get("source") or not Path(data["source"]).exists():
             raise ConfigError(f"{source}: the run's training file {data.get('source')!r} is not available to replay: "
                               "pass the data file itself with --replay-from")
-        # Read the parent's file as the parent read it: with its labels normalised if they were then.
+        # Read the parent's file as the parent read it: its redaction, and its labels normalised if they were then.
         parent = load_dataset(data["source"], ColumnSpec.model_validate(data["column_spec"]),
+                              redaction=manifest.preprocessing.redaction,
                               normalise_labels=bool(data.get("label_normalisation")))
-        splits = load_splits(source / "splits.json", parent)
+        splits_path = run_splits_path(source)
+        if splits_path is None:
+            raise ConfigError(f"{source}: the run has no {SPLITS}, so its training split is unknown: pass the data "
+                              "file itself with --replay-from")
+        splits = load_splits(splits_path, parent)
         return splits.dataset("train"), f"training split of run {source}"
     if source.is_file():
         # Replayed rows only add examples of known classes: spelling variants of a label are folded, not refused.
         return load_dataset(source, spec, normalise_labels=True), f"file {source}"
-    raise ConfigError(f"--replay-from {source}: neither a run directory (with manifest.json) nor a data file")
+    raise ConfigError(f"--replay-from {source}: neither a run directory (with {MANIFEST}) nor a data file")
 
 
 def replay_rows(source: str | Path, train: Dataset, *, exclude: list[Dataset], fraction: float,
@@ -60,7 +64,7 @@ def replay_rows(source: str | Path, train: Dataset, *, exclude: list[Dataset], f
     merged = Dataset(
         frame=pd.concat([train.frame, frame[[c for c in train.frame.columns if c in frame]]], ignore_index=True),
         classes=sorted(set(train.classes) | set(old.classes)), spec=train.spec, source=train.source,
-        rejected=train.rejected, redaction_counts=train.redaction_counts,
+        rejected=train.rejected, redaction_counts=train.redaction_counts, preprocessing=train.preprocessing,
     )
     info = {"source": described, "fraction": fraction, "n_new": len(train), "n_replayed": n,
             "n_available": len(old), "n_left_out_overlapping_val_or_test": int(len(old) - keep.sum()),

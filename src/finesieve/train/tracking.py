@@ -23,7 +23,7 @@ class Tracker:
         self._mlflow = None
         self._run = None
 
-    def __enter__(self) -> "Tracker":
+    def __enter__(self) -> Tracker:
         if self.config.tracking_uri == "none":
             return self
         # MLflow 3 refuses a file store unless allowed, and phones home unless told not to.
@@ -37,7 +37,8 @@ class Tracker:
             self._run = mlflow.start_run(run_name=self.out.name)
             self._mlflow = mlflow
         except Exception as err:  # tracking must never cost a training run
-            warnings.warn(f"MLflow tracking is off for this run ({err}); the run directory still records everything")
+            warnings.warn(f"MLflow tracking is off for this run ({err}); the run directory still records everything",
+                          stacklevel=2)
         return self
 
     def __exit__(self, *exc) -> None:
