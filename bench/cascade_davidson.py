@@ -40,8 +40,14 @@ def main() -> int:
     args = parser.parse_args()
 
     data = load_dataset(find_data_dir(args.data_dir) / DAVIDSON, ColumnSpec(text_col="text", label_cols=("label",)))
-    run = fit_cascade(data, model_run=args.model, prefilter_run=args.prefilter, rules=args.rules or None,
-                      config=CascadeConfig(method=args.method), n_boot=200)
+    run = fit_cascade(
+        data,
+        model_run=args.model,
+        prefilter_run=args.prefilter,
+        rules=args.rules or None,
+        config=CascadeConfig(method=args.method),
+        n_boot=200,
+    )
     test = run.splits.dataset("test")
     texts, y = test.texts, test.violation(list(run.cascade.positive))
     model, cascade = run.cascade.model, run.cascade
@@ -59,34 +65,50 @@ def main() -> int:
         start = time.perf_counter()
         cascade.decide(texts)
         t_cascade = time.perf_counter() - start
-        rounds.append({"model_msgs_per_s": len(texts) / t_model, "cascade_msgs_per_s": len(texts) / t_cascade,
-                       "speedup": t_model / t_cascade})
+        rounds.append(
+            {
+                "model_msgs_per_s": len(texts) / t_model,
+                "cascade_msgs_per_s": len(texts) / t_cascade,
+                "speedup": t_model / t_cascade,
+            }
+        )
     speedup = statistics.median(r["speedup"] for r in rounds)
     route = decisions.route_fraction()
     result = {
-        "n_test": len(texts), "n_violations": int(y.sum()),
-        "route_fraction": route, "recall_model": recall_model, "recall_cascade": recall_cascade,
+        "n_test": len(texts),
+        "n_violations": int(y.sum()),
+        "route_fraction": route,
+        "recall_model": recall_model,
+        "recall_cascade": recall_cascade,
         "recall_kept": recall_cascade / recall_model if recall_model else None,
         "precision_model": run.results["fine-tuned model"].summary["precision"],
         "precision_cascade": run.results["cascade"].summary["precision"],
         "roc_auc_model": run.results["fine-tuned model"].summary["roc_auc"],
         "roc_auc_cascade": run.results["cascade"].summary["roc_auc"],
-        "speedup_median": speedup, "rounds": rounds,
+        "speedup_median": speedup,
+        "rounds": rounds,
         "cost_per_million": {k: v["cost_per_million"] for k, v in run.costs.items()},
-        "validation_fit": {k: run.fit.chosen[k] for k in ("route", "recall_retention", "precision", "escalate", "review")},
-        "feasible_on_validation": run.fit.feasible, "thresholds": run.fit.thresholds.model_dump(),
+        "validation_fit": {
+            k: run.fit.chosen[k] for k in ("route", "recall_retention", "precision", "escalate", "review")
+        },
+        "feasible_on_validation": run.fit.feasible,
+        "thresholds": run.fit.thresholds.model_dump(),
     }
-    checks = {"route <= 20%": route <= TARGETS["route_max"],
-              "recall kept >= 98%": result["recall_kept"] is not None and result["recall_kept"] >= TARGETS["recall_kept_min"],
-              "speed-up >= 4x": speedup >= TARGETS["speedup_min"]}
+    checks = {
+        "route <= 20%": route <= TARGETS["route_max"],
+        "recall kept >= 98%": result["recall_kept"] is not None and result["recall_kept"] >= TARGETS["recall_kept_min"],
+        "speed-up >= 4x": speedup >= TARGETS["speedup_min"],
+    }
     print(f"held-out test split: n={len(texts):,}, {int(y.sum())} violations")
     print(f"  routed to the fine-tuned model: {route:.1%} (validation fit: {run.fit.chosen['route']:.1%})")
     print(f"  recall: model alone {recall_model:.3f}, cascade {recall_cascade:.3f} -> {result['recall_kept']:.1%} kept")
     print(f"  precision: model alone {result['precision_model']:.3f}, cascade {result['precision_cascade']:.3f}")
     print(f"  ROC AUC: model alone {result['roc_auc_model']:.3f}, cascade {result['roc_auc_cascade']:.3f}")
     for i, r in enumerate(rounds, 1):
-        print(f"  round {i}: model {r['model_msgs_per_s']:,.0f} msgs/s, cascade {r['cascade_msgs_per_s']:,.0f} msgs/s, "
-              f"speed-up {r['speedup']:.2f}x")
+        print(
+            f"  round {i}: model {r['model_msgs_per_s']:,.0f} msgs/s, cascade {r['cascade_msgs_per_s']:,.0f} msgs/s, "
+            f"speed-up {r['speedup']:.2f}x"
+        )
     print(f"  end-to-end speed-up (median of {len(rounds)} rounds): {speedup:.2f}x")
     print("  cost per million messages: " + ", ".join(f"{k} {v:.4f}" for k, v in result["cost_per_million"].items()))
     for name, ok in checks.items():

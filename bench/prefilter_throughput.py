@@ -71,12 +71,15 @@ def main() -> None:
     train, test = stratified_halves(df, args.train_frac, args.seed)
     texts = test["text"].tolist()
     y = (test["label"] == "hate_speech").to_numpy()
-    print(f"Davidson: {len(df)} tweets, train {len(train)}, scored {len(test)} "
-          f"({y.mean():.1%} hate_speech); torch threads {torch.get_num_threads()}")
+    print(
+        f"Davidson: {len(df)} tweets, train {len(train)}, scored {len(test)} "
+        f"({y.mean():.1%} hate_speech); torch threads {torch.get_num_threads()}"
+    )
 
     scorers = {
-        "char-cnn": CharCNNScorer(max_epochs=args.epochs, channels=args.channels, embed_dim=args.embed_dim,
-                                  seed=args.seed),
+        "char-cnn": CharCNNScorer(
+            max_epochs=args.epochs, channels=args.channels, embed_dim=args.embed_dim, seed=args.seed
+        ),
         "tfidf+lr": TfidfLogReg(),
     }
     rows = []
@@ -86,18 +89,29 @@ def main() -> None:
         train_s = time.perf_counter() - start
         proba = scorer.predict_proba(texts)  # also a warm-up pass
         s = positive_scores(proba, scorer.classes_, ["hate_speech"], scorer.multilabel_)
-        rows.append({"scorer": name, "train_s": train_s, "roc_auc": roc_auc(y, s), "pr_auc": pr_auc(y, s),
-                     "msgs_per_s": best_rate(scorer.predict_proba, texts, args.repeats)})
+        rows.append(
+            {
+                "scorer": name,
+                "train_s": train_s,
+                "roc_auc": roc_auc(y, s),
+                "pr_auc": pr_auc(y, s),
+                "msgs_per_s": best_rate(scorer.predict_proba, texts, args.repeats),
+            }
+        )
         if name == "char-cnn":
-            print(f"char-cnn: best epoch {scorer.best_epoch_} of {len(scorer.history_)}, "
-                  f"temperature {scorer.temperature_.round(3).tolist()}, bias {scorer.bias_.round(3).tolist()}")
+            print(
+                f"char-cnn: best epoch {scorer.best_epoch_} of {len(scorer.history_)}, "
+                f"temperature {scorer.temperature_.round(3).tolist()}, bias {scorer.bias_.round(3).tolist()}"
+            )
     norm_rate = best_rate(lambda ts: [normalize_for_scoring(t) for t in ts], texts, args.repeats)
 
     other = {rows[0]["scorer"]: rows[1]["msgs_per_s"], rows[1]["scorer"]: rows[0]["msgs_per_s"]}
     print(f"\n{'scorer':<10} {'train s':>8} {'ROC AUC':>8} {'PR AUC':>7} {'msgs/s/core':>12} {'x other':>8}")
     for r in rows:
-        print(f"{r['scorer']:<10} {r['train_s']:>8.1f} {r['roc_auc']:>8.3f} {r['pr_auc']:>7.3f} "
-              f"{r['msgs_per_s']:>12,.0f} {r['msgs_per_s'] / other[r['scorer']]:>8.2f}")
+        print(
+            f"{r['scorer']:<10} {r['train_s']:>8.1f} {r['roc_auc']:>8.3f} {r['pr_auc']:>7.3f} "
+            f"{r['msgs_per_s']:>12,.0f} {r['msgs_per_s'] / other[r['scorer']]:>8.2f}"
+        )
     print(f"{'normalize':<10} {'':>8} {'':>8} {'':>7} {norm_rate:>12,.0f}   (normalize_for_scoring alone: the ceiling)")
     print("AUCs: hate_speech vs the rest on the scored tweets (P(hate_speech) from the 3-class model).")
 

@@ -51,7 +51,9 @@ def evaluate(cases: list[dict], redactor: Redactor) -> tuple[dict, dict, list[st
                 notes.append(f"missed {entity}: {case['text']!r} -> {result.text!r}")
         for entity in set(result.counts) - set(expected):
             wrong_type[entity] += 1  # redacted, but as a type the case does not list
-    rows = {e: (total[e], found[e], found[e] / total[e] if total[e] else float("nan"), wrong_type[e]) for e in ENTITY_TYPES}
+    rows = {
+        e: (total[e], found[e], found[e] / total[e] if total[e] else float("nan"), wrong_type[e]) for e in ENTITY_TYPES
+    }
     return rows, {"negatives": negatives, "redacted": false_pos, "rate": false_pos / max(negatives, 1)}, notes
 
 

@@ -50,8 +50,10 @@ def resumes_dir(shared_data) -> Path:
     """The resume data sets' folder; skips where it is absent (the repository does not carry them: licence unclear)."""
     folder = shared_data / "resumes"
     if not folder.is_dir():
-        pytest.skip(f"the resume data sets are not in {shared_data} (the repository does not carry them): set "
-                    "FINESIEVE_SHARED_DATA to a folder holding resumes/ to run this test")
+        pytest.skip(
+            f"the resume data sets are not in {shared_data} (the repository does not carry them): set "
+            "FINESIEVE_SHARED_DATA to a folder holding resumes/ to run this test"
+        )
     return folder
 
 
@@ -59,8 +61,9 @@ def resumes_dir(shared_data) -> Path:
 def davidson_slice(davidson_csv) -> pd.DataFrame:
     """A fixed, stratified 2,000-row slice of the real Davidson data (all three classes present)."""
     df = pd.read_csv(davidson_csv, dtype=str, keep_default_na=False)
-    parts = [g.sample(n=min(len(g), n), random_state=0) for (label, g), n in
-             zip(df.groupby("label"), (300, 500, 1200))]  # hate_speech, neither, offensive (sorted)
+    parts = [
+        g.sample(n=min(len(g), n), random_state=0) for (label, g), n in zip(df.groupby("label"), (300, 500, 1200))
+    ]  # hate_speech, neither, offensive (sorted)
     return pd.concat(parts).sample(frac=1.0, random_state=0).reset_index(drop=True)
 
 
@@ -97,8 +100,14 @@ def tiny_bert(tmp_path_factory, tokenizer_dir) -> str:
 
     vocab = AutoTokenizer.from_pretrained(tokenizer_dir).vocab_size
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     return save_tiny_model(BertModel(config), tokenizer_dir, tmp_path_factory.mktemp("tiny_bert"))
 
 
@@ -112,7 +121,16 @@ def tiny_llama(tmp_path_factory, tokenizer_dir) -> str:
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
-                         pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
+    config = LlamaConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=1024,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.cls_token_id,
+        eos_token_id=tok.sep_token_id,
+    )
     return save_tiny_model(LlamaForCausalLM(config), tokenizer_dir, tmp_path_factory.mktemp("tiny_llama"))

@@ -35,8 +35,14 @@ def test_help_on_every_command():
 
     runner = CliRunner()
     writes_runs = {("fit",), ("train",), ("baseline",), ("prefilter", "train"), ("cascade", "fit")}
-    reads_labels = writes_runs | {("eval",), ("data", "validate"), ("data", "review"), ("data", "split"),
-                                  ("data", "dedupe"), ("sweep",)}
+    reads_labels = writes_runs | {
+        ("eval",),
+        ("data", "validate"),
+        ("data", "review"),
+        ("data", "split"),
+        ("data", "dedupe"),
+        ("sweep",),
+    }
     commands = reads_labels | {("demo",), ("score",), ("data", "redact")}
     for cmd in sorted(commands):
         result = runner.invoke(app, [*cmd, "--help"], env={"COLUMNS": "240"})
@@ -45,14 +51,39 @@ def test_help_on_every_command():
         assert ("--overwrite" in result.output) == (cmd in writes_runs or cmd in {("demo",), ("data", "split")}), cmd
         assert ("--normalise-labels" in result.output) == (cmd in reads_labels), cmd
     top = runner.invoke(app, ["--help"], env={"COLUMNS": "240"}).output
-    for name in ("demo", "data", "eval", "fit", "train", "score", "cascade", "prefilter", "baseline", "sweep", "--debug"):
+    for name in (
+        "demo",
+        "data",
+        "eval",
+        "fit",
+        "train",
+        "score",
+        "cascade",
+        "prefilter",
+        "baseline",
+        "sweep",
+        "--debug",
+    ):
         assert name in top, name
 
 
 def test_eval_contract_scorer_name(files):
     tmp, train, _ = files
-    proc = run("eval", "tfidf", "--data", train, "--text-col", "text", "--label-col", "label",
-               "--positive", "hate_speech", "--json", "--n-boot", "100")
+    proc = run(
+        "eval",
+        "tfidf",
+        "--data",
+        train,
+        "--text-col",
+        "text",
+        "--label-col",
+        "label",
+        "--positive",
+        "hate_speech",
+        "--json",
+        "--n-boot",
+        "100",
+    )
     payload = json.loads(proc.stdout)  # exactly one JSON object on stdout
     for key in ("roc_auc", "pr_auc", "precision", "recall", "f1", "n"):
         assert key in payload
@@ -70,8 +101,21 @@ def test_fit_then_eval_run_on_unseen_file(files):
     assert manifest["splits"]["sizes"]["test"] > 0 and "roc_auc" in manifest["metrics"]["test"]
     assert "environment" in manifest and manifest["task"]["threshold_source"].startswith("best F1")
 
-    payload = json.loads(run("eval", run_dir, "--data", other, "--text-col", "text", "--label-col", "label",
-                             "--positive", "hate_speech", "--json").stdout)
+    payload = json.loads(
+        run(
+            "eval",
+            run_dir,
+            "--data",
+            other,
+            "--text-col",
+            "text",
+            "--label-col",
+            "label",
+            "--positive",
+            "hate_speech",
+            "--json",
+        ).stdout
+    )
     assert payload["n"] == 500 and payload["threshold"] == pytest.approx(manifest["task"]["threshold"])
     # On its own training file, the run is evaluated on its saved test split only.
     own = json.loads(run("eval", run_dir, "--data", train, "--positive", "hate_speech", "--json").stdout)
@@ -82,8 +126,20 @@ def test_fit_then_eval_run_on_unseen_file(files):
 def test_eval_side_by_side_with_report(files):
     tmp, train, _ = files
     report = tmp / "cmp.html"
-    proc = run("eval", "rules:builtin:hate_speech", "tfidf", "--data", train, "--positive", "hate_speech",
-               "--report", report, "--json", "--n-boot", "100")
+    proc = run(
+        "eval",
+        "rules:builtin:hate_speech",
+        "tfidf",
+        "--data",
+        train,
+        "--positive",
+        "hate_speech",
+        "--report",
+        report,
+        "--json",
+        "--n-boot",
+        "100",
+    )
     payload = json.loads(proc.stdout)
     assert set(payload["scorers"]) == {"rules:builtin:hate_speech", "tfidf"}
     assert payload["baseline"] == "rules:builtin:hate_speech"
@@ -113,8 +169,12 @@ def test_data_commands(files, tmp_path):
     assert json.loads(review.with_suffix(".json").read_text())["n"] == 1500
 
     corner = tmp_path / "corner.csv"
-    pd.DataFrame({"text": ["you are a n1gg@ and should go back to your country", "my f4vourite sp1ce is cumin"],
-                  "label": ["hate_speech", "neither"]}).to_csv(corner, index=False)
+    pd.DataFrame(
+        {
+            "text": ["you are a n1gg@ and should go back to your country", "my f4vourite sp1ce is cumin"],
+            "label": ["hate_speech", "neither"],
+        }
+    ).to_csv(corner, index=False)
     split_dir = tmp_path / "splits"
     proc = run("data", "split", train, "--out", split_dir, "--corner", corner)
     assert "corner-case set corner" in proc.stdout
@@ -146,12 +206,36 @@ def test_validate_reports_bad_rows(tmp_path):
 def test_demo_small(tmp_path, shared_data):
     """The whole story on a slice: every system in the table, every run saved, the report with the cascade."""
     demo = tmp_path / "demo"
-    proc = run("demo", "--out", demo, "--data-dir", shared_data, "--max-rows", "3000", "--n-boot", "50",
-               "--finetune-steps", "12")
-    for system in ("legacy (rules + pre-filter)", "prompt baseline on a hosted LLM", "fine-tuned", "cascade",
-                   "to model", "USD/M msgs"):
+    proc = run(
+        "demo",
+        "--out",
+        demo,
+        "--data-dir",
+        shared_data,
+        "--max-rows",
+        "3000",
+        "--n-boot",
+        "50",
+        "--finetune-steps",
+        "12",
+    )
+    for system in (
+        "legacy (rules + pre-filter)",
+        "prompt baseline on a hosted LLM",
+        "fine-tuned",
+        "cascade",
+        "to model",
+        "USD/M msgs",
+    ):
         assert system in proc.stdout
-    for step in ("1. Data review", "2. Prompt baseline", "3. Legacy system", "4. Fine-tune", "5. Cascade", "6. Side by side"):
+    for step in (
+        "1. Data review",
+        "2. Prompt baseline",
+        "3. Legacy system",
+        "4. Fine-tune",
+        "5. Cascade",
+        "6. Side by side",
+    ):
         assert step in proc.stdout
     for name in ("baseline", "prefilter", "finetuned", "cascade"):
         assert (demo / "runs" / name / "manifest.json").exists(), name
@@ -162,15 +246,30 @@ def test_demo_small(tmp_path, shared_data):
     systems = {r["system"]: r for r in payload["systems"]}
     assert systems["fine-tuned"]["route"] == 1.0 and systems["legacy (rules + pre-filter)"]["route"] == 0.0
     assert 0.0 <= systems["cascade"]["route"] <= 1.0
-    assert systems["cascade"]["cost_per_million"] > 0 and systems["prompt baseline on a hosted LLM"]["cost_per_million"] > 0
+    assert (
+        systems["cascade"]["cost_per_million"] > 0
+        and systems["prompt baseline on a hosted LLM"]["cost_per_million"] > 0
+    )
     assert (demo / "data_review.html").exists()
 
 
 def test_prefilter_train_then_eval(files):
     tmp, train, other = files
     run_dir = tmp / "run_cnn"
-    proc = run("prefilter", "train", "--data", train, "--positive", "hate_speech", "--out", run_dir,
-               "--set", "max_epochs=2", "--set", "channels=32")
+    proc = run(
+        "prefilter",
+        "train",
+        "--data",
+        train,
+        "--positive",
+        "hate_speech",
+        "--out",
+        run_dir,
+        "--set",
+        "max_epochs=2",
+        "--set",
+        "channels=32",
+    )
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["kind"] == "char_cnn" and manifest["scorer_config"]["channels"] == 32
     # The figure printed is the one the run saved, and `eval` on the training file reproduces it from the saved
@@ -182,8 +281,19 @@ def test_prefilter_train_then_eval(files):
     # On an unseen file, the figure is the saved model's own ROC AUC on those rows, recomputed here.
     payload = json.loads(run("eval", run_dir, "--data", other, "--positive", "hate_speech", "--json").stdout)
     assert payload["n"] == 500 and payload["roc_auc"] == pytest.approx(_recomputed_roc_auc(run_dir, other), abs=1e-6)
-    bad = run("prefilter", "train", "--data", train, "--positive", "hate_speech", "--out", tmp / "x",
-              "--set", "chanels=32", check=False)
+    bad = run(
+        "prefilter",
+        "train",
+        "--data",
+        train,
+        "--positive",
+        "hate_speech",
+        "--out",
+        tmp / "x",
+        "--set",
+        "chanels=32",
+        check=False,
+    )
     assert bad.returncode == 2 and "chanels" in bad.stderr
 
 
@@ -212,9 +322,12 @@ def test_baseline_embedding_zero_shot_then_compare(files):
     # The baseline and a trained reference compared side by side on the same held-out split.
     fit_dir = tmp / "run_tfidf_cmp"
     run("fit", "tfidf", "--data", train, "--positive", "hate_speech", "--out", fit_dir)
-    payload = json.loads(run("eval", run_dir, fit_dir, "--data", train, "--positive", "hate_speech", "--json",
-                             "--n-boot", "100").stdout)
+    payload = json.loads(
+        run("eval", run_dir, fit_dir, "--data", train, "--positive", "hate_speech", "--json", "--n-boot", "100").stdout
+    )
     assert set(payload["scorers"]) == {"run_baseline", "run_tfidf_cmp"}
     assert payload["scorers"]["run_baseline"]["n"] == manifest["splits"]["sizes"]["test"]
-    bad = run("baseline", "--data", train, "--positive", "hate_speech", "--out", tmp / "x", "--kind", "llm", check=False)
+    bad = run(
+        "baseline", "--data", train, "--positive", "hate_speech", "--out", tmp / "x", "--kind", "llm", check=False
+    )
     assert bad.returncode == 2 and "--model" in bad.stderr

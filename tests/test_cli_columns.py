@@ -54,12 +54,26 @@ def test_a_column_flag_reads_the_same_in_every_command():
 
 def test_labelled_commands_share_one_flag_set():
     """The commands that read labelled files; an extra flag beyond the shared set must be one this command uses."""
-    extras = {("data", "validate"): {"time_col", "user_col", "thread_col", "meta_col"},
-              ("data", "review"): {"time_col", "user_col", "thread_col", "meta_col", "vote_col"},
-              ("data", "split"): {"time_col", "user_col", "thread_col", "meta_col"},
-              ("eval",): {"meta_col"}, ("train",): {"vote_col"}}
-    labelled = [("data", "validate"), ("data", "review"), ("data", "split"), ("data", "dedupe"), ("eval",), ("fit",),
-                ("baseline",), ("prefilter", "train"), ("train",), ("sweep",), ("cascade", "fit")]
+    extras = {
+        ("data", "validate"): {"time_col", "user_col", "thread_col", "meta_col"},
+        ("data", "review"): {"time_col", "user_col", "thread_col", "meta_col", "vote_col"},
+        ("data", "split"): {"time_col", "user_col", "thread_col", "meta_col"},
+        ("eval",): {"meta_col"},
+        ("train",): {"vote_col"},
+    }
+    labelled = [
+        ("data", "validate"),
+        ("data", "review"),
+        ("data", "split"),
+        ("data", "dedupe"),
+        ("eval",),
+        ("fit",),
+        ("baseline",),
+        ("prefilter", "train"),
+        ("train",),
+        ("sweep",),
+        ("cascade", "fit"),
+    ]
     for path in labelled:
         assert column_flag_names(ALL[path]) == set(cli.LABELLED) | extras.get(path, set()), path
     assert column_flag_names(ALL[("score",)]) == set(cli.UNLABELLED) | {"id_col"}
@@ -77,11 +91,30 @@ def test_the_command_receives_one_built_spec_and_a_bad_flag_is_named():
         got.update(file=file, spec=spec, other=other)
 
     runner = CliRunner()
-    result = runner.invoke(app, ["f.csv", "--text-col", "body", "--label-col", "a", "--label-col", "b",
-                                 "--meta-col", "country", "--classes", "x, y", "--format", "TSV", "--other", "3"])
+    result = runner.invoke(
+        app,
+        [
+            "f.csv",
+            "--text-col",
+            "body",
+            "--label-col",
+            "a",
+            "--label-col",
+            "b",
+            "--meta-col",
+            "country",
+            "--classes",
+            "x, y",
+            "--format",
+            "TSV",
+            "--other",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert got["file"] == "f.csv" and got["other"] == 3
-    assert got["spec"] == ColumnSpec(text_col="body", label_cols=("a", "b"), meta_cols=("country",),
-                                     classes=("x", "y"), file_format="tsv")
+    assert got["spec"] == ColumnSpec(
+        text_col="body", label_cols=("a", "b"), meta_cols=("country",), classes=("x", "y"), file_format="tsv"
+    )
     bad = runner.invoke(app, ["f.csv", "--format", "xlsx"])
     assert bad.exit_code == 2 and "--format" in bad.output

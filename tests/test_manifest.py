@@ -18,13 +18,22 @@ from finesieve.train.recipe import train_reference
 
 # A manifest as finesieve wrote it before the manifest was typed (schema version 1, no version key).
 V1 = {
-    "finesieve_version": "0.1.0", "created_utc": "2026-11-30T10:00:00+00:00", "kind": "finetuned",
+    "finesieve_version": "0.1.0",
+    "created_utc": "2026-11-30T10:00:00+00:00",
+    "kind": "finetuned",
     "scorer_config": {"model": "packaged:all-MiniLM-L6-v2", "method": "lora", "learning_rate": 0.0005},
-    "task": {"classes": ["hate_speech", "neither", "offensive"], "multilabel": False, "positive": ["hate_speech"],
-             "threshold": 0.31, "threshold_source": "best F1 on the validation split"},
+    "task": {
+        "classes": ["hate_speech", "neither", "offensive"],
+        "multilabel": False,
+        "positive": ["hate_speech"],
+        "threshold": 0.31,
+        "threshold_source": "best F1 on the validation split",
+    },
     "data": {"source": "d.csv", "content_hash": "ab" * 32, "n_rows": 19826},
     "splits": {"split_hash": "cd" * 32, "sizes": {"train": 15861, "val": 1982, "test": 1983}},
-    "metrics": {"test": {"roc_auc": 0.916}}, "environment": {"python": "3.11.7"}, "parent_run": None,
+    "metrics": {"test": {"roc_auc": 0.916}},
+    "environment": {"python": "3.11.7"},
+    "parent_run": None,
     "training": {"steps": 1488, "history": [{"step": 200, "val": 0.41}]},
 }
 
@@ -63,8 +72,12 @@ def test_bad_manifests_name_the_file_and_the_field(tmp_path):
 
 
 def test_preprocessing_records_the_redaction_settings(tmp_path):
-    raw = {**V1, "schema_version": 2, "task": {"kind": "classification", **V1["task"]},
-           "preprocessing": Preprocessing(redaction=RedactionConfig(entities=("EMAIL", "PHONE"))).model_dump(mode="json")}
+    raw = {
+        **V1,
+        "schema_version": 2,
+        "task": {"kind": "classification", **V1["task"]},
+        "preprocessing": Preprocessing(redaction=RedactionConfig(entities=("EMAIL", "PHONE"))).model_dump(mode="json"),
+    }
     (tmp_path / "m.json").write_text(json.dumps(raw))
     m = read_manifest(tmp_path / "m.json")
     assert m.preprocessing.redaction.entities == ("EMAIL", "PHONE")

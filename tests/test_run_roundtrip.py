@@ -45,9 +45,15 @@ from finesieve.train.recipe import fit_and_save, train_reference
 POSITIVE = ["hate_speech"]
 SPEC = ColumnSpec(text_col="text", label_cols=("label",))
 N_ROWS, N_HELD_OUT = 600, 60  # rows trained on (split 80/10/10), and unseen rows for the fresh-process check
-ODD_TEXTS = ["", "ok", "you people are all the same, get out \N{POUTING FACE}", "word " * 300,
-             # raw text that training's cleaning and redaction change: a loaded run must change it the same way
-             "mail me at john.doe@gmail.com or call 555 123 4567", "you are a f\u200bool, go h\u043eme"]
+ODD_TEXTS = [
+    "",
+    "ok",
+    "you people are all the same, get out \N{POUTING FACE}",
+    "word " * 300,
+    # raw text that training's cleaning and redaction change: a loaded run must change it the same way
+    "mail me at john.doe@gmail.com or call 555 123 4567",
+    "you are a f\u200bool, go h\u043eme",
+]
 # Equal within float32 noise. A LoRA model scored unmerged (as trained) and merged (as loaded) differs by ~1e-7.
 TOL = dict(rtol=1e-5, atol=1e-6)
 
@@ -88,16 +94,24 @@ def tfidf_run(root, data):
 
 @pytest.fixture(scope="module")
 def rules_run(root, data):
-    return train_reference("rules:builtin:hate_speech", data[0], positive=POSITIVE, splits=data[1],
-                           out=root / "rules", n_boot=0)
+    return train_reference(
+        "rules:builtin:hate_speech", data[0], positive=POSITIVE, splits=data[1], out=root / "rules", n_boot=0
+    )
 
 
 @pytest.fixture(scope="module")
 def char_cnn_run(root, data):
     val = data[1].dataset("val")
     cnn = CharCNNScorer.from_config(CharCNNConfig(channels=16, max_epochs=2, seed=0))
-    return fit_and_save(cnn, "char_cnn", data[1], positive=POSITIVE, out=root / "char_cnn",
-                        fit_kwargs={"val_texts": val.texts, "val_labels": val.labels}, n_boot=0)
+    return fit_and_save(
+        cnn,
+        "char_cnn",
+        data[1],
+        positive=POSITIVE,
+        out=root / "char_cnn",
+        fit_kwargs={"val_texts": val.texts, "val_labels": val.labels},
+        n_boot=0,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +129,18 @@ def prompt_baseline_run(root, data, tiny_llama):
 
 def _finetune(root, data, model, method):
     # lr 1e-3 for a few steps moves LoRA's B matrices off zero, so the adapter changes the scores.
-    config = FinetuneConfig(model=model, method=method, max_steps=6, batch_size=16, eval_every=3, learning_rate=1e-3,
-                            max_length=64, tracking_uri="none", num_threads=2, seed=0)
+    config = FinetuneConfig(
+        model=model,
+        method=method,
+        max_steps=6,
+        batch_size=16,
+        eval_every=3,
+        learning_rate=1e-3,
+        max_length=64,
+        tracking_uri="none",
+        num_threads=2,
+        seed=0,
+    )
     return train_finetune(config, data[0], positive=POSITIVE, splits=data[1], out=root / f"ft_{method}", n_boot=0)
 
 
@@ -130,17 +154,33 @@ def full_run(root, data, tiny_bert):
     return _finetune(root, data, tiny_bert, "full")
 
 
-RUN_KINDS = {"tfidf": "tfidf_run", "rules": "rules_run", "char_cnn": "char_cnn_run",
-             "embedding_zero_shot": "embedding_zero_shot_run", "prompt_baseline": "prompt_baseline_run",
-             "finetuned LoRA": "lora_run", "finetuned full": "full_run"}
+RUN_KINDS = {
+    "tfidf": "tfidf_run",
+    "rules": "rules_run",
+    "char_cnn": "char_cnn_run",
+    "embedding_zero_shot": "embedding_zero_shot_run",
+    "prompt_baseline": "prompt_baseline_run",
+    "finetuned LoRA": "lora_run",
+    "finetuned full": "full_run",
+}
 
 
 def resave(run: Run, out: Path) -> Run:
     """Save a loaded run to a new directory and load that: load -> save -> load."""
     m = run.manifest
-    save_run(out, run.scorer, kind=m.kind, task=m.task, data=m.data, metrics=m.metrics, parent_run=str(run.path),
-             preprocessing=m.preprocessing, base_model=m.base_model, reference=m.reference,
-             extra={"cascade": run.section("cascade")} if run.section("cascade") else None)
+    save_run(
+        out,
+        run.scorer,
+        kind=m.kind,
+        task=m.task,
+        data=m.data,
+        metrics=m.metrics,
+        parent_run=str(run.path),
+        preprocessing=m.preprocessing,
+        base_model=m.base_model,
+        reference=m.reference,
+        extra={"cascade": run.section("cascade")} if run.section("cascade") else None,
+    )
     return load_run(out)
 
 
@@ -237,9 +277,14 @@ def cascades(request, root, data):
             model, prefilter, rules = SHAPES[shape]
             run_dir = lambda name: request.getfixturevalue(name).run_dir if name else None  # noqa: E731
             built[shape] = fit_cascade(
-                data[0], model_run=run_dir(model), prefilter_run=run_dir(prefilter),
+                data[0],
+                model_run=run_dir(model),
+                prefilter_run=run_dir(prefilter),
                 rules=run_dir(rules) if rules == "rules_run" else rules,
-                config=CascadeConfig(budget=0.5), out=root / f"cascade-{len(built)}", n_boot=0)
+                config=CascadeConfig(budget=0.5),
+                out=root / f"cascade-{len(built)}",
+                n_boot=0,
+            )
         return built[shape]
 
     return get
@@ -311,18 +356,40 @@ def test_fit_thresholds_without_prefilter_does_not_apply_the_budget(on_infeasibl
 def test_lora_cascade_scores_and_evaluates_in_a_fresh_process(cascades, davidson_slice, tmp_path):
     """`finesieve score` and `finesieve eval` load the saved LoRA cascade anew and agree with it in memory."""
     built = cascades("model + prefilter + rules")
-    raw = davidson_slice.iloc[N_ROWS: N_ROWS + N_HELD_OUT][["text", "label"]].reset_index(drop=True)
+    raw = davidson_slice.iloc[N_ROWS : N_ROWS + N_HELD_OUT][["text", "label"]].reset_index(drop=True)
     data_file = tmp_path / "held_out.csv"
     raw.to_csv(data_file, index=False)
     exe = str(Path(sys.executable).with_name("finesieve"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    score_cmd = [exe, "score", str(built.run_dir), "--data", str(data_file), "--out", str(tmp_path / "scores.csv"),
-                 "--text-col", "text", "--no-progress"]
-    eval_cmd = [exe, "eval", str(built.run_dir), "--data", str(data_file), "--json", "--n-boot", "0",
-                "--positive", POSITIVE[0]]
+    score_cmd = [
+        exe,
+        "score",
+        str(built.run_dir),
+        "--data",
+        str(data_file),
+        "--out",
+        str(tmp_path / "scores.csv"),
+        "--text-col",
+        "text",
+        "--no-progress",
+    ]
+    eval_cmd = [
+        exe,
+        "eval",
+        str(built.run_dir),
+        "--data",
+        str(data_file),
+        "--json",
+        "--n-boot",
+        "0",
+        "--positive",
+        POSITIVE[0],
+    ]
     # Both at once: each pays its own start-up (imports, model load), which is most of the time.
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for cmd in (score_cmd, eval_cmd)]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for cmd in (score_cmd, eval_cmd)
+    ]
     (score_out, score_err), (eval_out, eval_err) = [p.communicate(timeout=300) for p in procs]
     assert procs[0].returncode == 0, score_err[-3000:]
     assert procs[1].returncode == 0, eval_err[-3000:]

@@ -1,8 +1,8 @@
 """The `finesieve` command line: thin recipes that parse, validate, and call one function each.
 
-    finesieve demo
-    finesieve data review FILE --out review.html
-    finesieve eval RUN_OR_SCORER --data FILE --text-col text --label-col label --positive hate_speech --json
+finesieve demo
+finesieve data review FILE --out review.html
+finesieve eval RUN_OR_SCORER --data FILE --text-col text --label-col label --positive hate_speech --json
 """
 
 from __future__ import annotations
@@ -27,14 +27,19 @@ from finesieve.data.spec import ColumnSpec
 from finesieve.outputs import check_output_file, check_outputs, check_run_dir
 from finesieve.tables import comparison_table, production_table
 
-app = typer.Typer(help="finesieve: from a prompt baseline to a fine-tuned moderation model in production.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="finesieve: from a prompt baseline to a fine-tuned moderation model in production.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 data_app = typer.Typer(help="Load, validate, redact, dedupe, split and review labelled data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 prefilter_app = typer.Typer(help="The cheap pre-filter in front of the fine-tuned model.", no_args_is_help=True)
 app.add_typer(prefilter_app, name="prefilter")
-cascade_app = typer.Typer(help="Rules, pre-filter and fine-tuned model composed and fitted to a traffic budget.",
-                          no_args_is_help=True)
+cascade_app = typer.Typer(
+    help="Rules, pre-filter and fine-tuned model composed and fitted to a traffic budget.", no_args_is_help=True
+)
 app.add_typer(cascade_app, name="cascade")
 
 console = Console(stderr=True)
@@ -45,16 +50,25 @@ def stdout_console() -> Console:
     # Tables are cut to 80 columns when piped; logs and CI deserve the whole table.
     return Console(width=None if sys.stdout.isatty() else 140)
 
+
 # Options that are not column mappings but recur across commands, spelled once here.
 MaxRows = Annotated[int | None, typer.Option("--max-rows", min=1, help="Read only the first N rows.")]
-Positive = Annotated[str | None, typer.Option(
-    "--positive", help="Class(es) counted as the violation for binary metrics; comma-separate several.")]
-NormaliseLabels = Annotated[bool, typer.Option(
-    "--normalise-labels", help="Map labels that differ only by case, spaces, '_' or '-' (Hate_Speech, hate speech) to "
-                               "one spelling (the most frequent, or the one in --classes); recorded in the run. "
-                               "Without it such variants are refused.")]
-Overwrite = Annotated[bool, typer.Option(
-    "--overwrite", help="Replace an existing run directory at --out whole (refused without it).")]
+Positive = Annotated[
+    str | None,
+    typer.Option("--positive", help="Class(es) counted as the violation for binary metrics; comma-separate several."),
+]
+NormaliseLabels = Annotated[
+    bool,
+    typer.Option(
+        "--normalise-labels",
+        help="Map labels that differ only by case, spaces, '_' or '-' (Hate_Speech, hate speech) to "
+        "one spelling (the most frequent, or the one in --classes); recorded in the run. "
+        "Without it such variants are refused.",
+    ),
+]
+Overwrite = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing run directory at --out whole (refused without it).")
+]
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 Seed = Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Split seed.")]
 NBoot = Annotated[int, typer.Option(min=0, max=100_000, help="Bootstrap resamples for confidence intervals (0: none).")]
@@ -63,23 +77,49 @@ NBoot = Annotated[int, typer.Option(min=0, max=100_000, help="Bootstrap resample
 # command by @column_options, so every command spells, defaults and documents a flag the same way.
 COLUMN_OPTIONS = {
     "text_col": (Annotated[str, typer.Option("--text-col", help="Column holding the message text.")], "text"),
-    "label_col": (Annotated[list[str] | None, typer.Option(
-        "--label-col", help="Label column; repeat for one 0/1 column per category (multi-label).")], None),
-    "label_sep": (Annotated[str | None, typer.Option(
-        "--label-sep", help="Separator of several labels in one cell (multi-label).")], None),
+    "label_col": (
+        Annotated[
+            list[str] | None,
+            typer.Option("--label-col", help="Label column; repeat for one 0/1 column per category (multi-label)."),
+        ],
+        None,
+    ),
+    "label_sep": (
+        Annotated[
+            str | None, typer.Option("--label-sep", help="Separator of several labels in one cell (multi-label).")
+        ],
+        None,
+    ),
     "id_col": (Annotated[str | None, typer.Option("--id-col", help="Unique message id column.")], None),
     "time_col": (Annotated[str | None, typer.Option("--time-col", help="Timestamp column.")], None),
     "user_col": (Annotated[str | None, typer.Option("--user-col", help="Sender/user id column.")], None),
     "thread_col": (Annotated[str | None, typer.Option("--thread-col", help="Conversation id column.")], None),
-    "meta_col": (Annotated[list[str] | None, typer.Option(
-        "--meta-col", help="Extra column to keep (e.g. for slices); repeatable.")], None),
-    "vote_col": (Annotated[list[str] | None, typer.Option(
-        "--vote-col", help="CLASS=COLUMN: the column counting annotators' votes for CLASS (soft labels); "
-                           "one per class.")], None),
-    "classes": (Annotated[str | None, typer.Option(
-        "--classes", help="Comma-separated allowed classes; others are rejected.")], None),
-    "file_format": (Annotated[str | None, typer.Option(
-        "--format", help="csv, tsv, jsonl or parquet (default: from the extension).")], None),
+    "meta_col": (
+        Annotated[
+            list[str] | None, typer.Option("--meta-col", help="Extra column to keep (e.g. for slices); repeatable.")
+        ],
+        None,
+    ),
+    "vote_col": (
+        Annotated[
+            list[str] | None,
+            typer.Option(
+                "--vote-col",
+                help="CLASS=COLUMN: the column counting annotators' votes for CLASS (soft labels); one per class.",
+            ),
+        ],
+        None,
+    ),
+    "classes": (
+        Annotated[str | None, typer.Option("--classes", help="Comma-separated allowed classes; others are rejected.")],
+        None,
+    ),
+    "file_format": (
+        Annotated[
+            str | None, typer.Option("--format", help="csv, tsv, jsonl or parquet (default: from the extension).")
+        ],
+        None,
+    ),
     "encoding": (Annotated[str, typer.Option("--encoding", help="Text encoding of CSV/TSV/JSONL files.")], "utf-8"),
 }
 LABELLED = ("text_col", "label_col", "label_sep", "id_col", "classes", "file_format", "encoding")
@@ -98,8 +138,15 @@ def column_options(*, labelled: bool, extras: tuple[str, ...] = ()):
 
     def decorate(command):
         own = inspect.signature(command, eval_str=True)  # eval_str: this module's annotations are strings
-        flags = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=COLUMN_OPTIONS[name][0],
-                                   default=COLUMN_OPTIONS[name][1]) for name in names]
+        flags = [
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=COLUMN_OPTIONS[name][0],
+                default=COLUMN_OPTIONS[name][1],
+            )
+            for name in names
+        ]
 
         @functools.wraps(command)
         def wrapper(*args, **kwargs):
@@ -114,9 +161,20 @@ def column_options(*, labelled: bool, extras: tuple[str, ...] = ()):
     return decorate
 
 
-def column_spec(text_col="text", label_col=None, label_sep=None, id_col=None, time_col=None, user_col=None,
-                thread_col=None, meta_col=None, vote_col=None, classes=None, file_format=None,
-                encoding="utf-8") -> ColumnSpec:
+def column_spec(
+    text_col="text",
+    label_col=None,
+    label_sep=None,
+    id_col=None,
+    time_col=None,
+    user_col=None,
+    thread_col=None,
+    meta_col=None,
+    vote_col=None,
+    classes=None,
+    file_format=None,
+    encoding="utf-8",
+) -> ColumnSpec:
     """The ColumnSpec the column flags describe; a flag that does not parse is named in the error."""
     votes = None
     if vote_col:
@@ -129,13 +187,23 @@ def column_spec(text_col="text", label_col=None, label_sep=None, id_col=None, ti
     if file_format is not None and file_format.lower() not in ("csv", "tsv", "jsonl", "parquet"):
         raise typer.BadParameter(f"{file_format!r}: use csv, tsv, jsonl or parquet", param_hint="--format")
     if classes is not None and not [c for c in classes.split(",") if c.strip()]:
-        raise typer.BadParameter("give at least one class, comma-separated, e.g. --classes spam,ham", param_hint="--classes")
+        raise typer.BadParameter(
+            "give at least one class, comma-separated, e.g. --classes spam,ham", param_hint="--classes"
+        )
     try:
         return ColumnSpec(
-            text_col=text_col, label_cols=tuple(label_col or ["label"]), label_sep=label_sep or None, id_col=id_col,
-            time_col=time_col, user_col=user_col, thread_col=thread_col, meta_cols=tuple(meta_col or ()),
+            text_col=text_col,
+            label_cols=tuple(label_col or ["label"]),
+            label_sep=label_sep or None,
+            id_col=id_col,
+            time_col=time_col,
+            user_col=user_col,
+            thread_col=thread_col,
+            meta_cols=tuple(meta_col or ()),
             classes=tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None,
-            file_format=file_format.lower() if file_format else None, encoding=encoding, vote_cols=votes,
+            file_format=file_format.lower() if file_format else None,
+            encoding=encoding,
+            vote_cols=votes,
         )
     except ValidationError as err:
         raise config_error(err, "column mapping (--text-col, --label-col, --id-col, ...)") from None
@@ -178,10 +246,13 @@ def user_error_message(err: BaseException) -> str | None:
     if isinstance(err, ValidationError):
         return str(config_error(err, "settings"))
     if isinstance(err, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)):
-        fix = {FileNotFoundError: "check the path", IsADirectoryError: "name a file, not a folder",
-               NotADirectoryError: "a part of the path is a file, not a folder: check the path",
-               PermissionError: "check the file's permissions, or choose a path you may use",
-               FileExistsError: "choose a path that does not exist yet"}[type(err)]
+        fix = {
+            FileNotFoundError: "check the path",
+            IsADirectoryError: "name a file, not a folder",
+            NotADirectoryError: "a part of the path is a file, not a folder: check the path",
+            PermissionError: "check the file's permissions, or choose a path you may use",
+            FileExistsError: "choose a path that does not exist yet",
+        }[type(err)]
         where = err.filename or "a file"
         return f"{where}: {err.strerror or err}. Fix: {fix}"
     if isinstance(err, UnicodeError):
@@ -211,8 +282,12 @@ def _guard(fn):
         except Exception as err:
             message = user_error_message(err)
             if message is None:
-                console.print("[red]finesieve hit a bug[/red] (not a problem with your input); please report it with "
-                              "this traceback:", markup=True, highlight=False)
+                console.print(
+                    "[red]finesieve hit a bug[/red] (not a problem with your input); please report it with "
+                    "this traceback:",
+                    markup=True,
+                    highlight=False,
+                )
                 raise
             if DEBUG["on"]:
                 traceback.print_exc(file=sys.stderr)
@@ -223,8 +298,10 @@ def _guard(fn):
 
 
 @app.callback(invoke_without_command=True)
-def main(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-         debug: Annotated[bool, typer.Option("--debug", help="Print the full traceback of any error.")] = False) -> None:
+def main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Print the full traceback of any error.")] = False,
+) -> None:
     if debug:
         DEBUG["on"] = True
     if version:
@@ -241,18 +318,30 @@ def _load(path: Path, spec, *, max_rows=None, normalise_labels=False, rejects=No
 @app.command()
 @_guard
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for reports and runs (a folder of an earlier demo is replaced).")] = Path("finesieve-demo"),
-    data_dir: Annotated[Path | None, typer.Option(help="Folder holding the data sets (default: $FINESIEVE_DATA, the "
-                                                          "repository's data/, a shared/data above the working "
-                                                          "directory, then a download cache).")] = None,
+    out: Annotated[
+        Path, typer.Option(help="Folder for reports and runs (a folder of an earlier demo is replaced).")
+    ] = Path("finesieve-demo"),
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder holding the data sets (default: $FINESIEVE_DATA, the "
+            "repository's data/, a shared/data above the working "
+            "directory, then a download cache)."
+        ),
+    ] = None,
     max_rows: MaxRows = None,
     n_boot: NBoot = 1000,
-    finetune_steps: Annotated[int, typer.Option(min=1, help="Fine-tuning steps (bounded so the demo takes minutes).")] = 250,
-    model_run: Annotated[Path | None, typer.Option(help="Reuse this fine-tuned run (trained on the same file with "
-                                                           "seed 0) instead of fine-tuning.")] = None,
+    finetune_steps: Annotated[
+        int, typer.Option(min=1, help="Fine-tuning steps (bounded so the demo takes minutes).")
+    ] = 250,
+    model_run: Annotated[
+        Path | None,
+        typer.Option(help="Reuse this fine-tuned run (trained on the same file with seed 0) instead of fine-tuning."),
+    ] = None,
     prices: Annotated[Path | None, typer.Option(help="YAML price table for the cost column.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out even if it is not an earlier demo's "
-                                                                "folder.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace --out even if it is not an earlier demo's folder.")
+    ] = False,
 ) -> None:
     """The whole story on the embedded defaults: data review, prompt baseline, legacy rules + pre-filter,
     fine-tuning, the cascade fitted to a traffic budget, and the side-by-side table and HTML report."""
@@ -260,16 +349,29 @@ def demo(
     from finesieve.demo import run_demo
 
     check_outputs({"--out": out}, {"--data-dir": data_dir, "--model-run": model_run, "--prices": prices})
-    run_demo(out=out, data_dir=data_dir, max_rows=max_rows, n_boot=n_boot, finetune_steps=finetune_steps,
-             model_run=model_run, prices=load_prices(prices), console=stdout_console(), overwrite=overwrite)
+    run_demo(
+        out=out,
+        data_dir=data_dir,
+        max_rows=max_rows,
+        n_boot=n_boot,
+        finetune_steps=finetune_steps,
+        model_run=model_run,
+        prices=load_prices(prices),
+        console=stdout_console(),
+        overwrite=overwrite,
+    )
 
 
 @data_app.command("validate")
 @_guard
 @column_options(labelled=True, extras=("time_col", "user_col", "thread_col", "meta_col"))
 def data_validate(
-    file: Path, spec: ColumnSpec, normalise_labels: NormaliseLabels = False,
-    rejects: Annotated[Path | None, typer.Option(help="Write every rejected row, with its problems, to this JSONL file.")] = None,
+    file: Path,
+    spec: ColumnSpec,
+    normalise_labels: NormaliseLabels = False,
+    rejects: Annotated[
+        Path | None, typer.Option(help="Write every rejected row, with its problems, to this JSONL file.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
 ) -> None:
     """Check every row of a file in a stream (any size); report what would be rejected and why."""
@@ -290,10 +392,17 @@ def data_validate(
 @_guard
 @column_options(labelled=True, extras=("time_col", "user_col", "thread_col", "meta_col", "vote_col"))
 def data_review(
-    file: Path, spec: ColumnSpec, max_rows: MaxRows = None, normalise_labels: NormaliseLabels = False,
-    out: Annotated[Path, typer.Option(help="The HTML report (a JSON twin is written beside it).")] = Path("data_review.html"),
+    file: Path,
+    spec: ColumnSpec,
+    max_rows: MaxRows = None,
+    normalise_labels: NormaliseLabels = False,
+    out: Annotated[Path, typer.Option(help="The HTML report (a JSON twin is written beside it).")] = Path(
+        "data_review.html"
+    ),
     corner: Annotated[list[Path] | None, typer.Option(help="A corner-case file (same columns); repeatable.")] = None,
-    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the split checked for leakage and of the examples.")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, max=MAX_SEED, help="Seed of the split checked for leakage and of the examples.")
+    ] = 0,
     noise_check: Annotated[bool, typer.Option(help="Look for labels a cross-validated model disputes.")] = True,
 ) -> None:
     """Write the data review a person reads before training: balance, lengths, duplicates, leakage, PII, noise."""
@@ -301,8 +410,10 @@ def data_review(
     from finesieve.data.split import SplitConfig, make_splits
 
     check_output_file(out)
-    check_outputs({"--out": out, "--out (its JSON twin)": out.with_suffix(".json")},
-                  {"FILE": file, **{f"--corner {p}": p for p in corner or []}})
+    check_outputs(
+        {"--out": out, "--out (its JSON twin)": out.with_suffix(".json")},
+        {"FILE": file, **{f"--corner {p}": p for p in corner or []}},
+    )
     dataset = _load(file, spec, max_rows=max_rows, normalise_labels=normalise_labels)
     corner_sets = _corner_sets(corner, spec, normalise_labels)
     splits = make_splits(dataset, SplitConfig(seed=seed))
@@ -317,13 +428,19 @@ def data_review(
 @_guard
 @column_options(labelled=True, extras=("time_col", "user_col", "thread_col", "meta_col"))
 def data_split(
-    file: Path, spec: ColumnSpec, normalise_labels: NormaliseLabels = False,
+    file: Path,
+    spec: ColumnSpec,
+    normalise_labels: NormaliseLabels = False,
     out: Annotated[Path, typer.Option(help="Folder for train/val/test JSONL files and splits.json.")] = Path("splits"),
     test_frac: Annotated[float, typer.Option(help="Share of the random test set, in (0, 1).")] = 0.1,
     val_frac: Annotated[float, typer.Option(help="Share of the validation set, in [0, 1).")] = 0.1,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed; with the data hash it fixes the split.")] = 0,
-    group_col: Annotated[str | None, typer.Option(help="Keep rows sharing this column (thread, user) in one split.")] = None,
-    corner: Annotated[list[Path] | None, typer.Option(help="A corner-case file, kept out of train/val; repeatable.")] = None,
+    group_col: Annotated[
+        str | None, typer.Option(help="Keep rows sharing this column (thread, user) in one split.")
+    ] = None,
+    corner: Annotated[
+        list[Path] | None, typer.Option(help="A corner-case file, kept out of train/val; repeatable.")
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out folder whole.")] = False,
 ) -> None:
     """Make a reproducible, stratified, leakage-free train/val/test split; corner-case sets stay separate."""
@@ -332,13 +449,24 @@ def data_split(
     _fraction(test_frac, "--test-frac", high_open=True)
     _fraction(val_frac, "--val-frac", low_open=False, high_open=True)
     if test_frac + val_frac >= 1:
-        raise typer.BadParameter(f"--test-frac {test_frac} + --val-frac {val_frac} leave nothing to train on: keep "
-                                 "their sum below 1", param_hint="--test-frac/--val-frac")
+        raise typer.BadParameter(
+            f"--test-frac {test_frac} + --val-frac {val_frac} leave nothing to train on: keep their sum below 1",
+            param_hint="--test-frac/--val-frac",
+        )
     check_outputs({"--out": out}, {"FILE": file, **{f"--corner {p}": p for p in corner or []}})
     check_run_dir(out, overwrite=overwrite)
-    for line in write_split_files(file, spec, out, test_frac=test_frac, val_frac=val_frac, seed=seed,
-                                  group_col=group_col, corner_files=corner or [], overwrite=overwrite,
-                                  normalise_labels=normalise_labels):
+    for line in write_split_files(
+        file,
+        spec,
+        out,
+        test_frac=test_frac,
+        val_frac=val_frac,
+        seed=seed,
+        group_col=group_col,
+        corner_files=corner or [],
+        overwrite=overwrite,
+        normalise_labels=normalise_labels,
+    ):
         print(line)
 
 
@@ -350,8 +478,10 @@ def data_redact(
     text: Annotated[str | None, typer.Argument(help="One message to redact (or use --file).")] = None,
     file: Annotated[Path | None, typer.Option(help="A file to redact (the text column only is written).")] = None,
     out: Annotated[Path | None, typer.Option(help="Where to write the redacted file (JSONL).")] = None,
-    entities: Annotated[str | None, typer.Option(
-        help="Comma-separated entity types to redact (default all): EMAIL,PHONE,URL,HANDLE,ADDRESS,CARD")] = None,
+    entities: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated entity types to redact (default all): EMAIL,PHONE,URL,HANDLE,ADDRESS,CARD"),
+    ] = None,
 ) -> None:
     """Replace personal data with typed placeholders (<PHONE>, <EMAIL>...), one message or a whole file."""
     from finesieve.data.redact import ENTITY_TYPES, RedactionConfig, Redactor
@@ -360,11 +490,15 @@ def data_redact(
     if chosen is not None:
         unknown = [e for e in chosen if e not in ENTITY_TYPES]
         if unknown or not chosen:
-            raise typer.BadParameter(f"{unknown or entities!r}: choose from {','.join(ENTITY_TYPES)}", param_hint="--entities")
+            raise typer.BadParameter(
+                f"{unknown or entities!r}: choose from {','.join(ENTITY_TYPES)}", param_hint="--entities"
+            )
     redactor = Redactor(RedactionConfig(entities=chosen) if chosen else RedactionConfig())
     if text is not None:
         if file is not None or out is not None:
-            raise typer.BadParameter("give one message as an argument, or --file and --out, not both", param_hint="TEXT")
+            raise typer.BadParameter(
+                "give one message as an argument, or --file and --out, not both", param_hint="TEXT"
+            )
         from finesieve.data.preprocess import Preprocessing, prepare
 
         texts, counts = prepare([text], Preprocessing(redaction=redactor.config), redactor=redactor)
@@ -384,8 +518,13 @@ def data_redact(
 @_guard
 @column_options(labelled=True)
 def data_dedupe(
-    file: Path, spec: ColumnSpec, max_rows: MaxRows = None, normalise_labels: NormaliseLabels = False,
-    threshold: Annotated[float, typer.Option(help="Estimated Jaccard similarity that makes a near-duplicate, in (0, 1].")] = 0.8,
+    file: Path,
+    spec: ColumnSpec,
+    max_rows: MaxRows = None,
+    normalise_labels: NormaliseLabels = False,
+    threshold: Annotated[
+        float, typer.Option(help="Estimated Jaccard similarity that makes a near-duplicate, in (0, 1].")
+    ] = 0.8,
     show: Annotated[int, typer.Option(min=0, help="How many clusters to print.")] = 10,
 ) -> None:
     """Find exact and near-duplicate messages (MinHash/LSH) and clusters with conflicting labels."""
@@ -395,12 +534,19 @@ def data_dedupe(
     dataset = _load(file, spec, max_rows=max_rows, normalise_labels=normalise_labels)
     report = find_duplicates(dataset.texts, threshold=threshold)
     conflicts = report.conflicting_label_clusters(["|".join(t) for t in dataset.frame["labels"]])
-    print(f"{len(dataset):,} messages: {report.n_exact_dupes:,} exact repeats, {report.n_near_dupe_rows:,} rows in "
-          f"{len(report.clusters):,} near-duplicate clusters, {len(conflicts):,} with conflicting labels")
+    print(
+        f"{len(dataset):,} messages: {report.n_exact_dupes:,} exact repeats, {report.n_near_dupe_rows:,} rows in "
+        f"{len(report.clusters):,} near-duplicate clusters, {len(conflicts):,} with conflicting labels"
+    )
     for cluster in report.clusters[:show]:
         rows = dataset.frame.iloc[cluster]
-        print(f"- {len(cluster)} rows: " + " | ".join(f"row {r} [{'|'.join(labels)}] {t[:60]!r}" for r, labels, t in
-                                                       zip(rows["row"][:3], rows["labels"][:3], rows["text"][:3])))
+        print(
+            f"- {len(cluster)} rows: "
+            + " | ".join(
+                f"row {r} [{'|'.join(labels)}] {t[:60]!r}"
+                for r, labels, t in zip(rows["row"][:3], rows["labels"][:3], rows["text"][:3])
+            )
+        )
 
 
 @app.command("eval")
@@ -409,15 +555,30 @@ def data_dedupe(
 def eval_command(
     refs: Annotated[list[str], typer.Argument(help="Run directories or scorer names (tfidf, rules, rules:POLICY).")],
     data: Annotated[Path, typer.Option("--data", help="Labelled file to evaluate on.")],
-    spec: ColumnSpec, max_rows: MaxRows = None, positive: Positive = None, normalise_labels: NormaliseLabels = False,
-    train: Annotated[Path | None, typer.Option(help="Fit scorer names on this file (else on a split of --data).")] = None,
-    threshold: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Operating threshold for every scorer, in [0, 1].")] = None,
-    target_precision: Annotated[float, typer.Option(help="Report the threshold and recall at this precision, in (0, 1].")] = 0.9,
-    target_recall: Annotated[float, typer.Option(help="Report the threshold and precision at this recall, in (0, 1].")] = 0.9,
+    spec: ColumnSpec,
+    max_rows: MaxRows = None,
+    positive: Positive = None,
+    normalise_labels: NormaliseLabels = False,
+    train: Annotated[
+        Path | None, typer.Option(help="Fit scorer names on this file (else on a split of --data).")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Operating threshold for every scorer, in [0, 1].")
+    ] = None,
+    target_precision: Annotated[
+        float, typer.Option(help="Report the threshold and recall at this precision, in (0, 1].")
+    ] = 0.9,
+    target_recall: Annotated[
+        float, typer.Option(help="Report the threshold and precision at this recall, in (0, 1].")
+    ] = 0.9,
     miss_cost: Annotated[float, typer.Option(min=0.0, help="Cost of one missed violation.")] = 10.0,
     false_alarm_cost: Annotated[float, typer.Option(min=0.0, help="Cost of one false alarm.")] = 1.0,
-    slice_col: Annotated[list[str] | None, typer.Option(help="Report figures per value of this column; repeatable.")] = None,
-    baseline: Annotated[str | None, typer.Option(help="Scorer the others are compared against (default: the first).")] = None,
+    slice_col: Annotated[
+        list[str] | None, typer.Option(help="Report figures per value of this column; repeatable.")
+    ] = None,
+    baseline: Annotated[
+        str | None, typer.Option(help="Scorer the others are compared against (default: the first).")
+    ] = None,
     report: Annotated[Path | None, typer.Option(help="Write the HTML report (and its JSON twin) here.")] = None,
     n_boot: NBoot = 1000,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed for splits and bootstrap.")] = 0,
@@ -435,8 +596,10 @@ def eval_command(
         raise typer.BadParameter("a miss and a false alarm cannot both cost nothing", param_hint="--miss-cost")
     if report is not None:
         check_output_file(report, "--report")
-        check_outputs({"--report": report, "--report (its JSON twin)": report.with_suffix(".json")},
-                      {"--data": data, "--train": train, **{f"RUN {r}": r for r in refs if Path(r).exists()}})
+        check_outputs(
+            {"--report": report, "--report (its JSON twin)": report.with_suffix(".json")},
+            {"--data": data, "--train": train, **{f"RUN {r}": r for r in refs if Path(r).exists()}},
+        )
     # --slice-col columns are read as extra (meta) columns too; validated again as one mapping.
     slices = [c for c in slice_col or [] if c not in spec.meta_cols]
     spec = ColumnSpec.model_validate({**spec.model_dump(), "meta_cols": (*spec.meta_cols, *slices)})
@@ -444,20 +607,39 @@ def eval_command(
     train_set = _load(train, spec, normalise_labels=normalise_labels) if train else None
     pos = _positive(positive, dataset.classes)
     result = run_side_by_side(
-        refs, dataset, positive=pos, train=train_set, threshold=threshold, target_precision=target_precision,
-        target_recall=target_recall, cost=CostModel(miss_cost, false_alarm_cost), slice_cols=slice_col or [],
-        baseline=baseline, n_boot=n_boot, seed=seed,
+        refs,
+        dataset,
+        positive=pos,
+        train=train_set,
+        threshold=threshold,
+        target_precision=target_precision,
+        target_recall=target_recall,
+        cost=CostModel(miss_cost, false_alarm_cost),
+        slice_cols=slice_col or [],
+        baseline=baseline,
+        n_boot=n_boot,
+        seed=seed,
     )
     if report:
-        path = write_eval_report(report, result.results, result.comparison, f"finesieve evaluation: {', '.join(pos)}",
-                                 subtitle=result.evaluated_on, notes=result.notes)
+        path = write_eval_report(
+            report,
+            result.results,
+            result.comparison,
+            f"finesieve evaluation: {', '.join(pos)}",
+            subtitle=result.evaluated_on,
+            notes=result.notes,
+        )
         console.print(f"report written to {path}")
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)
     if as_json:
         if len(result.results) == 1:
-            payload = {**result.results[0].to_dict(), "evaluated_on": result.evaluated_on, "notes": result.notes,
-                       "split_overlap": result.comparison.get("split_overlap")}
+            payload = {
+                **result.results[0].to_dict(),
+                "evaluated_on": result.evaluated_on,
+                "notes": result.notes,
+                "split_overlap": result.comparison.get("split_overlap"),
+            }
         else:
             payload = {**result.comparison, "notes": result.notes}
         print(json.dumps(json_safe(payload)))
@@ -473,9 +655,15 @@ def score_command(
     data: Annotated[Path, typer.Option("--data", help="File of messages to score (labels, if any, are ignored).")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the decisions: .csv or .jsonl.")],
     spec: ColumnSpec,
-    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows read, scored and written at a time (memory holds one chunk).")] = 5000,
-    rejects: Annotated[Path | None, typer.Option(help="Write every rejected row, with its problems, to this JSONL file.")] = None,
-    include_text: Annotated[bool, typer.Option("--include-text", help="Add the redacted text that was scored.")] = False,
+    chunk_rows: Annotated[
+        int, typer.Option(min=1, help="Rows read, scored and written at a time (memory holds one chunk).")
+    ] = 5000,
+    rejects: Annotated[
+        Path | None, typer.Option(help="Write every rejected row, with its problems, to this JSONL file.")
+    ] = None,
+    include_text: Annotated[
+        bool, typer.Option("--include-text", help="Add the redacted text that was scored.")
+    ] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from OUT.partial.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
@@ -487,16 +675,27 @@ def score_command(
     if rejects is not None:
         check_output_file(rejects, "--rejects")
     check_outputs({"--out": out, "--rejects": rejects}, {"--data": data, "RUN": run})
-    summary = score_file(run, data, out, spec=spec, chunk_rows=chunk_rows, rejects_path=rejects,
-                         include_text=include_text, progress=progress, resume=resume)
+    summary = score_file(
+        run,
+        data,
+        out,
+        spec=spec,
+        chunk_rows=chunk_rows,
+        rejects_path=rejects,
+        include_text=include_text,
+        progress=progress,
+        resume=resume,
+    )
     print(json.dumps(summary.to_dict(), indent=2) if as_json else summary.summary_line())
     if summary.n_scored == 0:
         raise typer.Exit(code=1)
 
 
 def _corner_sets(corner: list[Path] | None, spec, normalise_labels: bool) -> dict:
-    return {p.stem: _load(p, spec.model_copy(update={"vote_cols": None}), normalise_labels=normalise_labels)
-            for p in corner or []}
+    return {
+        p.stem: _load(p, spec.model_copy(update={"vote_cols": None}), normalise_labels=normalise_labels)
+        for p in corner or []
+    }
 
 
 def _check_run_output(out: Path, overwrite: bool, inputs: dict) -> None:
@@ -506,8 +705,10 @@ def _check_run_output(out: Path, overwrite: bool, inputs: dict) -> None:
 
 
 def _metrics_line(m: dict) -> str:
-    return (f"test ROC AUC {_fmt(m['roc_auc'])}, PR AUC {_fmt(m['pr_auc'])}, precision {_fmt(m['precision'])}, "
-            f"recall {_fmt(m['recall'])}")
+    return (
+        f"test ROC AUC {_fmt(m['roc_auc'])}, PR AUC {_fmt(m['pr_auc'])}, precision {_fmt(m['precision'])}, "
+        f"recall {_fmt(m['recall'])}"
+    )
 
 
 @app.command("fit")
@@ -517,10 +718,15 @@ def fit_command(
     ref: Annotated[str, typer.Argument(help="Reference scorer: tfidf, rules, rules:builtin:NAME or rules:PATH.yaml.")],
     data: Annotated[Path, typer.Option("--data", help="Labelled training file (split into train/val/test).")],
     out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
-    spec: ColumnSpec, max_rows: MaxRows = None,
-    positive: Positive = None, normalise_labels: NormaliseLabels = False, overwrite: Overwrite = False,
+    spec: ColumnSpec,
+    max_rows: MaxRows = None,
+    positive: Positive = None,
+    normalise_labels: NormaliseLabels = False,
+    overwrite: Overwrite = False,
     seed: Seed = 0,
-    corner: Annotated[list[Path] | None, typer.Option(help="Corner-case file evaluated separately; repeatable.")] = None,
+    corner: Annotated[
+        list[Path] | None, typer.Option(help="Corner-case file evaluated separately; repeatable.")
+    ] = None,
 ) -> None:
     """Fit a reference scorer and write a run directory (model, config, data hash, split, metrics)."""
     from finesieve.data.split import SplitConfig
@@ -532,31 +738,62 @@ def fit_command(
     dataset = _load(data, spec, max_rows=max_rows, normalise_labels=normalise_labels)
     corner_sets = _corner_sets(corner, spec, normalise_labels)
     pos = _positive(positive, dataset.classes)
-    fitted = train_reference(ref, dataset, positive=pos, out=out, split_config=SplitConfig(seed=seed),
-                             corner_sets=corner_sets, overwrite=overwrite)
-    print(f"{ref}: {_metrics_line(fitted.test_result.to_dict())} at threshold {fitted.threshold:.3f}; "
-          f"run written to {fitted.run_dir}")
+    fitted = train_reference(
+        ref,
+        dataset,
+        positive=pos,
+        out=out,
+        split_config=SplitConfig(seed=seed),
+        corner_sets=corner_sets,
+        overwrite=overwrite,
+    )
+    print(
+        f"{ref}: {_metrics_line(fitted.test_result.to_dict())} at threshold {fitted.threshold:.3f}; "
+        f"run written to {fitted.run_dir}"
+    )
 
 
 @app.command("baseline")
 @_guard
 @column_options(labelled=True)
 def baseline_command(
-    data: Annotated[Path, typer.Option("--data", help="Labelled file (split into train/val/test; nothing is trained).")],
+    data: Annotated[
+        Path, typer.Option("--data", help="Labelled file (split into train/val/test; nothing is trained).")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
     spec: ColumnSpec,
-    kind: Annotated[str, typer.Option(help="embedding (zero-shot on the packaged MiniLM, offline) or llm (label-token "
-                                            "probabilities of a causal LM).")] = "embedding",
-    prompt: Annotated[str | None, typer.Option(help="Task prompt: builtin:NAME or a YAML path (default: the built-in "
-                                                       "prompt whose classes match the data).")] = None,
-    model: Annotated[str | None, typer.Option(help="llm: HF model id/path, or the model name at --base-url; "
-                                                      "embedding: a sentence-transformers model (default packaged MiniLM).")] = None,
-    backend: Annotated[str, typer.Option(help="llm: hf (local causal LM) or openai (any OpenAI-compatible endpoint).")] = "hf",
-    base_url: Annotated[str | None, typer.Option(help="llm/openai: endpoint root, e.g. http://localhost:8000/v1.")] = None,
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="embedding (zero-shot on the packaged MiniLM, offline) or llm (label-token "
+            "probabilities of a causal LM)."
+        ),
+    ] = "embedding",
+    prompt: Annotated[
+        str | None,
+        typer.Option(
+            help="Task prompt: builtin:NAME or a YAML path (default: the built-in prompt whose classes match the data)."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="llm: HF model id/path, or the model name at --base-url; "
+            "embedding: a sentence-transformers model (default packaged MiniLM)."
+        ),
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="llm: hf (local causal LM) or openai (any OpenAI-compatible endpoint).")
+    ] = "hf",
+    base_url: Annotated[
+        str | None, typer.Option(help="llm/openai: endpoint root, e.g. http://localhost:8000/v1.")
+    ] = None,
     api: Annotated[str, typer.Option(help="llm/openai: completions or chat.")] = "completions",
     few_shot: Annotated[bool, typer.Option(help="Add the prompt's worked examples.")] = False,
     max_rows: MaxRows = None,
-    positive: Positive = None, normalise_labels: NormaliseLabels = False, overwrite: Overwrite = False,
+    positive: Positive = None,
+    normalise_labels: NormaliseLabels = False,
+    overwrite: Overwrite = False,
     seed: Seed = 0,
 ) -> None:
     """Score the data with a prompt baseline (zero- or few-shot) and write its run, to compare fine-tunes against."""
@@ -566,17 +803,31 @@ def baseline_command(
     if kind not in BASELINE_KINDS:
         raise typer.BadParameter(f"{kind!r}: choose embedding or llm", param_hint="--kind")
     if kind == "llm" and not model:
-        raise typer.BadParameter("name the LLM with --model (a HF id or path, or the endpoint's model name)",
-                                 param_hint="--model")
+        raise typer.BadParameter(
+            "name the LLM with --model (a HF id or path, or the endpoint's model name)", param_hint="--model"
+        )
     _check_run_output(out, overwrite, {"--data": data})
     dataset = _load(data, spec, max_rows=max_rows, normalise_labels=normalise_labels)
     pos = _positive(positive, dataset.classes)
-    fitted, task_prompt = fit_prompt_baseline(dataset, kind=kind, positive=pos, out=out, prompt=prompt, model=model,
-                                              backend=backend, base_url=base_url, api=api, few_shot=few_shot,
-                                              split_config=SplitConfig(seed=seed), overwrite=overwrite)
+    fitted, task_prompt = fit_prompt_baseline(
+        dataset,
+        kind=kind,
+        positive=pos,
+        out=out,
+        prompt=prompt,
+        model=model,
+        backend=backend,
+        base_url=base_url,
+        api=api,
+        few_shot=few_shot,
+        split_config=SplitConfig(seed=seed),
+        overwrite=overwrite,
+    )
     m = fitted.test_result.to_dict()
-    print(f"{BASELINE_KINDS[kind]} ({'few' if few_shot else 'zero'}-shot, prompt {task_prompt}): {_metrics_line(m)}; "
-          f"{m['messages_per_second']} msgs/s; run written to {fitted.run_dir}")
+    print(
+        f"{BASELINE_KINDS[kind]} ({'few' if few_shot else 'zero'}-shot, prompt {task_prompt}): {_metrics_line(m)}; "
+        f"{m['messages_per_second']} msgs/s; run written to {fitted.run_dir}"
+    )
 
 
 @prefilter_app.command("train")
@@ -588,10 +839,14 @@ def prefilter_train(
     spec: ColumnSpec,
     kind: Annotated[str, typer.Option(help="char_cnn (a character CNN, robust to obfuscation) or tfidf.")] = "char_cnn",
     max_rows: MaxRows = None,
-    positive: Positive = None, normalise_labels: NormaliseLabels = False, overwrite: Overwrite = False,
+    positive: Positive = None,
+    normalise_labels: NormaliseLabels = False,
+    overwrite: Overwrite = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="A scorer setting as key=value; repeatable.")] = None,
     seed: Seed = 0,
-    corner: Annotated[list[Path] | None, typer.Option(help="Corner-case file evaluated separately; repeatable.")] = None,
+    corner: Annotated[
+        list[Path] | None, typer.Option(help="Corner-case file evaluated separately; repeatable.")
+    ] = None,
 ) -> None:
     """Train the pre-filter (character CNN by default, or TF-IDF + logistic regression) into a run directory."""
     from finesieve.data.split import SplitConfig
@@ -604,38 +859,62 @@ def prefilter_train(
     dataset = _load(data, spec, max_rows=max_rows, normalise_labels=normalise_labels)
     corner_sets = _corner_sets(corner, spec, normalise_labels)
     pos = _positive(positive, dataset.classes)
-    fitted = fit_prefilter(scorer, kind, dataset, positive=pos, out=out, split_config=SplitConfig(seed=seed),
-                           corner_sets=corner_sets, overwrite=overwrite)
+    fitted = fit_prefilter(
+        scorer,
+        kind,
+        dataset,
+        positive=pos,
+        out=out,
+        split_config=SplitConfig(seed=seed),
+        corner_sets=corner_sets,
+        overwrite=overwrite,
+    )
     m = fitted.test_result.to_dict()
-    print(f"{kind}: {_metrics_line(m)} at threshold {fitted.threshold:.3f}; {m['messages_per_second']} msgs/s; "
-          f"run written to {fitted.run_dir}")
+    print(
+        f"{kind}: {_metrics_line(m)} at threshold {fitted.threshold:.3f}; {m['messages_per_second']} msgs/s; "
+        f"run written to {fitted.run_dir}"
+    )
 
 
 @app.command("train")
 @_guard
 @column_options(labelled=True, extras=("vote_col",))
 def train_command(
-    data: Annotated[Path, typer.Option("--data", help="Labelled training file; validation and test splits are made from it.")],
+    data: Annotated[
+        Path, typer.Option("--data", help="Labelled training file; validation and test splits are made from it.")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
-    spec: ColumnSpec, max_rows: MaxRows = None,
-    positive: Positive = None, normalise_labels: NormaliseLabels = False,
+    spec: ColumnSpec,
+    max_rows: MaxRows = None,
+    positive: Positive = None,
+    normalise_labels: NormaliseLabels = False,
     overwrite: Overwrite = False,
-    soft_labels: Annotated[float | None, typer.Option(
-        min=0.0, max=1.0, help="Weight of the vote shares (from --vote-col) in the training target, 0-1.")] = None,
+    soft_labels: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Weight of the vote shares (from --vote-col) in the training target, 0-1."),
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file of fine-tuning settings (see FinetuneConfig).")] = None,
-    model: Annotated[str | None, typer.Option(help="Base model: HF id, local path or packaged:all-MiniLM-L6-v2.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Base model: HF id, local path or packaged:all-MiniLM-L6-v2.")
+    ] = None,
     method: Annotated[str | None, typer.Option(help="lora (default), qlora (GPU) or full.")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate (> 0).")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Messages per step.")] = None,
     max_epochs: Annotated[float | None, typer.Option(help="Upper bound on epochs (> 0).")] = None,
     max_steps: Annotated[int | None, typer.Option(min=1, help="Upper bound on optimiser steps.")] = None,
     replay_from: Annotated[str | None, typer.Option(help="Earlier run (or data file) to replay rows from.")] = None,
-    replay_fraction: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Replayed rows as a share of the new rows.")] = None,
+    replay_fraction: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Replayed rows as a share of the new rows.")
+    ] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI ('none' turns tracking off).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any other setting as key=value; repeatable.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the checkpoint an interrupted run left in OUT.partial.")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the checkpoint an interrupted run left in OUT.partial.")
+    ] = False,
     seed: Seed = 0,
-    corner: Annotated[list[Path] | None, typer.Option(help="Corner-case file evaluated separately; repeatable.")] = None,
+    corner: Annotated[
+        list[Path] | None, typer.Option(help="Corner-case file evaluated separately; repeatable.")
+    ] = None,
 ) -> None:
     """Fine-tune a transformer (LoRA by default) and write a run directory scored by `finesieve eval RUN`."""
     from finesieve.data.split import SplitConfig
@@ -645,24 +924,54 @@ def train_command(
     for flag, value in (("--learning-rate", learning_rate), ("--max-epochs", max_epochs)):
         if value is not None and not value > 0:
             raise typer.BadParameter(f"{value} must be above 0", param_hint=flag)
-    overrides = {k: v for k, v in dict(model=model, method=method, learning_rate=learning_rate, batch_size=batch_size,
-                                       max_epochs=max_epochs, max_steps=max_steps, replay_from=replay_from,
-                                       replay_fraction=replay_fraction, tracking_uri=tracking_uri,
-                                       soft_labels=soft_labels).items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in dict(
+            model=model,
+            method=method,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            max_epochs=max_epochs,
+            max_steps=max_steps,
+            replay_from=replay_from,
+            replay_fraction=replay_fraction,
+            tracking_uri=tracking_uri,
+            soft_labels=soft_labels,
+        ).items()
+        if v is not None
+    }
     cfg = load_finetune_config(config, overrides, set_ or [])
-    _check_run_output(out, overwrite, {"--data": data, "--config": config, "--replay-from": replay_from,
-                                                 **{f"--corner {p}": p for p in corner or []}})
+    _check_run_output(
+        out,
+        overwrite,
+        {
+            "--data": data,
+            "--config": config,
+            "--replay-from": replay_from,
+            **{f"--corner {p}": p for p in corner or []},
+        },
+    )
     console.print(f"fine-tuning with {cfg.model_dump_json()}", highlight=False)
     dataset = _load(data, spec, max_rows=max_rows, normalise_labels=normalise_labels)
     # Corner-case sets are only scored, so they need no vote columns.
     corner_sets = _corner_sets(corner, spec, normalise_labels)
     pos = _positive(positive, dataset.classes)
-    fitted = train_finetune(cfg, dataset, positive=pos, out=out, split_config=SplitConfig(seed=seed),
-                            corner_sets=corner_sets, resume=resume, overwrite=overwrite)
+    fitted = train_finetune(
+        cfg,
+        dataset,
+        positive=pos,
+        out=out,
+        split_config=SplitConfig(seed=seed),
+        corner_sets=corner_sets,
+        resume=resume,
+        overwrite=overwrite,
+    )
     m = fitted.test_result.to_dict()
     t = fitted.scorer.training_
-    print(f"fine-tuned {cfg.model} ({cfg.method}): {_metrics_line(m)} at threshold {fitted.threshold:.3f}; "
-          f"{t['steps']} steps in {t['seconds']:.0f} s; scoring {m['messages_per_second']} msgs/s; run written to {fitted.run_dir}")
+    print(
+        f"fine-tuned {cfg.model} ({cfg.method}): {_metrics_line(m)} at threshold {fitted.threshold:.3f}; "
+        f"{t['steps']} steps in {t['seconds']:.0f} s; scoring {m['messages_per_second']} msgs/s; run written to {fitted.run_dir}"
+    )
 
 
 def _grid_values(text: str, cast, flag: str) -> list:
@@ -686,9 +995,12 @@ def sweep_command(
     batch_size: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "16,32",
     max_steps: Annotated[int, typer.Option(min=1, help="Steps per trial (keep it short).")] = 300,
     max_rows: MaxRows = None,
-    positive: Positive = None, normalise_labels: NormaliseLabels = False,
+    positive: Positive = None,
+    normalise_labels: NormaliseLabels = False,
     config: Annotated[Path | None, typer.Option(help="YAML file of the other fine-tuning settings.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Another fixed setting as key=value; repeatable.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Another fixed setting as key=value; repeatable.")
+    ] = None,
     seed: Seed = 0,
 ) -> None:
     """A short learning-rate x batch-size sweep, scored on the validation split (never the test split)."""
@@ -698,8 +1010,10 @@ def sweep_command(
     from finesieve.train.config import load_finetune_config
     from finesieve.train.sweep import run_sweep
 
-    grid = {"learning_rate": _grid_values(learning_rate, float, "--learning-rate"),
-            "batch_size": _grid_values(batch_size, int, "--batch-size")}
+    grid = {
+        "learning_rate": _grid_values(learning_rate, float, "--learning-rate"),
+        "batch_size": _grid_values(batch_size, int, "--batch-size"),
+    }
     base = load_finetune_config(config, {"max_steps": max_steps}, set_ or [])
     check_outputs({"--out": out}, {"--data": data, "--config": config})
     check_run_dir(out, overwrite=True)  # a folder (existing or not) that sweep.json is written into; not a file
@@ -710,34 +1024,66 @@ def sweep_command(
     for col in ("learning_rate", "batch_size", "val PR AUC", "val ROC AUC", "steps", "seconds"):
         table.add_column(col, justify="right")
     for t in trials:
-        table.add_row(f"{t['learning_rate']:g}", str(t["batch_size"]), _fmt(t["val_pr_auc"], ".4f"),
-                      _fmt(t["val_roc_auc"], ".4f"), str(t["steps"]), f"{t['seconds']:.0f}")
+        table.add_row(
+            f"{t['learning_rate']:g}",
+            str(t["batch_size"]),
+            _fmt(t["val_pr_auc"], ".4f"),
+            _fmt(t["val_roc_auc"], ".4f"),
+            str(t["steps"]),
+            f"{t['seconds']:.0f}",
+        )
     stdout_console().print(table)
-    print(f"trials written to {out / 'sweep.json'}; train the best with finesieve train --learning-rate ... --batch-size ...")
+    print(
+        f"trials written to {out / 'sweep.json'}; train the best with finesieve train --learning-rate ... --batch-size ..."
+    )
 
 
 @cascade_app.command("fit")
 @_guard
 @column_options(labelled=True)
 def cascade_fit(
-    data: Annotated[Path, typer.Option("--data", help="The labelled file the fine-tuned model was trained on (its "
-                                                      "validation split fits the cascade, its test split measures it).")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            help="The labelled file the fine-tuned model was trained on (its "
+            "validation split fits the cascade, its test split measures it).",
+        ),
+    ],
     model: Annotated[Path, typer.Option("--model", help="Run directory of the fine-tuned model (finesieve train).")],
     out: Annotated[Path, typer.Option("--out", help="Run directory to write for the cascade.")],
     spec: ColumnSpec,
-    prefilter: Annotated[Path | None, typer.Option(help="Run directory of the pre-filter (finesieve prefilter train).")] = None,
-    rules: Annotated[str | None, typer.Option(help="Rules: builtin:NAME, a policy YAML, or a rules run directory.")] = None,
-    budget: Annotated[float, typer.Option(help="Largest share of messages that may reach the fine-tuned model, in (0, 1].")] = 0.20,
-    recall_floor: Annotated[float, typer.Option(help="Least recall kept, as a share of the model's own, in (0, 1].")] = 0.98,
-    review_precision: Annotated[float | None, typer.Option(help="Least review-queue precision, in (0, 1] (default "
-                                                                   "0.9x the model's own).")] = None,
-    block_precision: Annotated[float, typer.Option(help="Least precision (95% lower bound) to block without review, in (0, 1].")] = 0.95,
-    no_block: Annotated[bool, typer.Option("--no-block", help="Never block outright: everything flagged is reviewed.")] = False,
+    prefilter: Annotated[
+        Path | None, typer.Option(help="Run directory of the pre-filter (finesieve prefilter train).")
+    ] = None,
+    rules: Annotated[
+        str | None, typer.Option(help="Rules: builtin:NAME, a policy YAML, or a rules run directory.")
+    ] = None,
+    budget: Annotated[
+        float, typer.Option(help="Largest share of messages that may reach the fine-tuned model, in (0, 1].")
+    ] = 0.20,
+    recall_floor: Annotated[
+        float, typer.Option(help="Least recall kept, as a share of the model's own, in (0, 1].")
+    ] = 0.98,
+    review_precision: Annotated[
+        float | None, typer.Option(help="Least review-queue precision, in (0, 1] (default 0.9x the model's own).")
+    ] = None,
+    block_precision: Annotated[
+        float, typer.Option(help="Least precision (95% lower bound) to block without review, in (0, 1].")
+    ] = 0.95,
+    no_block: Annotated[
+        bool, typer.Option("--no-block", help="Never block outright: everything flagged is reviewed.")
+    ] = False,
     method: Annotated[str, typer.Option(help="conformal (finite-sample guarantees) or empirical.")] = "conformal",
-    on_infeasible: Annotated[str, typer.Option(help="When targets conflict: recall (route more), budget, or error.")] = "recall",
-    prices: Annotated[Path | None, typer.Option(help="YAML price table (fields of PriceTable) for cost per million.")] = None,
+    on_infeasible: Annotated[
+        str, typer.Option(help="When targets conflict: recall (route more), budget, or error.")
+    ] = "recall",
+    prices: Annotated[
+        Path | None, typer.Option(help="YAML price table (fields of PriceTable) for cost per million.")
+    ] = None,
     max_rows: MaxRows = None,
-    normalise_labels: NormaliseLabels = False, overwrite: Overwrite = False,
+    normalise_labels: NormaliseLabels = False,
+    overwrite: Overwrite = False,
     n_boot: NBoot = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="Print the fit and test figures as JSON on stdout.")] = False,
 ) -> None:
@@ -747,36 +1093,73 @@ def cascade_fit(
     from finesieve.cascade.fit import CascadeConfig
     from finesieve.report import json_safe
 
-    for flag, value in (("--budget", budget), ("--recall-floor", recall_floor), ("--review-precision", review_precision),
-                        ("--block-precision", block_precision)):
+    for flag, value in (
+        ("--budget", budget),
+        ("--recall-floor", recall_floor),
+        ("--review-precision", review_precision),
+        ("--block-precision", block_precision),
+    ):
         _fraction(value, flag)
     try:
-        config = CascadeConfig(budget=budget, recall_floor=recall_floor, review_precision=review_precision,
-                               block_precision=block_precision, block_categories=[] if no_block else None,
-                               method=method, on_infeasible=on_infeasible)
+        config = CascadeConfig(
+            budget=budget,
+            recall_floor=recall_floor,
+            review_precision=review_precision,
+            block_precision=block_precision,
+            block_categories=[] if no_block else None,
+            method=method,
+            on_infeasible=on_infeasible,
+        )
     except ValidationError as err:
         raise config_error(err, "cascade settings (--method, --on-infeasible, ...)") from None
     rules_input = {"--rules": rules} if rules and Path(rules).exists() else {}
-    _check_run_output(out, overwrite, {"--data": data, "--model": model, "--prefilter": prefilter, "--prices": prices,
-                                       **rules_input})
+    _check_run_output(
+        out, overwrite, {"--data": data, "--model": model, "--prefilter": prefilter, "--prices": prices, **rules_input}
+    )
     console.print(f"cascade fit with {config.model_dump_json()}", highlight=False)
     price_table = load_prices(prices)
     dataset = _load(data, spec, max_rows=max_rows, normalise_labels=normalise_labels)
-    run = fit_cascade(dataset, model_run=model, prefilter_run=prefilter, rules=rules, config=config,
-                      prices=price_table, out=out, n_boot=n_boot, overwrite=overwrite)
+    run = fit_cascade(
+        dataset,
+        model_run=model,
+        prefilter_run=prefilter,
+        rules=rules,
+        config=config,
+        prices=price_table,
+        out=out,
+        n_boot=n_boot,
+        overwrite=overwrite,
+    )
     for message in run.fit.messages:
         console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
     if as_json:
-        print(json.dumps(json_safe({"fit": run.fit.to_dict(), "test": summary_rows(run), "costs": run.costs,
-                                    "run_dir": str(run.run_dir)})))
+        print(
+            json.dumps(
+                json_safe(
+                    {
+                        "fit": run.fit.to_dict(),
+                        "test": summary_rows(run),
+                        "costs": run.costs,
+                        "run_dir": str(run.run_dir),
+                    }
+                )
+            )
+        )
         return
     c = run.fit.chosen
-    stdout_console().print(production_table(summary_rows(run), title=f"held-out test split (n={len(run.splits.dataset('test')):,})",
-                                            currency=price_table.currency))
-    print(f"validation: {c['route']:.1%} routed to the model, recall {_fmt(c['recall'])} "
-          f"({c['recall_retention']:.1%} of the model's), queue precision {_fmt(c['precision'])}; "
-          f"thresholds escalate {c['escalate']}, review {c['review']:.4f}; targets "
-          f"{'met' if run.fit.feasible else 'NOT all met'}; guarantee: {run.fit.guarantee}")
+    stdout_console().print(
+        production_table(
+            summary_rows(run),
+            title=f"held-out test split (n={len(run.splits.dataset('test')):,})",
+            currency=price_table.currency,
+        )
+    )
+    print(
+        f"validation: {c['route']:.1%} routed to the model, recall {_fmt(c['recall'])} "
+        f"({c['recall_retention']:.1%} of the model's), queue precision {_fmt(c['precision'])}; "
+        f"thresholds escalate {c['escalate']}, review {c['review']:.4f}; targets "
+        f"{'met' if run.fit.feasible else 'NOT all met'}; guarantee: {run.fit.guarantee}"
+    )
     print(f"run written to {run.run_dir}")
 
 

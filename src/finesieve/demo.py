@@ -56,9 +56,17 @@ def find_data_dir(explicit: str | Path | None = None) -> Path:
     return find_dataset("davidson", explicit).parents[1]
 
 
-def run_demo(out: str | Path = "finesieve-demo", data_dir: str | Path | None = None, max_rows: int | None = None,
-             n_boot: int = 1000, finetune_steps: int = FINETUNE_STEPS, model_run: str | Path | None = None,
-             prices: PriceTable | None = None, console: Console | None = None, overwrite: bool = False) -> dict:
+def run_demo(
+    out: str | Path = "finesieve-demo",
+    data_dir: str | Path | None = None,
+    max_rows: int | None = None,
+    n_boot: int = 1000,
+    finetune_steps: int = FINETUNE_STEPS,
+    model_run: str | Path | None = None,
+    prices: PriceTable | None = None,
+    console: Console | None = None,
+    overwrite: bool = False,
+) -> dict:
     """`out` may be an earlier demo's folder (its runs and reports are replaced); any other non-empty folder is
     refused unless `overwrite`."""
     console, prices = console or Console(), prices or PriceTable()
@@ -68,8 +76,12 @@ def run_demo(out: str | Path = "finesieve-demo", data_dir: str | Path | None = N
     step = _Steps(console, started)
 
     step("1. Data review and split")
-    dataset = load_dataset(data_file, ColumnSpec(text_col="text", label_cols=("label",)), max_rows=max_rows,
-                           rejects_path=_mkdir(out) / "rejected_rows.jsonl")
+    dataset = load_dataset(
+        data_file,
+        ColumnSpec(text_col="text", label_cols=("label",)),
+        max_rows=max_rows,
+        rejects_path=_mkdir(out) / "rejected_rows.jsonl",
+    )
     splits = make_splits(dataset, SplitConfig(test_frac=0.1, val_frac=0.1, seed=0))
     reviewed = review(dataset, split=splits.assignment)
     for line in summary_lines(reviewed):
@@ -80,28 +92,55 @@ def run_demo(out: str | Path = "finesieve-demo", data_dir: str | Path | None = N
     runs = out / "runs"
 
     step("2. Prompt baseline: zero-shot, label descriptions vs message embeddings (packaged MiniLM)")
-    baseline = fit_and_save(EmbeddingZeroShot(prompt=PROMPT, progress=False), "embedding_zero_shot", splits,
-                            positive=POSITIVE, out=runs / "baseline", n_boot=n_boot, name=BASELINE, overwrite=True)
+    baseline = fit_and_save(
+        EmbeddingZeroShot(prompt=PROMPT, progress=False),
+        "embedding_zero_shot",
+        splits,
+        positive=POSITIVE,
+        out=runs / "baseline",
+        n_boot=n_boot,
+        name=BASELINE,
+        overwrite=True,
+    )
     tokens = count_prompt_tokens(PROMPT, test.texts[:500])
     api_cost = api_per_million(tokens, prices)
-    console.print(f"baseline test ROC AUC {baseline.test_result.summary['roc_auc']:.3f}; the same prompt on a hosted "
-                  f"LLM ({prices.api_model}) would take ~{tokens:.0f} tokens per message: "
-                  f"{api_cost:,.2f} {prices.currency} per million messages")
+    console.print(
+        f"baseline test ROC AUC {baseline.test_result.summary['roc_auc']:.3f}; the same prompt on a hosted "
+        f"LLM ({prices.api_model}) would take ~{tokens:.0f} tokens per message: "
+        f"{api_cost:,.2f} {prices.currency} per million messages"
+    )
 
     step("3. Legacy system: keyword lexicon + character-CNN pre-filter")
     val = splits.dataset("val")
     # A lighter CNN than the default (64 filters per width, at most 4 epochs): a minute instead of five, within
     # 0.01 ROC AUC of the default on this split, and twice as fast at scoring, which is the pre-filter's job.
-    cnn = fit_and_save(CharCNNScorer.from_config(CharCNNConfig(channels=64, max_epochs=4)), "char_cnn", splits, positive=POSITIVE, out=runs / "prefilter",
-                       fit_kwargs={"val_texts": val.texts, "val_labels": val.labels}, n_boot=n_boot, name="pre-filter",
-                       overwrite=True)
+    cnn = fit_and_save(
+        CharCNNScorer.from_config(CharCNNConfig(channels=64, max_epochs=4)),
+        "char_cnn",
+        splits,
+        positive=POSITIVE,
+        out=runs / "prefilter",
+        fit_kwargs={"val_texts": val.texts, "val_labels": val.labels},
+        n_boot=n_boot,
+        name="pre-filter",
+        overwrite=True,
+    )
     rules = RulesScorer(policy=POLICY).fit(train.texts, train.labels)
     legacy = legacy_cascade(rules, cnn.scorer, positive=POSITIVE, threshold=cnn.threshold)
-    legacy_result = evaluate(legacy, test, positive=POSITIVE, threshold=cnn.threshold,
-                             threshold_source="pre-filter run (validation)", n_boot=n_boot, name=LEGACY)
-    console.print(f"pre-filter test ROC AUC {cnn.test_result.summary['roc_auc']:.3f} at "
-                  f"{cnn.test_result.summary['n'] / cnn.test_result.seconds:,.0f} msgs/s; legacy flags "
-                  f"{legacy_result.summary['flag_rate']:.1%} of messages")
+    legacy_result = evaluate(
+        legacy,
+        test,
+        positive=POSITIVE,
+        threshold=cnn.threshold,
+        threshold_source="pre-filter run (validation)",
+        n_boot=n_boot,
+        name=LEGACY,
+    )
+    console.print(
+        f"pre-filter test ROC AUC {cnn.test_result.summary['roc_auc']:.3f} at "
+        f"{cnn.test_result.summary['n'] / cnn.test_result.seconds:,.0f} msgs/s; legacy flags "
+        f"{legacy_result.summary['flag_rate']:.1%} of messages"
+    )
 
     if model_run is None:
         step(f"4. Fine-tune the packaged all-MiniLM-L6-v2 (LoRA defaults, at most {finetune_steps} steps)")
@@ -109,8 +148,16 @@ def run_demo(out: str | Path = "finesieve-demo", data_dir: str | Path | None = N
 
         # Validate once, at the end: each validation pass costs as much as ~20 training steps here.
         config = FinetuneConfig(max_steps=finetune_steps, eval_every=finetune_steps, checkpoint_every=finetune_steps)
-        fitted = train_finetune(config, dataset, positive=POSITIVE, out=runs / "finetuned", splits=splits,
-                                n_boot=n_boot, name=FINETUNED, overwrite=True)
+        fitted = train_finetune(
+            config,
+            dataset,
+            positive=POSITIVE,
+            out=runs / "finetuned",
+            splits=splits,
+            n_boot=n_boot,
+            name=FINETUNED,
+            overwrite=True,
+        )
         model_run = runs / "finetuned"
         t = fitted.scorer.training_
         console.print(f"{t['steps']} steps in {t['seconds']:.0f} s; run written to {model_run}")
@@ -119,41 +166,80 @@ def run_demo(out: str | Path = "finesieve-demo", data_dir: str | Path | None = N
 
     step("5. Cascade: rules -> pre-filter -> fine-tuned model, fitted to the traffic budget on validation")
     config = CascadeConfig()
-    cascade = fit_cascade(dataset, model_run=model_run, prefilter_run=runs / "prefilter", rules=POLICY,
-                          config=config, prices=prices, out=runs / "cascade", n_boot=n_boot, overwrite=True)
+    cascade = fit_cascade(
+        dataset,
+        model_run=model_run,
+        prefilter_run=runs / "prefilter",
+        rules=POLICY,
+        config=config,
+        prices=prices,
+        out=runs / "cascade",
+        n_boot=n_boot,
+        overwrite=True,
+    )
     for message in cascade.fit.messages:
         console.print(f"[yellow]warning:[/yellow] {message}")
     c = cascade.fit.chosen
-    console.print(f"validation: {c['route']:.1%} routed to the model, {c['recall_retention']:.1%} of its recall kept, "
-                  f"queue precision {c['precision']:.3f} (model alone {cascade.fit.model_alone['precision']:.3f})")
+    console.print(
+        f"validation: {c['route']:.1%} routed to the model, {c['recall_retention']:.1%} of its recall kept, "
+        f"queue precision {c['precision']:.3f} (model alone {cascade.fit.model_alone['precision']:.3f})"
+    )
 
     step("6. Side by side on the held-out test split (hate_speech vs the rest)")
     model_result, cascade_result = cascade.results["fine-tuned model"], cascade.results["cascade"]
     model_result.name, cascade_result.name = FINETUNED, CASCADE
     rows = [
         summary_row(LEGACY, legacy_result, {"route": 0.0, "cost_per_million": _measured_cost(legacy_result, prices)}),
-        summary_row(BASELINE, baseline.test_result, {
-            "route": None, "cost_per_million": _measured_cost(baseline.test_result, prices),
-            "note": "embedding zero-shot, local CPU"}),
-        {"system": f"{BASELINE} on a hosted LLM", "cost_per_million": api_cost, "route": None,
-         "note": f"{prices.api_model} list price, ~{tokens:.0f} tokens/msg; quality not measured offline"},
+        summary_row(
+            BASELINE,
+            baseline.test_result,
+            {
+                "route": None,
+                "cost_per_million": _measured_cost(baseline.test_result, prices),
+                "note": "embedding zero-shot, local CPU",
+            },
+        ),
+        {
+            "system": f"{BASELINE} on a hosted LLM",
+            "cost_per_million": api_cost,
+            "route": None,
+            "note": f"{prices.api_model} list price, ~{tokens:.0f} tokens/msg; quality not measured offline",
+        },
         *[{**r, "system": n} for r, n in zip(summary_rows(cascade), (FINETUNED, CASCADE))],
     ]
-    console.print(production_table(rows, title=f"held-out test split of {data_file.name} (n={len(test):,}); "
-                                               f"thresholds from validation", currency=prices.currency))
+    console.print(
+        production_table(
+            rows,
+            title=f"held-out test split of {data_file.name} (n={len(test):,}); thresholds from validation",
+            currency=prices.currency,
+        )
+    )
     results = [legacy_result, baseline.test_result, model_result, cascade_result]
     comparison = compare(results, baseline=LEGACY, n_boot=n_boot)
     comparison["evaluated_on"] = f"held-out test split of {data_file.name} (n={len(test):,})"
     for name in (FINETUNED, CASCADE):
         console.print(ratio_sentence(comparison, name))
     report_path = write_eval_report(
-        out / "eval_report.html", results, comparison, "finesieve demo: hate_speech vs the rest",
-        subtitle=comparison["evaluated_on"], lead_sections=cascade_sections(cascade, rows, prices),
-        extra={"systems": rows, "cascade_fit": cascade.fit.to_dict(), "costs": cascade.costs})
-    console.print(f"evaluation report: {report_path} (and {report_path.with_suffix('.json').name}); "
-                  f"data review: {review_path}; total {time.perf_counter() - started:.0f} s")
-    return {"review": reviewed, "comparison": comparison, "systems": rows, "cascade": cascade,
-            "report": str(report_path), "review_report": str(review_path)}
+        out / "eval_report.html",
+        results,
+        comparison,
+        "finesieve demo: hate_speech vs the rest",
+        subtitle=comparison["evaluated_on"],
+        lead_sections=cascade_sections(cascade, rows, prices),
+        extra={"systems": rows, "cascade_fit": cascade.fit.to_dict(), "costs": cascade.costs},
+    )
+    console.print(
+        f"evaluation report: {report_path} (and {report_path.with_suffix('.json').name}); "
+        f"data review: {review_path}; total {time.perf_counter() - started:.0f} s"
+    )
+    return {
+        "review": reviewed,
+        "comparison": comparison,
+        "systems": rows,
+        "cascade": cascade,
+        "report": str(report_path),
+        "review_report": str(review_path),
+    }
 
 
 class _Steps:
@@ -183,8 +269,10 @@ def _claim_output(out: Path, overwrite: bool) -> Path:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; the demo writes a folder. Fix: choose a folder path")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists() and not overwrite:
-        raise ConfigError(f"--out {out} holds files that no earlier demo wrote. Fix: choose another --out, or pass "
-                          "--overwrite to let the demo replace what it writes there")
+        raise ConfigError(
+            f"--out {out} holds files that no earlier demo wrote. Fix: choose another --out, or pass "
+            "--overwrite to let the demo replace what it writes there"
+        )
     _mkdir(out)
     (out / MARKER).write_text("written by `finesieve demo`; a later demo may replace this folder's runs and reports\n")
     return out

@@ -42,8 +42,11 @@ class BaseWeights(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(description="A Hugging Face id, a local path or packaged:NAME.")
-    content_hash: str | None = Field(None, description="sha256 over the weight files' bytes (sorted by name); "
-                                                       "None for runs written before it was recorded.")
+    content_hash: str | None = Field(
+        None,
+        description="sha256 over the weight files' bytes (sorted by name); "
+        "None for runs written before it was recorded.",
+    )
 
 
 class ReferenceStats(BaseModel):
@@ -54,10 +57,13 @@ class ReferenceStats(BaseModel):
     n: int = Field(description="Validation messages the statistics are computed on.")
     score_bins: tuple[float, ...] = Field(description="Edges of the score histograms (equal width on [0, 1]).")
     score_histograms: dict[str, tuple[int, ...]] = Field(
-        description="Per class: counts of validation messages per score bin of that class's probability.")
+        description="Per class: counts of validation messages per score bin of that class's probability."
+    )
     length_quantiles: dict[str, float] = Field(description="Quantiles of text length in characters ('q50': ...).")
-    flag_rate: float | None = Field(None, description="Share of validation messages at or above the operating "
-                                                      "threshold (None when the task has none).")
+    flag_rate: float | None = Field(
+        None,
+        description="Share of validation messages at or above the operating threshold (None when the task has none).",
+    )
 
 
 class RunManifest(BaseModel):
@@ -71,8 +77,9 @@ class RunManifest(BaseModel):
     created_utc: str = Field(description="When the run was written (ISO 8601, UTC).")
     kind: str = Field(description="The scorer kind (tfidf, rules, char_cnn, finetuned, cascade, ...).")
     scorer_config: dict = Field(default_factory=dict, description="The scorer's resolved configuration.")
-    task: ClassificationTask | RankingTask | GenerationTask = Field(discriminator="kind",
-                                                                      description="What the model is asked to do.")
+    task: ClassificationTask | RankingTask | GenerationTask = Field(
+        discriminator="kind", description="What the model is asked to do."
+    )
     preprocessing: Preprocessing = Field(default_factory=Preprocessing, description="Applied to every text.")
     base_model: BaseWeights | None = Field(None, description="Pretrained weights a fine-tune started from.")
     data: dict = Field(default_factory=dict, description="Source, content hash, rows, rejections, column mapping.")
@@ -103,15 +110,21 @@ def read_manifest(path: str | Path) -> RunManifest:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
-        raise ConfigError(f"{path}: not valid JSON ({err}); the run directory is damaged. Fix: restore it from a "
-                          "copy, or write the run again") from None
+        raise ConfigError(
+            f"{path}: not valid JSON ({err}); the run directory is damaged. Fix: restore it from a "
+            "copy, or write the run again"
+        ) from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a JSON object, found {type(raw).__name__}; the run directory is "
-                          "damaged. Fix: restore it from a copy, or write the run again")
+        raise ConfigError(
+            f"{path}: expected a JSON object, found {type(raw).__name__}; the run directory is "
+            "damaged. Fix: restore it from a copy, or write the run again"
+        )
     version = raw.get("schema_version", 1)
     if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise ConfigError(f"{path}: manifest schema version {version!r} is newer than this finesieve reads "
-                          f"({SCHEMA_VERSION}). Fix: upgrade finesieve")
+        raise ConfigError(
+            f"{path}: manifest schema version {version!r} is newer than this finesieve reads "
+            f"({SCHEMA_VERSION}). Fix: upgrade finesieve"
+        )
     try:
         return RunManifest.model_validate(migrate(raw, str(path)))
     except ValidationError as err:
@@ -122,19 +135,27 @@ def write_manifest(manifest: RunManifest, path: str | Path) -> Path:
     return write_text(path, json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True, default=str))
 
 
-def reference_stats(proba: np.ndarray, classes: Sequence[str], texts: Sequence[str],
-                    flagged: np.ndarray | None = None) -> ReferenceStats:
+def reference_stats(
+    proba: np.ndarray, classes: Sequence[str], texts: Sequence[str], flagged: np.ndarray | None = None
+) -> ReferenceStats:
     """Reference statistics from a scorer's validation probabilities (n, n_classes) and the validation texts."""
     proba = np.asarray(proba, dtype=float)
     edges = np.linspace(0.0, 1.0, SCORE_BINS + 1)
-    histograms = {str(c): tuple(int(v) for v in np.histogram(np.clip(proba[:, j], 0, 1), bins=edges)[0])
-                  for j, c in enumerate(classes)}
+    histograms = {
+        str(c): tuple(int(v) for v in np.histogram(np.clip(proba[:, j], 0, 1), bins=edges)[0])
+        for j, c in enumerate(classes)
+    }
     lengths = np.array([len(t) for t in texts], dtype=float)
-    quantiles = ({f"q{int(q * 100):02d}": float(np.quantile(lengths, q)) for q in LENGTH_QUANTILES}
-                 if len(lengths) else {})
-    return ReferenceStats(n=len(texts), score_bins=tuple(float(e) for e in edges), score_histograms=histograms,
-                          length_quantiles=quantiles,
-                          flag_rate=float(np.mean(flagged)) if flagged is not None and len(flagged) else None)
+    quantiles = (
+        {f"q{int(q * 100):02d}": float(np.quantile(lengths, q)) for q in LENGTH_QUANTILES} if len(lengths) else {}
+    )
+    return ReferenceStats(
+        n=len(texts),
+        score_bins=tuple(float(e) for e in edges),
+        score_histograms=histograms,
+        length_quantiles=quantiles,
+        flag_rate=float(np.mean(flagged)) if flagged is not None and len(flagged) else None,
+    )
 
 
 def as_dict(manifest: RunManifest) -> dict[str, Any]:

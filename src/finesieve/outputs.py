@@ -57,25 +57,33 @@ def check_outputs(outputs: Mapping[str, str | Path | None], inputs: Mapping[str,
     for out_flag, out in outs.items():
         for in_flag, inp in ins.items():
             if _same(out, inp):
-                raise ConfigError(f"{out_flag} {out} is the input {in_flag} ({inp}): writing it would destroy the "
-                                  f"input. Fix: give {out_flag} a path of its own")
+                raise ConfigError(
+                    f"{out_flag} {out} is the input {in_flag} ({inp}): writing it would destroy the "
+                    f"input. Fix: give {out_flag} a path of its own"
+                )
             if out.is_dir() and _inside(inp, out):
-                raise ConfigError(f"{out_flag} {out} holds the input {in_flag} ({inp}): replacing the folder would "
-                                  f"destroy the input. Fix: give {out_flag} a folder of its own")
+                raise ConfigError(
+                    f"{out_flag} {out} holds the input {in_flag} ({inp}): replacing the folder would "
+                    f"destroy the input. Fix: give {out_flag} a folder of its own"
+                )
     flags = list(outs)
     for i, a in enumerate(flags):
-        for b in flags[i + 1:]:
+        for b in flags[i + 1 :]:
             if _same(outs[a], outs[b]):
-                raise ConfigError(f"{a} and {b} are the same path ({outs[a]}): one would overwrite the other. "
-                                  "Fix: give each its own path")
+                raise ConfigError(
+                    f"{a} and {b} are the same path ({outs[a]}): one would overwrite the other. "
+                    "Fix: give each its own path"
+                )
 
 
 def check_output_file(path: str | Path, flag: str = "--out") -> Path:
     """Refuse an output file path that names a folder, or lies under a file: before the work, not after it."""
     path = Path(path)
     if path.is_dir():
-        raise ConfigError(f"{flag} {path} is a folder; a file is written there. Fix: name a file, e.g. {path / 'out'}"
-                          f"{path.suffix or ''}")
+        raise ConfigError(
+            f"{flag} {path} is a folder; a file is written there. Fix: name a file, e.g. {path / 'out'}"
+            f"{path.suffix or ''}"
+        )
     return _check_parents(path, flag)
 
 
@@ -87,8 +95,14 @@ def _check_parents(path: Path, flag: str) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | Path, mode: str = "w", *, encoding: str | None = "utf-8",
-                newline: str | None = None, flag: str = "--out") -> Iterator[IO]:
+def atomic_file(
+    path: str | Path,
+    mode: str = "w",
+    *,
+    encoding: str | None = "utf-8",
+    newline: str | None = None,
+    flag: str = "--out",
+) -> Iterator[IO]:
     """Open a temporary file beside `path`; on success it replaces `path` in one step, on error it is removed."""
     path = check_output_file(path, flag)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,8 +145,9 @@ def check_run_dir(path: str | Path, *, overwrite: bool = False, flag: str = "--o
         raise ConfigError(f"{flag} {path} is a file; a run is a folder. Fix: choose a folder path that does not exist")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         what = "a run" if is_run_dir(path) else "files"
-        raise ConfigError(f"{flag} {path} already holds {what}. Fix: pass --overwrite to replace it whole, or choose "
-                          f"another {flag}")
+        raise ConfigError(
+            f"{flag} {path} already holds {what}. Fix: pass --overwrite to replace it whole, or choose another {flag}"
+        )
     return _check_parents(path, flag)
 
 

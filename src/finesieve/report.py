@@ -75,8 +75,10 @@ def section(title: str, *parts: str) -> str:
 
 def page(title: str, sections: Sequence[str], subtitle: str = "") -> str:
     sub = f'<p class="note">{esc(subtitle)}</p>' if subtitle else ""
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>{sub}{''.join(sections)}</body></html>")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"
+        f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>{sub}{''.join(sections)}</body></html>"
+    )
 
 
 def write_page(path: str | Path, title: str, sections: Sequence[str], subtitle: str = "") -> Path:

@@ -96,10 +96,23 @@ def environment() -> dict:
     return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": packages}
 
 
-def save_run(directory: str | Path, scorer: Scorer, *, kind: str, task: Task | dict, data: dict, metrics: dict,
-             splits=None, parent_run: str | None = None, extra: dict | None = None, overwrite: bool = False,
-             staging: str | Path | None = None, preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
-             base_model: BaseWeights | None = None, reference: ReferenceStats | None = None) -> Path:
+def save_run(
+    directory: str | Path,
+    scorer: Scorer,
+    *,
+    kind: str,
+    task: Task | dict,
+    data: dict,
+    metrics: dict,
+    splits=None,
+    parent_run: str | None = None,
+    extra: dict | None = None,
+    overwrite: bool = False,
+    staging: str | Path | None = None,
+    preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
+    base_model: BaseWeights | None = None,
+    reference: ReferenceStats | None = None,
+) -> Path:
     """Write a run directory. `task` is the typed task (a dict in the version-1 shape is accepted too).
 
     `preprocessing` is what was applied to the training texts (the default is `load_dataset`'s;
@@ -168,17 +181,22 @@ def load_run(directory: str | Path) -> Run:
     directory = Path(directory)
     manifest = run_manifest(directory)
     if _version_tuple(manifest.finesieve_version) > _version_tuple(__version__):
-        warnings.warn(f"{directory} was written by finesieve {manifest.finesieve_version}, newer than this "
-                      f"{__version__}: loading it may miss settings; upgrade finesieve", stacklevel=2)
+        warnings.warn(
+            f"{directory} was written by finesieve {manifest.finesieve_version}, newer than this "
+            f"{__version__}: loading it may miss settings; upgrade finesieve",
+            stacklevel=2,
+        )
     kind = manifest.kind
     if kind not in SCORER_KINDS:
         raise ConfigError(f"{directory}: unknown scorer kind {kind!r}; this finesieve knows {sorted(SCORER_KINDS)}")
     try:
         scorer = SCORER_KINDS[kind].load(directory / MODEL)
     except (OSError, ValueError, KeyError, RuntimeError) as err:  # missing, truncated or edited model files
-        raise ConfigError(f"{directory / MODEL}: cannot load the {kind} scorer ({type(err).__name__}: {err}); the "
-                          "run directory is incomplete or damaged. Fix: restore it from a copy, or write the run "
-                          "again") from err
+        raise ConfigError(
+            f"{directory / MODEL}: cannot load the {kind} scorer ({type(err).__name__}: {err}); the "
+            "run directory is incomplete or damaged. Fix: restore it from a copy, or write the run "
+            "again"
+        ) from err
     set_preprocessing(scorer, manifest.preprocessing)
     return Run(path=directory, manifest=manifest, scorer=scorer)
 

@@ -21,8 +21,16 @@ def comparison_table(comparison: dict) -> Table:
     for name, d in comparison["scorers"].items():
         ci = d["ci95"].get("roc_auc")
         auc = f"{d['roc_auc']:.3f}" + (f" [{ci[0]:.3f}-{ci[1]:.3f}]" if ci else "") if d["roc_auc"] is not None else "-"
-        table.add_row(name, auc, _f(d["pr_auc"]), _f(d["precision"]), _f(d["recall"]), _f(d["f1"]),
-                      _f(d["flag_rate"]), f"{d['messages_per_second']:,.0f}" if d["messages_per_second"] else "-")
+        table.add_row(
+            name,
+            auc,
+            _f(d["pr_auc"]),
+            _f(d["precision"]),
+            _f(d["recall"]),
+            _f(d["f1"]),
+            _f(d["flag_rate"]),
+            f"{d['messages_per_second']:,.0f}" if d["messages_per_second"] else "-",
+        )
     return table
 
 
@@ -37,8 +45,17 @@ def production_table(rows: list[dict], title: str = "", currency: str = "USD") -
         route = "-" if r.get("route") is None else f"{r['route']:.1%}"
         mps = "-" if not r.get("messages_per_second") else f"{r['messages_per_second']:,.0f}"
         cost = "-" if r.get("cost_per_million") is None else f"{r['cost_per_million']:,.3f}"
-        table.add_row(r["system"], auc, _f(r.get("pr_auc")), _f(r.get("precision")), _f(r.get("recall")),
-                      _f(r.get("f1")), route, mps, cost)
+        table.add_row(
+            r["system"],
+            auc,
+            _f(r.get("pr_auc")),
+            _f(r.get("precision")),
+            _f(r.get("recall")),
+            _f(r.get("f1")),
+            route,
+            mps,
+            cost,
+        )
     return table
 
 

@@ -31,16 +31,29 @@ def trained(tmp_path_factory, davidson_slice):
     model = train_reference("tfidf", dataset, positive=POSITIVE, out=root / "model", n_boot=0)
     val = model.splits.dataset("val")
     cnn = CharCNNScorer.from_config(CharCNNConfig(channels=32, max_epochs=3, seed=0))
-    pre = fit_and_save(cnn, "char_cnn", model.splits, positive=POSITIVE, out=root / "prefilter",
-                       fit_kwargs={"val_texts": val.texts, "val_labels": val.labels}, n_boot=0)
+    pre = fit_and_save(
+        cnn,
+        "char_cnn",
+        model.splits,
+        positive=POSITIVE,
+        out=root / "prefilter",
+        fit_kwargs={"val_texts": val.texts, "val_labels": val.labels},
+        n_boot=0,
+    )
     return {"root": root, "path": path, "dataset": dataset, "model": model, "prefilter": pre}
 
 
 def test_fit_cascade_meets_the_budget_and_saves_a_loadable_run(trained):
     root = trained["root"]
-    run = fit_cascade(trained["dataset"], model_run=root / "model", prefilter_run=root / "prefilter",
-                      rules="builtin:hate_speech", config=CascadeConfig(budget=0.4, on_infeasible="budget"),
-                      out=root / "cascade", n_boot=50)
+    run = fit_cascade(
+        trained["dataset"],
+        model_run=root / "model",
+        prefilter_run=root / "prefilter",
+        rules="builtin:hate_speech",
+        config=CascadeConfig(budget=0.4, on_infeasible="budget"),
+        out=root / "cascade",
+        n_boot=50,
+    )
     assert run.fit.chosen["route"] <= 0.4
     test = run.splits.dataset("test")
     d = run.decisions
@@ -52,10 +65,12 @@ def test_fit_cascade_meets_the_budget_and_saves_a_loadable_run(trained):
     shares = run.costs["cascade"]["reach"]
     assert shares["rules"] == 1.0 and shares["model"] == pytest.approx(d.route_fraction())
     assert run.costs["cascade"]["cost_per_million"] == pytest.approx(
-        sum(run.stage_costs[s].per_million(PriceTable()) * share for s, share in shares.items()))
+        sum(run.stage_costs[s].per_million(PriceTable()) * share for s, share in shares.items())
+    )
     cascade_result = run.results["cascade"].to_dict()
     assert cascade_result["recall"] == pytest.approx(
-        (d.flagged & (test.violation(POSITIVE) == 1)).sum() / test.violation(POSITIVE).sum())
+        (d.flagged & (test.violation(POSITIVE) == 1)).sum() / test.violation(POSITIVE).sum()
+    )
 
     manifest = json.loads((root / "cascade" / "manifest.json").read_text())
     assert manifest["kind"] == "cascade"
@@ -75,8 +90,15 @@ def test_a_prefilter_trained_on_the_model_validation_rows_is_refused(trained, tm
     other = make_splits(trained["dataset"], SplitConfig(seed=7))
     val = other.dataset("val")
     cnn = CharCNNScorer.from_config(CharCNNConfig(channels=8, max_epochs=1, seed=0))
-    fit_and_save(cnn, "char_cnn", other, positive=POSITIVE, out=tmp_path / "leaky",
-                 fit_kwargs={"val_texts": val.texts, "val_labels": val.labels}, n_boot=0)
+    fit_and_save(
+        cnn,
+        "char_cnn",
+        other,
+        positive=POSITIVE,
+        out=tmp_path / "leaky",
+        fit_kwargs={"val_texts": val.texts, "val_labels": val.labels},
+        n_boot=0,
+    )
     with pytest.raises(LeakageError, match="validation/test"):
         fit_cascade(trained["dataset"], model_run=trained["root"] / "model", prefilter_run=tmp_path / "leaky")
 
@@ -86,8 +108,9 @@ def test_legacy_system_applies_rules_as_written(trained):
 
     train = trained["model"].splits.dataset("train")
     rules = RulesScorer(policy="builtin:hate_speech").fit(train.texts, train.labels)
-    legacy = legacy_cascade(rules, trained["prefilter"].scorer, positive=POSITIVE,
-                            threshold=trained["prefilter"].threshold)
+    legacy = legacy_cascade(
+        rules, trained["prefilter"].scorer, positive=POSITIVE, threshold=trained["prefilter"].threshold
+    )
     test = trained["model"].splits.dataset("test")
     d = legacy.decide(test.texts)
     hate_rules = {r.name for r in rules.policy_.rules if r.category == "hate_speech"}
@@ -100,8 +123,18 @@ def test_legacy_system_applies_rules_as_written(trained):
 def test_cli_cascade_fit_and_infeasible_error(trained, tmp_path):
     root = trained["root"]
     runner = CliRunner()
-    args = ["cascade", "fit", "--data", str(trained["path"]), "--model", str(root / "model"),
-            "--prefilter", str(root / "prefilter"), "--n-boot", "0"]
+    args = [
+        "cascade",
+        "fit",
+        "--data",
+        str(trained["path"]),
+        "--model",
+        str(root / "model"),
+        "--prefilter",
+        str(root / "prefilter"),
+        "--n-boot",
+        "0",
+    ]
     result = runner.invoke(app, args + ["--out", str(tmp_path / "c1"), "--budget", "0.5", "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout.strip().splitlines()[-1])
@@ -109,8 +142,10 @@ def test_cli_cascade_fit_and_infeasible_error(trained, tmp_path):
     assert payload["fit"]["targets"]["budget"] == 0.5
     assert (tmp_path / "c1" / "manifest.json").exists()
 
-    result = runner.invoke(app, args + ["--out", str(tmp_path / "c2"), "--budget", "0.01", "--recall-floor", "1.0",
-                                        "--on-infeasible", "error"])
+    result = runner.invoke(
+        app,
+        args + ["--out", str(tmp_path / "c2"), "--budget", "0.01", "--recall-floor", "1.0", "--on-infeasible", "error"],
+    )
     assert result.exit_code == 2
     assert "cannot all be met" in result.output and "Fix:" in result.output
     assert not (tmp_path / "c2" / "manifest.json").exists()
@@ -122,10 +157,28 @@ def test_cli_cascade_fit_and_infeasible_error(trained, tmp_path):
 def test_a_cascade_run_is_evaluated_like_any_run(trained, tmp_path):
     """`finesieve eval CASCADE_RUN` scores it on its saved test split, judged by its actions."""
     root = trained["root"]
-    run = fit_cascade(trained["dataset"], model_run=root / "model", prefilter_run=root / "prefilter",
-                      config=CascadeConfig(budget=0.5), out=tmp_path / "c", n_boot=0)
-    result = CliRunner().invoke(app, ["eval", str(tmp_path / "c"), "--data", str(trained["path"]),
-                                      "--positive", "hate_speech", "--n-boot", "0", "--json"])
+    run = fit_cascade(
+        trained["dataset"],
+        model_run=root / "model",
+        prefilter_run=root / "prefilter",
+        config=CascadeConfig(budget=0.5),
+        out=tmp_path / "c",
+        n_boot=0,
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            str(tmp_path / "c"),
+            "--data",
+            str(trained["path"]),
+            "--positive",
+            "hate_speech",
+            "--n-boot",
+            "0",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     expected = run.results["cascade"].to_dict()

@@ -29,7 +29,8 @@ class TableScorer:
 
 
 POLICY = {
-    "name": "test", "categories": ["abuse", "scam"],
+    "name": "test",
+    "categories": ["abuse", "scam"],
     "rules": [
         {"name": "card-scam", "category": "scam", "action": "block", "keywords": ["gift card"]},
         {"name": "greeting", "category": "scam", "action": "clear", "keywords": ["thanks for the booking"]},
@@ -63,8 +64,12 @@ def stages(tmp_path):
 
 
 def thresholds(**kw):
-    base = dict(escalate=0.2, review=0.5, block={"abuse": 0.95},
-                rule_modes={"card-scam": "block", "greeting": "clear", "threat": "review", "weak": "off"})
+    base = dict(
+        escalate=0.2,
+        review=0.5,
+        block={"abuse": 0.95},
+        rule_modes={"card-scam": "block", "greeting": "clear", "threat": "review", "weak": "off"},
+    )
     return CascadeThresholds(**{**base, **kw})
 
 
@@ -84,8 +89,9 @@ def test_every_action_path(stages):
     assert d.rules_fired[texts.index("what a lovely idiot dog")] == ["weak"]
 
     # Stages run only on what is still open: the model never saw the rule- or pre-filter-decided messages.
-    assert sorted(model.calls[-1]) == sorted(["what a lovely idiot dog", "send the deposit to my own account",
-                                              "you will regret this"])
+    assert sorted(model.calls[-1]) == sorted(
+        ["what a lovely idiot dog", "send the deposit to my own account", "you will regret this"]
+    )
     assert np.isnan(d.stage_scores["model"][texts.index("see you at nine")])
     assert np.isnan(d.stage_scores["prefilter"][texts.index("pay me with a gift card")])
     assert d.stage_scores["model"][texts.index("you will regret this")] == pytest.approx(0.98)
@@ -94,8 +100,15 @@ def test_every_action_path(stages):
     np.testing.assert_allclose(d.proba[texts.index("see you at nine")], [0.02, 0.96, 0.02])
     np.testing.assert_allclose(cascade.predict_proba(texts), d.proba)
     frame = d.to_frame()
-    assert list(frame.columns) == ["action", "category", "decided_by", "score_rules", "score_prefilter",
-                                   "score_model", "rules_fired"]
+    assert list(frame.columns) == [
+        "action",
+        "category",
+        "decided_by",
+        "score_rules",
+        "score_prefilter",
+        "score_model",
+        "rules_fired",
+    ]
 
 
 def test_without_prefilter_or_rules_the_model_decides_everything(stages):
@@ -112,8 +125,12 @@ def test_stage_class_order_is_aligned(stages):
     rules, pre, model = stages
     # The same pre-filter with its columns in another order must decide the same way.
     shuffled = TableScorer({t: [v[0][2], v[0][0], v[0][1]] for t, v in TEXTS.items()}, classes=("scam", "abuse", "ok"))
-    a = Cascade(model, positive=["abuse", "scam"], thresholds=thresholds(), prefilter=pre, rules=rules).decide(list(TEXTS))
-    b = Cascade(model, positive=["abuse", "scam"], thresholds=thresholds(), prefilter=shuffled, rules=rules).decide(list(TEXTS))
+    a = Cascade(model, positive=["abuse", "scam"], thresholds=thresholds(), prefilter=pre, rules=rules).decide(
+        list(TEXTS)
+    )
+    b = Cascade(model, positive=["abuse", "scam"], thresholds=thresholds(), prefilter=shuffled, rules=rules).decide(
+        list(TEXTS)
+    )
     assert list(a.action) == list(b.action)
     np.testing.assert_allclose(a.proba, b.proba)
 

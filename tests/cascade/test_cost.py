@@ -26,8 +26,11 @@ def test_stage_cost_per_million_by_hand():
 
 def test_cascade_pays_each_stage_on_the_share_it_sees():
     prices = PriceTable(cpu_core_hour=0.04)
-    stages = {"rules": StageCost("rules", 0.00005, 2), "prefilter": StageCost("prefilter", 0.0003, 2),
-              "model": StageCost("model", 0.006, 2)}
+    stages = {
+        "rules": StageCost("rules", 0.00005, 2),
+        "prefilter": StageCost("prefilter", 0.0003, 2),
+        "model": StageCost("model", 0.006, 2),
+    }
     reach = {"rules": 1.0, "prefilter": 0.97, "model": 0.1}
     expected = sum(stages[s].per_million(prices) * share for s, share in reach.items())
     assert cascade_per_million(stages, reach, prices) == pytest.approx(expected)
@@ -46,8 +49,9 @@ def test_measured_cost_needs_messages():
 
 
 def test_api_cost():
-    prices = PriceTable(api_input_per_million_tokens=0.15, api_output_per_million_tokens=0.6,
-                        api_output_tokens_per_message=1)
+    prices = PriceTable(
+        api_input_per_million_tokens=0.15, api_output_per_million_tokens=0.6, api_output_tokens_per_message=1
+    )
     # 200 prompt tokens per message: 200 M input tokens and 1 M output tokens per million messages.
     assert api_per_million(200, prices) == pytest.approx(200 * 0.15 + 0.6)
 

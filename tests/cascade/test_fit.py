@@ -153,8 +153,10 @@ def test_rules_act_only_where_validation_supports_them():
     clean = (v.y == 0) & (rng.random(len(v.y)) < 0.3)
     rare = np.zeros(len(v.y), dtype=bool)
     rare[np.flatnonzero(v.y == 1)[:2]] = True
-    v.rules_fired = [[n for n, m in (("precise", precise), ("noisy", noisy), ("clean", clean), ("rare", rare)) if m[i]]
-                     for i in range(len(v.y))]
+    v.rules_fired = [
+        [n for n, m in (("precise", precise), ("noisy", noisy), ("clean", clean), ("rare", rare)) if m[i]]
+        for i in range(len(v.y))
+    ]
     v.rule_action = {"precise": "block", "noisy": "block", "clean": "clear", "rare": "block"}
     v.rule_category = {"precise": "bad", "noisy": "bad", "clean": "bad", "rare": "bad"}
     fit = fit_thresholds(v, model_threshold=0.5, config=CascadeConfig(block_precision=0.9))
@@ -210,4 +212,5 @@ def test_without_prefilter_the_model_sees_every_message_no_rule_decided():
     assert fit.thresholds.escalate is None and fit.thresholds.rule_modes == {"greeting": "clear"}
     assert fit.chosen["route"] == pytest.approx(1 - clean.mean())
     import json
+
     json.dumps(fit.to_dict(), allow_nan=False)  # JSON-safe: no infinities in the trade-off rows

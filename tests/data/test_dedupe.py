@@ -40,8 +40,7 @@ def originals(davidson_slice) -> list[str]:
     clusters = near_duplicate_clusters(texts)
     sizes = np.bincount(clusters)
     long_alone = [
-        t for t, c in zip(texts, clusters)
-        if sizes[c] == 1 and len(_dedupe_key(t)) >= 130 and changed_word(t) != t
+        t for t, c in zip(texts, clusters) if sizes[c] == 1 and len(_dedupe_key(t)) >= 130 and changed_word(t) != t
     ]
     assert len(long_alone) >= 50, "the slice should hold 50 long singleton tweets"
     return long_alone[:50]
@@ -143,7 +142,7 @@ def test_leakage_is_detected_on_a_bad_split_and_the_error_says_how_to_fix_it(dav
     texts = base + [changed_word(t) for t in originals[:10]]
     clusters = near_duplicate_clusters(texts)
     split = np.array(["train"] * len(texts), dtype=object)
-    split[len(base):] = "test"  # the copies go to test, their originals stay in train
+    split[len(base) :] = "test"  # the copies go to test, their originals stay in train
 
     report = check_leakage(clusters, split, texts=texts)
     assert report.n_leaking_clusters == 10 and report.n_leaking_rows == 20

@@ -49,8 +49,11 @@ def test_real_csv_reads_as_pandas_does_with_lines_of_multiline_tweets(davidson_c
 
 
 def test_extra_and_missing_fields_are_rejected_with_expected_and_found_counts(tmp_path):
-    path = write(tmp_path, "fields.csv", b'text,label\n"first message",ham\n"extra","field",spam\n'
-                                         b'"missing its label"\n"last message",spam\n')
+    path = write(
+        tmp_path,
+        "fields.csv",
+        b'text,label\n"first message",ham\n"extra","field",spam\n"missing its label"\n"last message",spam\n',
+    )
     report = validate(path)
     assert (report.n_rows, report.n_accepted, dict(report.rejected)) == (4, 2, {"bad_field_count": 2})
     assert where(report) == [(2, 3, "bad_field_count"), (3, 4, "bad_field_count")]
@@ -73,8 +76,9 @@ def test_an_unquoted_comma_cannot_shift_the_label_into_the_text(tmp_path):
 
 
 def test_unclosed_quote_at_end_of_file_rejects_its_first_line_and_keeps_the_rows_after_it(tmp_path):
-    path = write(tmp_path, "eof.csv", b'text,label\n"fine",ham\n"never closed,spam\n"after one",ham\n'
-                                      b'"after two",spam\n')
+    path = write(
+        tmp_path, "eof.csv", b'text,label\n"fine",ham\n"never closed,spam\n"after one",ham\n"after two",spam\n'
+    )
     report = validate(path)
     assert (report.n_rows, report.n_accepted, dict(report.rejected)) == (4, 3, {"unbalanced_quote": 1})
     assert where(report) == [(2, 3, "unbalanced_quote")]
@@ -86,8 +90,11 @@ def test_unclosed_quote_at_end_of_file_rejects_its_first_line_and_keeps_the_rows
 def test_unclosed_quote_that_would_merge_rows_rejects_only_its_first_line(tmp_path):
     # Line 3's quote is closed by the quote that opens line 4 as far as quote counting goes; the joined lines
     # 3-5 do not parse as one record, so only line 3 is rejected and lines 4 and 5 are read on their own.
-    path = write(tmp_path, "merge.csv", b'text,label\n"a fine one",ham\n"unclosed,spam\n"next message",ham\n'
-                                        b'he said "hi,spam\n"last",ham\n')
+    path = write(
+        tmp_path,
+        "merge.csv",
+        b'text,label\n"a fine one",ham\n"unclosed,spam\n"next message",ham\nhe said "hi,spam\n"last",ham\n',
+    )
     report = validate(path)
     assert (report.n_rows, report.n_accepted, dict(report.rejected)) == (5, 4, {"unbalanced_quote": 1})
     assert where(report) == [(2, 3, "unbalanced_quote")]
@@ -119,8 +126,11 @@ def test_blank_lines_are_counted_and_rejected_in_the_middle_and_at_the_end(tmp_p
 
 
 def test_crlf_line_endings(tmp_path):
-    path = write(tmp_path, "crlf.csv", b'text,label\r\n"one",ham\r\nplain two,spam\r\n"three\r\nlines",ham\r\n'
-                                       b'\r\n"four",spam\r\n')
+    path = write(
+        tmp_path,
+        "crlf.csv",
+        b'text,label\r\n"one",ham\r\nplain two,spam\r\n"three\r\nlines",ham\r\n\r\n"four",spam\r\n',
+    )
     report = validate(path)
     assert (report.n_rows, report.n_accepted, dict(report.rejected)) == (5, 4, {"blank_line": 1})
     assert where(report) == [(4, 6, "blank_line")]
@@ -131,8 +141,9 @@ def test_crlf_line_endings(tmp_path):
 
 def test_tsv_keeps_commas_and_literal_quotes_and_rejects_an_extra_tab(tmp_path, sms_csv):
     real = pd.read_csv(sms_csv, dtype=str, keep_default_na=False).head(200)
-    lines = ["label\ttext"] + [f"{lbl}\t{text}" for lbl, text in zip(real["label"], real["text"])
-                               if "\t" not in text and '"' not in text]
+    lines = ["label\ttext"] + [
+        f"{lbl}\t{text}" for lbl, text in zip(real["label"], real["text"]) if "\t" not in text and '"' not in text
+    ]
     lines[3:3] = ['ham\the said "hi, see you\tlater', 'spam\tcall now, "free" prize']  # data rows 3 and 4
     path = write(tmp_path, "sms.tsv", ("\n".join(lines) + "\n").encode("utf-8"))
     report = validate(path)
@@ -158,7 +169,10 @@ def test_rejects_file_keeps_each_malformed_record_with_its_line(tmp_path):
     saved = [json.loads(line) for line in rejects.read_text(encoding="utf-8").splitlines()]
     assert len(saved) == sum(report.rejected.values()) == 3
     assert [(r["row"], r["raw"], r["problems"][0]["line"], r["problems"][0]["problem"]) for r in saved] == [
-        (2, '"a","b",spam', 3, "bad_field_count"), (3, "", 4, "blank_line"), (4, '"open,ham', 5, "unbalanced_quote")]
+        (2, '"a","b",spam', 3, "bad_field_count"),
+        (3, "", 4, "blank_line"),
+        (4, '"open,ham', 5, "unbalanced_quote"),
+    ]
 
 
 def test_binary_file_is_refused_with_the_fix(tmp_path):

@@ -15,8 +15,18 @@ SPEC = ColumnSpec(text_col="text", label_cols=("label",))
 
 
 def test_label_key_sets_spelling_aside_but_keeps_signs_and_words():
-    assert {label_key(s) for s in ["hate_speech", "Hate_Speech", "hate speech", "HATE-SPEECH", " hate  speech ",
-                                   "hate_-_speech", "_hate_speech_"]} == {"hate_speech"}
+    assert {
+        label_key(s)
+        for s in [
+            "hate_speech",
+            "Hate_Speech",
+            "hate speech",
+            "HATE-SPEECH",
+            " hate  speech ",
+            "hate_-_speech",
+            "_hate_speech_",
+        ]
+    } == {"hate_speech"}
     assert label_key("-1") != label_key("1")
     assert label_key("spma") != label_key("spam")
     assert label_variants({"hate_speech": 1144, "Hate_Speech": 3, "offensive": 15352}) == {"Hate_Speech": "hate_speech"}
@@ -35,8 +45,12 @@ def variant_csv(tmp_path, davidson_slice):
     df.loc[neither, "label"] = "Neither"
     path = tmp_path / "variants.csv"
     df.to_csv(path, index=False)
-    rows = {"Hate_Speech": int(hate[0]) + 1, "hate speech": int(hate[1]) + 1, "HATE_SPEECH": int(hate[2]) + 1,
-            "Neither": int(neither) + 1}  # 1-based data rows
+    rows = {
+        "Hate_Speech": int(hate[0]) + 1,
+        "hate speech": int(hate[1]) + 1,
+        "HATE_SPEECH": int(hate[2]) + 1,
+        "Neither": int(neither) + 1,
+    }  # 1-based data rows
     return path, df, rows
 
 
@@ -49,18 +63,25 @@ def test_case_and_space_variants_are_refused_with_every_spelling_its_count_and_f
         assert str(path) in message and "column 'label'" in message
         first_hate = int(df.index[df["label"] == "hate_speech"][0]) + 1
         first_neither = int(df.index[df["label"] == "neither"][0]) + 1
-        assert (f"'hate_speech' (296 rows, first at row {first_hate}) = 'HATE_SPEECH' (1 row, first at row "
-                f"{rows['HATE_SPEECH']}) = 'Hate_Speech' (2 rows, first at row {rows['Hate_Speech']}) = "
-                f"'hate speech' (1 row, first at row {rows['hate speech']})") in message
-        assert (f"'neither' (499 rows, first at row {first_neither}) = 'Neither' (1 row, first at row "
-                f"{rows['Neither']})") in message
+        assert (
+            f"'hate_speech' (296 rows, first at row {first_hate}) = 'HATE_SPEECH' (1 row, first at row "
+            f"{rows['HATE_SPEECH']}) = 'Hate_Speech' (2 rows, first at row {rows['Hate_Speech']}) = "
+            f"'hate speech' (1 row, first at row {rows['hate speech']})"
+        ) in message
+        assert (
+            f"'neither' (499 rows, first at row {first_neither}) = 'Neither' (1 row, first at row {rows['Neither']})"
+        ) in message
         assert "--normalise-labels" in message and "most frequent spelling" in message
 
 
 def test_normalise_labels_merges_variants_and_records_the_mapping(variant_csv, davidson_slice, tmp_path):
     path, _, _ = variant_csv
-    mapping = {"Hate_Speech": "hate_speech", "hate speech": "hate_speech", "HATE_SPEECH": "hate_speech",
-               "Neither": "neither"}
+    mapping = {
+        "Hate_Speech": "hate_speech",
+        "hate speech": "hate_speech",
+        "HATE_SPEECH": "hate_speech",
+        "Neither": "neither",
+    }
     ds = load_dataset(path, SPEC, normalise_labels=True)
     assert ds.classes == ["hate_speech", "neither", "offensive"]
     assert ds.class_counts() == davidson_slice["label"].value_counts().to_dict()
@@ -76,8 +97,9 @@ def test_normalise_labels_merges_variants_and_records_the_mapping(variant_csv, d
     as_dict = report.to_dict()
     assert as_dict["label_normalisation"] == mapping and as_dict["n_rows_normalised"] == 5
     assert json.loads(json.dumps(as_dict)) == as_dict
-    assert any("'HATE_SPEECH' -> 'hate_speech'" in line and "5 row(s) changed" in line
-               for line in report.summary_lines())
+    assert any(
+        "'HATE_SPEECH' -> 'hate_speech'" in line and "5 row(s) changed" in line for line in report.summary_lines()
+    )
 
 
 def test_a_file_spelled_one_way_has_an_empty_mapping(tmp_path, davidson_slice):
@@ -100,8 +122,7 @@ def test_variants_of_declared_classes_take_the_class_spelling(tmp_path, sms_csv)
         load_dataset(path, spec)
     n_spam = int((df["label"] == "SPAM").sum())
     first_spam = int(df.index[df["label"] == "SPAM"][0]) + 1
-    assert (f"'spam' (in --classes, no row) = 'SPAM' ({n_spam} rows, first at row {first_spam})"
-            in str(err.value))
+    assert f"'spam' (in --classes, no row) = 'SPAM' ({n_spam} rows, first at row {first_spam})" in str(err.value)
     assert "its spelling in --classes" in str(err.value)
     # Surrounding spaces were always stripped, so 'Ham ' is a case variant: row 6.
     assert "'Ham' (1 row, first at row 6)" in str(err.value)
@@ -118,16 +139,23 @@ def test_variants_of_declared_classes_take_the_class_spelling(tmp_path, sms_csv)
 
 def test_multilabel_parts_are_normalised_and_repeats_merged(tmp_path):
     path = tmp_path / "ml.csv"
-    pd.DataFrame({
-        "text": ["pay me on venmo", "you idiot", "send gift cards", "gift cards, venmo, now", "great job"],
-        "labels": ["off_platform|scam", "harassment", "Scam", "scam|SCAM|Off-Platform", "harassment"],
-    }).to_csv(path, index=False)
+    pd.DataFrame(
+        {
+            "text": ["pay me on venmo", "you idiot", "send gift cards", "gift cards, venmo, now", "great job"],
+            "labels": ["off_platform|scam", "harassment", "Scam", "scam|SCAM|Off-Platform", "harassment"],
+        }
+    ).to_csv(path, index=False)
     spec = ColumnSpec(label_cols=("labels",), label_sep="|")
     with pytest.raises(DataError, match=r"'scam' \(2 rows, first at row 1\) = 'SCAM' \(1 row, first at row 4\)"):
         load_dataset(path, spec)
     ds = load_dataset(path, spec, normalise_labels=True)
-    assert ds.labels == [("off_platform", "scam"), ("harassment",), ("scam",), ("off_platform", "scam"),
-                         ("harassment",)]
+    assert ds.labels == [
+        ("off_platform", "scam"),
+        ("harassment",),
+        ("scam",),
+        ("off_platform", "scam"),
+        ("harassment",),
+    ]
     assert ds.label_normalisation == {"Off-Platform": "off_platform", "SCAM": "scam", "Scam": "scam"}
     assert ds.label_normalised_rows == 2
     report = validate_file(path, spec, normalise_labels=True)

@@ -37,7 +37,12 @@ def test_loads_real_data_redacted_with_raw_kept(slice_csv, davidson_slice):
 
 def test_same_content_hash_from_every_format(tmp_path, davidson_slice):
     df = davidson_slice[["text", "label"]].head(300)
-    paths = {"csv": tmp_path / "d.csv", "tsv": tmp_path / "d.tsv", "jsonl": tmp_path / "d.jsonl", "parquet": tmp_path / "d.parquet"}
+    paths = {
+        "csv": tmp_path / "d.csv",
+        "tsv": tmp_path / "d.tsv",
+        "jsonl": tmp_path / "d.jsonl",
+        "parquet": tmp_path / "d.parquet",
+    }
     df.to_csv(paths["csv"], index=False)
     df.to_csv(paths["tsv"], index=False, sep="\t")
     df.to_json(paths["jsonl"], orient="records", lines=True, force_ascii=False)
@@ -71,7 +76,13 @@ def test_bad_rows_rejected_with_place_and_fix_and_nothing_lost(tmp_path):
     rejects = tmp_path / "rejects.jsonl"
     ds = load_dataset(path, spec, rejects_path=rejects)
     assert sorted(ds.ids) == ["1", "7"]
-    assert ds.rejected.counts == {"empty_text": 2, "missing_label": 1, "unknown_label": 1, "duplicate_id": 1, "bad_encoding": 1}
+    assert ds.rejected.counts == {
+        "empty_text": 2,
+        "missing_label": 1,
+        "unknown_label": 1,
+        "duplicate_id": 1,
+        "bad_encoding": 1,
+    }
     by_kind = {}
     for e in ds.rejected.examples:
         by_kind.setdefault(e["problem"], e)
@@ -110,7 +121,9 @@ def test_missing_column_names_it_and_suggests(tmp_path):
     pd.DataFrame({"message": ["a", "b"], "label": ["x", "y"]}).to_csv(path, index=False)
     with pytest.raises(DataError) as err:
         load_dataset(path, ColumnSpec(text_col="mesage"))
-    assert "'mesage'" in str(err.value) and "did you mean 'message'" in str(err.value) and "--text-col" in str(err.value)
+    assert (
+        "'mesage'" in str(err.value) and "did you mean 'message'" in str(err.value) and "--text-col" in str(err.value)
+    )
 
 
 def test_unknown_format_and_missing_file(tmp_path):
@@ -172,17 +185,21 @@ def test_rare_label_typo_rejected_when_classes_inferred(tmp_path, sms_csv):
 
 def test_multilabel_separator_and_indicator_columns(tmp_path):
     sep_path = tmp_path / "ml.csv"
-    pd.DataFrame({
-        "text": ["pay me on venmo and text me", "you idiot", "great job", "send gift cards"],
-        "labels": ["off_platform|scam", "harassment", "", "scam"],
-    }).to_csv(sep_path, index=False)
+    pd.DataFrame(
+        {
+            "text": ["pay me on venmo and text me", "you idiot", "great job", "send gift cards"],
+            "labels": ["off_platform|scam", "harassment", "", "scam"],
+        }
+    ).to_csv(sep_path, index=False)
     ds = load_dataset(sep_path, ColumnSpec(label_cols=("labels",), label_sep="|"))
     assert ds.multilabel
     assert ds.labels[0] == ("off_platform", "scam") and ds.labels[2] == ()
     assert ds.indicator(["harassment", "off_platform", "scam"]).tolist() == [[0, 1, 1], [1, 0, 0], [0, 0, 0], [0, 0, 1]]
 
     ind_path = tmp_path / "ind.csv"
-    pd.DataFrame({"text": ["a b", "c d", "e f"], "scam": ["1", "0", "maybe"], "spam": ["0", "true", "0"]}).to_csv(ind_path, index=False)
+    pd.DataFrame({"text": ["a b", "c d", "e f"], "scam": ["1", "0", "maybe"], "spam": ["0", "true", "0"]}).to_csv(
+        ind_path, index=False
+    )
     ds = load_dataset(ind_path, ColumnSpec(label_cols=("scam", "spam")))
     assert ds.classes == ["scam", "spam"]
     assert ds.labels == [("scam",), ("spam",)]
@@ -192,10 +209,15 @@ def test_multilabel_separator_and_indicator_columns(tmp_path):
 
 def test_bad_timestamp_and_metadata(tmp_path):
     path = tmp_path / "t.csv"
-    pd.DataFrame({
-        "text": ["one", "two", "three"], "label": ["a", "a", "b"], "ts": ["2024-05-01T10:00:00Z", "yesterday", "1714557600"],
-        "user": ["u1", "u2", "u1"], "country": ["DE", "FR", "DE"],
-    }).to_csv(path, index=False)
+    pd.DataFrame(
+        {
+            "text": ["one", "two", "three"],
+            "label": ["a", "a", "b"],
+            "ts": ["2024-05-01T10:00:00Z", "yesterday", "1714557600"],
+            "user": ["u1", "u2", "u1"],
+            "country": ["DE", "FR", "DE"],
+        }
+    ).to_csv(path, index=False)
     ds = load_dataset(path, ColumnSpec(time_col="ts", user_col="user", meta_cols=("country",)))
     assert ds.rejected.counts == {"bad_timestamp": 1}
     assert ds.frame["user"].tolist() == ["u1", "u1"]
@@ -248,8 +270,7 @@ def test_annotator_votes_load_as_shares_and_bad_counts_are_rejected(tmp_path, da
     assert (np.array(ds.classes)[shares.argmax(axis=1)] == np.array(ds.labels)).mean() > 0.95
     # Without vote columns there are no shares; a file to score needs no vote columns.
     assert load_dataset(path, ColumnSpec()).vote_shares() is None
-    assert validate_file(path, ColumnSpec(text_col="text", label_cols=("label",),
-                                          vote_cols=votes)).n_accepted == 297
+    assert validate_file(path, ColumnSpec(text_col="text", label_cols=("label",), vote_cols=votes)).n_accepted == 297
 
 
 def test_vote_columns_are_checked_against_classes_and_roles(tmp_path, davidson_csv):
@@ -270,13 +291,22 @@ def test_vote_columns_are_checked_against_classes_and_roles(tmp_path, davidson_c
 
 def test_jsonl_blank_lines_are_counted_rows_rejected_with_their_line(tmp_path):
     path = tmp_path / "d.jsonl"
-    lines = [json.dumps({"text": "first", "label": "ham"}), "", json.dumps({"text": "second", "label": "spam"}),
-             "   ", json.dumps({"text": "third", "label": "ham"}), ""]
+    lines = [
+        json.dumps({"text": "first", "label": "ham"}),
+        "",
+        json.dumps({"text": "second", "label": "spam"}),
+        "   ",
+        json.dumps({"text": "third", "label": "ham"}),
+        "",
+    ]
     path.write_text("\n".join(lines) + "\n")
     report = validate_file(path, SPEC)
     assert (report.n_rows, report.n_accepted, dict(report.rejected)) == (6, 3, {"blank_line": 3})
-    assert [(p.row, p.line, p.problem) for p in report.examples] == [(2, 2, "blank_line"), (4, 4, "blank_line"),
-                                                                     (6, 6, "blank_line")]
+    assert [(p.row, p.line, p.problem) for p in report.examples] == [
+        (2, 2, "blank_line"),
+        (4, 4, "blank_line"),
+        (6, 6, "blank_line"),
+    ]
     assert load_dataset(path, SPEC).frame["row"].tolist() == [1, 3, 5]
 
 
@@ -296,8 +326,11 @@ def test_text_of_only_invisible_characters_is_rejected_as_empty_for_training_and
     validator = RowValidator(SPEC, str(path), labelled=False, unique_ids=False)
     result = validator.validate(next(iter_chunks(path, SPEC, labelled=False)))
     assert result.accepted["row"].tolist() == [1, 5, 6]
-    assert [(p.row, p.line, p.problem) for p in result.problems] == [(2, 3, "empty_text"), (3, 4, "empty_text"),
-                                                                     (4, 5, "empty_text")]
+    assert [(p.row, p.line, p.problem) for p in result.problems] == [
+        (2, 3, "empty_text"),
+        (3, 4, "empty_text"),
+        (4, 5, "empty_text"),
+    ]
 
 
 def test_row_problem_line_is_optional_and_shown_when_known():

@@ -33,9 +33,13 @@ def test_text_written_in_cyrillic_or_greek_is_left_alone():
     assert clean("\u041f\u0440\u0438\u0432\u0435\u0442, \u043a\u0430\u043a \u0434\u0435\u043b\u0430?") == (
         "\u041f\u0440\u0438\u0432\u0435\u0442, \u043a\u0430\u043a \u0434\u0435\u043b\u0430?"
     )
-    assert clean("\u039a\u03b1\u03bb\u03b7\u03bc\u03ad\u03c1\u03b1") == "\u039a\u03b1\u03bb\u03b7\u03bc\u03ad\u03c1\u03b1"
+    assert (
+        clean("\u039a\u03b1\u03bb\u03b7\u03bc\u03ad\u03c1\u03b1") == "\u039a\u03b1\u03bb\u03b7\u03bc\u03ad\u03c1\u03b1"
+    )
     # ...but a mixed-script word inside such a message is still folded
-    assert clean(f"\u041f\u0440\u0438\u0432\u0435\u0442 {CYR_P}h{CYR_O}ne") == "\u041f\u0440\u0438\u0432\u0435\u0442 phone"
+    assert (
+        clean(f"\u041f\u0440\u0438\u0432\u0435\u0442 {CYR_P}h{CYR_O}ne") == "\u041f\u0440\u0438\u0432\u0435\u0442 phone"
+    )
 
 
 @pytest.mark.parametrize(

@@ -109,8 +109,18 @@ def test_obfuscated_forms(raw, expected):
 
 @pytest.mark.parametrize(
     "text",
-    ["it costs 150", "at 5pm", "in 2019", "2 bedrooms", "10/10", "meet @ the store", "look at the dot",
-     "born 12/05/1990", "the 2019-2020 model", "4111 1111 1111 1112"],  # last one fails the Luhn check
+    [
+        "it costs 150",
+        "at 5pm",
+        "in 2019",
+        "2 bedrooms",
+        "10/10",
+        "meet @ the store",
+        "look at the dot",
+        "born 12/05/1990",
+        "the 2019-2020 model",
+        "4111 1111 1111 1112",
+    ],  # last one fails the Luhn check
 )
 def test_numbers_and_words_that_are_not_personal_data(text):
     assert redacted(text) == text
@@ -131,7 +141,10 @@ def test_spans_point_at_the_input_text(cases, redactor):
         assert "".join(rebuilt) + text[last:] == result.text
     text = "mail john.doe@gmail.com or call 555 123 4567"
     result = redactor.redact(text)
-    assert [(text[s:e], entity) for s, e, entity in result.spans] == [("john.doe@gmail.com", "EMAIL"), ("555 123 4567", "PHONE")]
+    assert [(text[s:e], entity) for s, e, entity in result.spans] == [
+        ("john.doe@gmail.com", "EMAIL"),
+        ("555 123 4567", "PHONE"),
+    ]
     assert result.counts == {"EMAIL": 1, "PHONE": 1}
     assert isinstance(result, RedactionResult)
 

@@ -42,4 +42,7 @@ def test_no_vote_columns_no_agreement_section(tmp_path, davidson_slice):
     davidson_slice.iloc[:300][["text", "label"]].to_csv(path, index=False)
     result = review(load_dataset(path, ColumnSpec()), noise_check=False)
     assert "annotator_agreement" not in result
-    assert "Annotator agreement" not in write_review(result, load_dataset(path, ColumnSpec()), tmp_path / "r.html").read_text()
+    assert (
+        "Annotator agreement"
+        not in write_review(result, load_dataset(path, ColumnSpec()), tmp_path / "r.html").read_text()
+    )

@@ -50,8 +50,17 @@ def _davidson_public(rows: list[dict]) -> bytes:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(PUBLIC_DAVIDSON_HEADER)
     for i, r in enumerate(rows):
-        writer.writerow([i * 3, r["count"], r["hate_speech"], r["offensive_language"], r["neither"],
-                         r.get("class", CLASS_OF[r["label"]]), r["text"]])
+        writer.writerow(
+            [
+                i * 3,
+                r["count"],
+                r["hate_speech"],
+                r["offensive_language"],
+                r["neither"],
+                r.get("class", CLASS_OF[r["label"]]),
+                r["text"],
+            ]
+        )
     return buffer.getvalue().encode("utf-8")
 
 
@@ -85,6 +94,7 @@ def sms_rows(sms_csv) -> list[dict]:
 
 # The repository's copies -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("relpath", [DAVIDSON, SMS])
 def test_repo_copies_match_the_sha256_in_their_readme(relpath):
     path = REPO_DATA / relpath
@@ -114,6 +124,7 @@ def test_conversion_of_the_public_format_reproduces_the_repo_copy_byte_for_byte(
 
 
 # Lookup order ------------------------------------------------------------------------------------------------
+
 
 def _holding(folder: Path, relpath: str) -> Path:
     (folder / relpath).parent.mkdir(parents=True, exist_ok=True)
@@ -168,6 +179,7 @@ def test_demo_finds_the_repo_data_from_a_directory_outside_the_checkout(tmp_path
 
 
 # First-use download ------------------------------------------------------------------------------------------
+
 
 def test_davidson_download_end_to_end_then_from_the_cache(nowhere, tmp_path, davidson_rows):
     public = tmp_path / "labeled_data.csv"
@@ -252,14 +264,23 @@ def test_interrupted_write_leaves_no_partial_file(nowhere, tmp_path, davidson_ro
 
 # Errors when nothing holds a data set -------------------------------------------------------------------------
 
+
 def test_offline_error_names_the_data_set_every_place_the_url_and_the_fix(nowhere):
     url = "http://127.0.0.1:9/x"  # the discard port: nothing listens, the connection is refused at once
     with pytest.raises(DataError) as err:
         find_dataset("davidson", url=url, timeout=5)
     message = str(err.value)
-    for needed in ("the davidson data set", "--data-dir (not given)", "$FINESIEVE_DATA (not set)",
-                   "the repository's data/ folder", "shared/data", str(nowhere / DAVIDSON), url,
-                   "Fix: pass --data-dir (or set FINESIEVE_DATA)", "go online once"):
+    for needed in (
+        "the davidson data set",
+        "--data-dir (not given)",
+        "$FINESIEVE_DATA (not set)",
+        "the repository's data/ folder",
+        "shared/data",
+        str(nowhere / DAVIDSON),
+        url,
+        "Fix: pass --data-dir (or set FINESIEVE_DATA)",
+        "go online once",
+    ):
         assert needed in message, needed
     assert not nowhere.exists()
 
@@ -268,8 +289,13 @@ def test_resumes_are_never_downloaded_and_missing_is_a_clear_error(nowhere, tmp_
     with pytest.raises(DataError) as err:
         find_dataset("resumes")
     message = str(err.value)
-    for needed in ("the resumes data set", "$FINESIEVE_DATA", "shared/data", "never downloaded",
-                   "pass --data-dir (or set FINESIEVE_DATA) pointing at a folder holding resumes/"):
+    for needed in (
+        "the resumes data set",
+        "$FINESIEVE_DATA",
+        "shared/data",
+        "never downloaded",
+        "pass --data-dir (or set FINESIEVE_DATA) pointing at a folder holding resumes/",
+    ):
         assert needed in message, needed
     (tmp_path / "mine" / "resumes").mkdir(parents=True)
     monkeypatch.setenv("FINESIEVE_DATA", str(tmp_path / "mine"))

@@ -21,10 +21,20 @@ from finesieve.data.split import SplitConfig, make_splits
 from finesieve.data.task import ClassificationTask, GenerationTask, RankingTask, Task, parse_task, task_from_manifest
 
 # A run manifest's task as train/recipe.py and cascade/build.py write it today.
-LEGACY_TASK = {"classes": ["hate_speech", "neither", "offensive"], "multilabel": False, "positive": ["hate_speech"],
-               "threshold": 0.31, "threshold_source": "best F1 on the validation split"}
-RANKING_SPEC = RankingSpec(query_col="query_id", candidate_col="message_id", query_text_col="query",
-                           candidate_text_col="message", relevance_col="grade")
+LEGACY_TASK = {
+    "classes": ["hate_speech", "neither", "offensive"],
+    "multilabel": False,
+    "positive": ["hate_speech"],
+    "threshold": 0.31,
+    "threshold_source": "best F1 on the validation split",
+}
+RANKING_SPEC = RankingSpec(
+    query_col="query_id",
+    candidate_col="message_id",
+    query_text_col="query",
+    candidate_text_col="message",
+    relevance_col="grade",
+)
 GRADED = RankingTask(relevance="graded", min_grade=0, max_grade=3, relevant_grade=2, k_values=(1, 3))
 
 
@@ -43,22 +53,37 @@ def pairs_frame(sms: pd.DataFrame) -> pd.DataFrame:
     for i, msg in sms.iterrows():
         query = "q-spam" if i % 2 == 0 else "q-ham"
         wanted = "spam" if query == "q-spam" else "ham"
-        rows.append({"query_id": query, "query": f"find {wanted}", "message_id": f"m{i}", "message": msg["text"],
-                     "grade": "3" if msg["label"] == wanted else "0"})
+        rows.append(
+            {
+                "query_id": query,
+                "query": f"find {wanted}",
+                "message_id": f"m{i}",
+                "message": msg["text"],
+                "grade": "3" if msg["label"] == wanted else "0",
+            }
+        )
     return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------- tasks
 
 
-@pytest.mark.parametrize("task", [
-    ClassificationTask(classes=("ham", "spam"), positive=("spam",)),
-    ClassificationTask(classes=("scam", "spam"), multilabel=True, positive=("scam", "spam"), threshold=0.4,
-                       threshold_source="given"),
-    GRADED,
-    RankingTask(),
-    GenerationTask(metrics=("token_f1", "chrf")),
-])
+@pytest.mark.parametrize(
+    "task",
+    [
+        ClassificationTask(classes=("ham", "spam"), positive=("spam",)),
+        ClassificationTask(
+            classes=("scam", "spam"),
+            multilabel=True,
+            positive=("scam", "spam"),
+            threshold=0.4,
+            threshold_source="given",
+        ),
+        GRADED,
+        RankingTask(),
+        GenerationTask(metrics=("token_f1", "chrf")),
+    ],
+)
 def test_every_task_kind_round_trips_through_json_and_the_kind_picks_the_class(task):
     saved = json.loads(json.dumps(task.model_dump(mode="json")))
     assert saved["kind"] == task.kind
@@ -73,34 +98,54 @@ def test_every_field_of_every_task_and_spec_has_a_description(model):
 
 
 def test_each_kind_names_its_metrics():
-    assert ClassificationTask(classes=("a", "b"), positive=("b",)).metrics == ("roc_auc", "pr_auc", "precision",
-                                                                               "recall", "f1")
+    assert ClassificationTask(classes=("a", "b"), positive=("b",)).metrics == (
+        "roc_auc",
+        "pr_auc",
+        "precision",
+        "recall",
+        "f1",
+    )
     assert GRADED.metrics == ("ndcg@1", "ndcg@3", "map", "mrr", "precision@1", "precision@3", "recall@1", "recall@3")
     assert GenerationTask().metrics == ("exact_match", "token_f1", "chrf", "rouge_l")
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"classes": ["ham", "spam"], "positive": ["scam"]}, "positive names ['scam'], which are not in classes"),
-    ({"classes": ["spam"], "positive": ["spam"]}, "a single-label task needs at least two classes"),
-    ({"classes": ["a", "b", "a"], "positive": ["a"]}, "classes lists ['a'] more than once"),
-    ({"classes": ["a", "b"], "positive": []}, "positive is empty"),
-    ({"classes": ["a", "b"], "positive": ["b"], "threshold": 1.5, "threshold_source": "given"}, "expected a score in [0, 1]"),
-    ({"classes": ["a", "b"], "positive": ["b"], "threshold": 0.5}, "set both or neither"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"classes": ["ham", "spam"], "positive": ["scam"]}, "positive names ['scam'], which are not in classes"),
+        ({"classes": ["spam"], "positive": ["spam"]}, "a single-label task needs at least two classes"),
+        ({"classes": ["a", "b", "a"], "positive": ["a"]}, "classes lists ['a'] more than once"),
+        ({"classes": ["a", "b"], "positive": []}, "positive is empty"),
+        (
+            {"classes": ["a", "b"], "positive": ["b"], "threshold": 1.5, "threshold_source": "given"},
+            "expected a score in [0, 1]",
+        ),
+        ({"classes": ["a", "b"], "positive": ["b"], "threshold": 0.5}, "set both or neither"),
+    ],
+)
 def test_classification_task_refuses_inconsistent_fields_naming_them(fields, message):
     with pytest.raises(ValidationError, match=message.replace("[", r"\[").replace("]", r"\]")):
         ClassificationTask(**fields)
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"relevance": "binary", "max_grade": 7}, "relevance='binary' takes grades 0 and 1"),
-    ({"relevance": "graded", "min_grade": 7, "max_grade": 1, "relevant_grade": 5}, "min_grade=7 is not below max_grade=1"),
-    ({"relevance": "graded", "min_grade": 1, "max_grade": 7, "relevant_grade": 1}, "relevant_grade=1 must lie above min_grade=1"),
-    ({"relevance": "graded", "min_grade": 1, "max_grade": 7, "relevant_grade": 8}, "at most max_grade=7"),
-    ({"k_values": [0, 5]}, "each cut-off is a number of top candidates"),
-    ({"k_values": [5, 5]}, "k_values lists \\[5\\] more than once"),
-    ({"k_values": []}, "k_values is empty"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"relevance": "binary", "max_grade": 7}, "relevance='binary' takes grades 0 and 1"),
+        (
+            {"relevance": "graded", "min_grade": 7, "max_grade": 1, "relevant_grade": 5},
+            "min_grade=7 is not below max_grade=1",
+        ),
+        (
+            {"relevance": "graded", "min_grade": 1, "max_grade": 7, "relevant_grade": 1},
+            "relevant_grade=1 must lie above min_grade=1",
+        ),
+        ({"relevance": "graded", "min_grade": 1, "max_grade": 7, "relevant_grade": 8}, "at most max_grade=7"),
+        ({"k_values": [0, 5]}, "each cut-off is a number of top candidates"),
+        ({"k_values": [5, 5]}, "k_values lists \\[5\\] more than once"),
+        ({"k_values": []}, "k_values is empty"),
+    ],
+)
 def test_ranking_task_refuses_inconsistent_grades_and_cutoffs(fields, message):
     with pytest.raises(ValidationError, match=message):
         RankingTask(**fields)
@@ -115,6 +160,7 @@ def test_generation_task_refuses_unknown_or_repeated_metrics():
 
 def test_task_as_a_field_of_another_model_picks_its_class_by_kind():
     """How a typed run manifest holds its task: `task: Task`."""
+
     class Manifest(BaseModel):
         task: Task
 
@@ -133,11 +179,16 @@ def test_parse_task_names_a_misspelt_setting_and_an_unknown_kind():
 
 def test_task_from_manifest_reads_todays_untyped_task_and_typed_ones():
     task = task_from_manifest(LEGACY_TASK)
-    assert task == ClassificationTask(classes=("hate_speech", "neither", "offensive"), positive=("hate_speech",),
-                                      threshold=0.31, threshold_source="best F1 on the validation split")
+    assert task == ClassificationTask(
+        classes=("hate_speech", "neither", "offensive"),
+        positive=("hate_speech",),
+        threshold=0.31,
+        threshold_source="best F1 on the validation split",
+    )
     # Written without a chosen threshold, or before multilabel was recorded: defaults, not an error.
-    bare = task_from_manifest({"classes": ["ham", "spam"], "positive": ["spam"], "threshold": None,
-                               "threshold_source": None})
+    bare = task_from_manifest(
+        {"classes": ["ham", "spam"], "positive": ["spam"], "threshold": None, "threshold_source": None}
+    )
     assert bare.threshold is None and bare.multilabel is False
     assert task_from_manifest(GRADED.model_dump(mode="json")) == GRADED
     assert task_from_manifest(task.model_dump(mode="json")) == task
@@ -153,7 +204,11 @@ def test_task_from_manifest_refuses_a_broken_task_with_the_fields_named():
 def test_with_threshold_is_validated_like_a_new_task():
     task = ClassificationTask(classes=("ham", "spam"), positive=("spam",))
     chosen = task.with_threshold(0.42, "best F1 on the validation split")
-    assert (chosen.threshold, chosen.threshold_source, task.threshold) == (0.42, "best F1 on the validation split", None)
+    assert (chosen.threshold, chosen.threshold_source, task.threshold) == (
+        0.42,
+        "best F1 on the validation split",
+        None,
+    )
     with pytest.raises(ValidationError, match="expected a score in"):
         task.with_threshold(2.0, "given")
 
@@ -174,8 +229,9 @@ def test_ranking_and_generation_specs_refuse_a_column_in_two_roles_naming_both()
 
 
 def test_spec_from_dict_picks_the_kind_and_defaults_to_classification():
-    assert spec_from_dict({"text_col": "message", "label_cols": ["flag"]}) == ColumnSpec(text_col="message",
-                                                                                         label_cols=("flag",))
+    assert spec_from_dict({"text_col": "message", "label_cols": ["flag"]}) == ColumnSpec(
+        text_col="message", label_cols=("flag",)
+    )
     assert spec_from_dict(RANKING_SPEC.model_dump(mode="json")) == RANKING_SPEC
     assert spec_from_dict({"kind": "generation", "input_col": "resume"}) == GenerationSpec(input_col="resume")
     with pytest.raises(ConfigError, match="unknown setting query_column \\(did you mean query_col\\?\\)"):
@@ -185,8 +241,10 @@ def test_spec_from_dict_picks_the_kind_and_defaults_to_classification():
 def test_missing_ranking_column_is_named_with_a_suggestion(tmp_path, sms):
     path = tmp_path / "pairs.csv"
     pairs_frame(sms).rename(columns={"grade": "grades"}).to_csv(path, index=False)
-    with pytest.raises(DataError, match="'grade' \\(did you mean 'grades'\\?\\) not found.*RankingSpec settings "
-                                        "query_col / candidate_col"):
+    with pytest.raises(
+        DataError,
+        match="'grade' \\(did you mean 'grades'\\?\\) not found.*RankingSpec settings query_col / candidate_col",
+    ):
         load_ranking_dataset(path, RANKING_SPEC)
 
 
@@ -200,8 +258,17 @@ def test_ranking_file_loads_pairs_with_grades_and_cleaned_redacted_texts(tmp_pat
     frame.to_csv(path, index=False)
     ds = load_ranking_dataset(path, RANKING_SPEC, task=GRADED)
     assert len(ds) == 120 and ds.n_queries == 2 and ds.rejected.total == 0
-    assert list(ds.frame.columns) == ["id", "row", "query", "candidate", "query_text_raw", "query_text", "text_raw",
-                                      "text", "relevance"]
+    assert list(ds.frame.columns) == [
+        "id",
+        "row",
+        "query",
+        "candidate",
+        "query_text_raw",
+        "query_text",
+        "text_raw",
+        "text",
+        "relevance",
+    ]
     assert ds.relevance.dtype == float and sorted(set(ds.relevance)) == [0.0, 3.0]
     assert (ds.relevance == frame["grade"].astype(float).to_numpy()).all()
     assert ds.frame.loc[0, "text"] == "Call me at <EMAIL> tonight"
@@ -226,8 +293,13 @@ def test_bad_pairs_are_rejected_with_place_value_and_fix_and_nothing_is_lost(tmp
 
     n_read = len(frame) + 1
     assert len(ds) + ds.rejected.total == n_read
-    assert ds.rejected.counts == {"bad_relevance": 2, "missing_candidate": 1, "query_text_mismatch": 1,
-                                  "duplicate_pair": 1, "bad_field_count": 1}
+    assert ds.rejected.counts == {
+        "bad_relevance": 2,
+        "missing_candidate": 1,
+        "query_text_mismatch": 1,
+        "duplicate_pair": 1,
+        "bad_field_count": 1,
+    }
     by_row = {e["row"]: e for e in ds.rejected.examples}
     assert by_row[4]["column"] == "grade" and by_row[4]["value"] == "high" and "must be a number" in by_row[4]["fix"]
     assert by_row[6]["value"] == "9" and "grades run from 0 to 3" in by_row[6]["fix"]
@@ -295,8 +367,13 @@ def test_ranking_split_keeps_each_query_whole_and_is_reproducible(tmp_path, sms)
 
 
 def test_generation_file_loads_checks_both_texts_and_splits_like_classification(tmp_path, sms):
-    frame = pd.DataFrame({"sms_id": [f"s{i}" for i in range(len(sms))], "message": sms["text"],
-                          "reply": np.where(sms["label"] == "spam", "This is spam.", "Not spam.")})
+    frame = pd.DataFrame(
+        {
+            "sms_id": [f"s{i}" for i in range(len(sms))],
+            "message": sms["text"],
+            "reply": np.where(sms["label"] == "spam", "This is spam.", "Not spam."),
+        }
+    )
     frame.loc[4, "reply"] = ""  # an empty reference (a CSV cell cannot be missing, only empty)
     frame.loc[6, "sms_id"] = "s5"  # an id used before
     path = tmp_path / "examples.csv"

@@ -74,8 +74,9 @@ def test_evaluate_generation_refuses_misaligned_or_non_text_outputs():
 
 
 def test_per_example_scores_mean_and_interval():
-    result = evaluate_generation(["yes", "no", "yes", "no"], ["yes", "yes", "yes", "no"], metrics=("exact_match",),
-                                 n_boot=500)
+    result = evaluate_generation(
+        ["yes", "no", "yes", "no"], ["yes", "yes", "yes", "no"], metrics=("exact_match",), n_boot=500
+    )
     assert result.per_example["exact_match"].tolist() == [1.0, 0.0, 1.0, 1.0]
     assert result.summary["exact_match"] == 0.75
     lo, hi = result.ci["exact_match"]
@@ -90,8 +91,9 @@ def test_sms_replies_load_split_and_evaluate_through_the_harness(tmp_path, sms_c
     common reference of the training split."""
     sms = pd.read_csv(sms_csv, dtype=str, keep_default_na=False).head(300)
     path = tmp_path / "replies.csv"
-    pd.DataFrame({"message": sms["text"], "reply": np.where(sms["label"] == "spam", "Spam.", "Not spam.")}
-                 ).to_csv(path, index=False)
+    pd.DataFrame({"message": sms["text"], "reply": np.where(sms["label"] == "spam", "Spam.", "Not spam.")}).to_csv(
+        path, index=False
+    )
     ds = load_generation_dataset(path, GenerationSpec(input_col="message", reference_col="reply"))
     assert len(ds) + ds.rejected.total == 300
     splits = make_splits(ds, SplitConfig(test_frac=0.2, val_frac=0.1, seed=0))
@@ -116,8 +118,13 @@ def resume_heads(resumes_dir) -> pd.DataFrame:
     resume as input, the family written out as reference ('INFORMATION-TECHNOLOGY' -> 'information technology')."""
     df = pd.read_csv(resumes_dir / "livecareer_resumes.csv", dtype=str, keep_default_na=False)
     df = df.groupby("category", sort=True).head(2).reset_index(drop=True)
-    return pd.DataFrame({"resume_id": df["resume_id"], "resume_head": df["resume_text"].str[:500],
-                         "family": df["category"].str.replace("-", " ").str.lower()})
+    return pd.DataFrame(
+        {
+            "resume_id": df["resume_id"],
+            "resume_head": df["resume_text"].str[:500],
+            "family": df["category"].str.replace("-", " ").str.lower(),
+        }
+    )
 
 
 def test_resume_family_written_out_loads_splits_and_evaluates(tmp_path, resume_heads):
@@ -138,8 +145,16 @@ def test_resume_family_written_out_loads_splits_and_evaluates(tmp_path, resume_h
     # starts with a one-word family ('ENGINEERING TECHNICIAN' for engineering) has token F1 and ROUGE-L 2/3.
     same = table[table["title"].str.lower() == table["family"]]
     assert len(same) > 0 and (same[["exact_match", "token_f1", "rouge_l"]] == 1.0).all().all()
-    two_words = table[table.apply(lambda r: len(r["title"].split()) == 2 and len(r["family"].split()) == 1
-                                  and r["title"].lower().split()[0] == r["family"], axis=1)]
+    two_words = table[
+        table.apply(
+            lambda r: (
+                len(r["title"].split()) == 2
+                and len(r["family"].split()) == 1
+                and r["title"].lower().split()[0] == r["family"]
+            ),
+            axis=1,
+        )
+    ]
     assert len(two_words) > 0
     assert (two_words["exact_match"] == 0).all()
     assert np.allclose(two_words["token_f1"], 2 / 3) and np.allclose(two_words["rouge_l"], 2 / 3)

@@ -62,8 +62,15 @@ def best_recall_at_precision(y, s, target):
 
 def test_targets_and_cost(fitted):
     tfidf, _, test = fitted
-    d = evaluate(tfidf, test, positive=["hate_speech"], target_precision=0.5, target_recall=0.8,
-                 cost=CostModel(miss_cost=20, false_alarm_cost=1), n_boot=0).to_dict()
+    d = evaluate(
+        tfidf,
+        test,
+        positive=["hate_speech"],
+        target_precision=0.5,
+        target_recall=0.8,
+        cost=CostModel(miss_cost=20, false_alarm_cost=1),
+        n_boot=0,
+    ).to_dict()
     y = np.array([lbl == "hate_speech" for lbl in test.labels])
     s = tfidf.predict_proba(test.texts)[:, tfidf.classes_.tolist().index("hate_speech")]
     at_r = d["targets"]["at_recall"]
@@ -86,8 +93,16 @@ def test_unreachable_precision_target_is_reported_not_met(fitted):
     # A scorer that ranks nothing (one score for every message) has precision = prevalence (~15%) everywhere.
     _, _, test = fitted
     proba = np.tile([0.2, 0.3, 0.5], (len(test), 1))
-    d = evaluate_scored(proba, ["hate_speech", "neither", "offensive"], False, test, positive=["hate_speech"],
-                        target_precision=0.5, target_recall=0.8, n_boot=0).to_dict()
+    d = evaluate_scored(
+        proba,
+        ["hate_speech", "neither", "offensive"],
+        False,
+        test,
+        positive=["hate_speech"],
+        target_precision=0.5,
+        target_recall=0.8,
+        n_boot=0,
+    ).to_dict()
     assert d["targets"]["at_precision"] == {"target": 0.5, "threshold": None, "reachable": False}
     assert d["targets"]["at_recall"]["reachable"] and d["targets"]["at_recall"]["recall"] == 1.0
 

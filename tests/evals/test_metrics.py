@@ -181,10 +181,20 @@ def test_binary_summary():
     s = [0.9, 0.4, 0.6, 0.2, 0.1]
     out = M.binary_summary(y, s, 0.5)
     assert out == {
-        "n": 5, "n_positive": 2, "prevalence": 0.4,
-        "roc_auc": pytest.approx(sk.roc_auc_score(y, s)), "pr_auc": pytest.approx(sk.average_precision_score(y, s)),
-        "precision": 0.5, "recall": 0.5, "f1": 0.5, "threshold": 0.5,
-        "tp": 1, "fp": 1, "tn": 2, "fn": 1, "flag_rate": 0.4,
+        "n": 5,
+        "n_positive": 2,
+        "prevalence": 0.4,
+        "roc_auc": pytest.approx(sk.roc_auc_score(y, s)),
+        "pr_auc": pytest.approx(sk.average_precision_score(y, s)),
+        "precision": 0.5,
+        "recall": 0.5,
+        "f1": 0.5,
+        "threshold": 0.5,
+        "tp": 1,
+        "fp": 1,
+        "tn": 2,
+        "fn": 1,
+        "flag_rate": 0.4,
     }
     single = M.binary_summary([0, 0, 0], [0.1, 0.7, 0.3], 0.5)
     assert single["roc_auc"] is None and single["pr_auc"] is None

@@ -54,8 +54,11 @@ def held_out(davidson_csv, davidson_slice, run_dir, tmp_path_factory) -> pd.Data
     path = tmp_path_factory.mktemp("held_out") / "candidates.csv"
     candidates.to_csv(path, index=False)
     known = set().union(*read_split_members(run_dir / "splits.json").text_hashes.values())
-    fresh = {row_id for row_id, text in zip(*(load_dataset(path, SPEC).frame[c] for c in ("id", "text")))
-             if text_hash(text) not in known}
+    fresh = {
+        row_id
+        for row_id, text in zip(*(load_dataset(path, SPEC).frame[c] for c in ("id", "text")))
+        if text_hash(text) not in known
+    }
     return candidates[candidates["id"].isin(fresh)].head(60)
 
 
@@ -81,8 +84,10 @@ def test_training_and_validation_rows_under_new_ids_are_noted(run_dir, by_split,
     assert (overlap.n_evaluated, overlap.n_train, overlap.n_val, overlap.n_seen) == (60, 30, 10, 40)
     assert overlap.compared_by == ["id", "text"]  # both files map an id column; the texts matched, not the ids
     [note] = [n for n in result.notes if "optimistic" in n]
-    assert note.startswith(f"{run_dir}: 30 of the 60 evaluated rows are in the run's training split and 10 in "
-                           "its validation split (66.7% of the evaluated rows")
+    assert note.startswith(
+        f"{run_dir}: 30 of the 60 evaluated rows are in the run's training split and 10 in "
+        "its validation split (66.7% of the evaluated rows"
+    )
     assert note.endswith("figures on these rows are optimistic; evaluate on held-out data")
     example = overlap.example
     seen_row = data.frame[data.frame["id"] == example["id"]].iloc[0]
@@ -120,8 +125,12 @@ def test_old_splits_file_without_text_hashes_checks_ids_only(run_dir, by_split, 
     assert not any("optimistic" in n for n in renamed.notes)
 
     # The run's own ids, in another order: matched by id.
-    same_ids = evaluate(old_run, evaluation_file(tmp_path, [by_split["train"].head(25), by_split["val"].head(5),
-                                                            held_out.head(20)], new_ids=False))
+    same_ids = evaluate(
+        old_run,
+        evaluation_file(
+            tmp_path, [by_split["train"].head(25), by_split["val"].head(5), held_out.head(20)], new_ids=False
+        ),
+    )
     [overlap] = same_ids.overlaps
     assert (overlap.n_train, overlap.n_val, overlap.n_evaluated, overlap.compared_by) == (25, 5, 50, ["id"])
     assert any(n.startswith(f"{old_run}: 25 of the 50 evaluated rows") for n in same_ids.notes)

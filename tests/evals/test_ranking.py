@@ -32,8 +32,14 @@ from finesieve.evals.ranking import (
     reciprocal_rank,
 )
 
-HR_SPEC = RankingSpec(query_col="job_id", candidate_col="resume_id", query_text_col="job_terms",
-                      candidate_text_col="resume_text", relevance_col="hr_score", meta_cols=("hr_id",))
+HR_SPEC = RankingSpec(
+    query_col="job_id",
+    candidate_col="resume_id",
+    query_text_col="job_terms",
+    candidate_text_col="resume_text",
+    relevance_col="hr_score",
+    meta_cols=("hr_id",),
+)
 # HR scores run 1 (poor fit) to 7 (excellent fit); 5 and above count as a fit for the binary metrics.
 HR_TASK = RankingTask(relevance="graded", min_grade=1, max_grade=7, relevant_grade=5, k_values=(1, 5, 10))
 
@@ -101,8 +107,12 @@ def test_tie_handling_equals_enumerating_every_order_of_the_tied_candidates(seed
     grades = rng.integers(0, 4, m).astype(float)
     scores = rng.integers(0, 3, m).astype(float)  # few distinct scores: many ties
     relevant = (grades >= 2).astype(float)
-    binary = {"ap": average_precision, "rr": reciprocal_rank,
-              "p@2": lambda y, s: precision_at_k(y, s, 2), "r@3": lambda y, s: recall_at_k(y, s, 3)}
+    binary = {
+        "ap": average_precision,
+        "rr": reciprocal_rank,
+        "p@2": lambda y, s: precision_at_k(y, s, 2),
+        "r@3": lambda y, s: recall_at_k(y, s, 3),
+    }
     for name, metric in binary.items():
         got, want = metric(relevant, scores), _over_every_order(metric, relevant, scores)
         assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want), name
@@ -199,14 +209,17 @@ def test_evaluate_task_on_a_classification_task_is_evaluate_scored_at_the_tasks_
     data = davidson_slice.head(400)
     dataset = from_records(data["text"].tolist(), data["label"].tolist())
     proba = np.random.default_rng(0).dirichlet(np.ones(3), size=len(dataset))  # (n, 3) in dataset.classes order
-    task = ClassificationTask(classes=tuple(dataset.classes), positive=("hate_speech",), threshold=0.3,
-                              threshold_source="given")
+    task = ClassificationTask(
+        classes=tuple(dataset.classes), positive=("hate_speech",), threshold=0.3, threshold_source="given"
+    )
     through_task = evaluate_task(task, dataset, proba, n_boot=200, name="random").to_dict()
-    direct = evaluate_scored(proba, dataset.classes, False, dataset, positive=["hate_speech"], threshold=0.3,
-                             n_boot=200, name="random").to_dict()
+    direct = evaluate_scored(
+        proba, dataset.classes, False, dataset, positive=["hate_speech"], threshold=0.3, n_boot=200, name="random"
+    ).to_dict()
     assert through_task == direct and through_task["threshold"] == 0.3
-    unset = evaluate_task(task.model_copy(update={"threshold": None, "threshold_source": None}), dataset, proba,
-                          n_boot=0)
+    unset = evaluate_task(
+        task.model_copy(update={"threshold": None, "threshold_source": None}), dataset, proba, n_boot=0
+    )
     assert (unset.threshold, unset.threshold_source) == (0.5, "default 0.5")
     with pytest.raises(ValueError, match=r"expected \(400, 3\)"):
         evaluate_task(task, dataset, proba[:, :2])

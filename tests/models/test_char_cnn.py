@@ -35,8 +35,12 @@ def sms_split(sms_csv):
 @pytest.fixture(scope="module")
 def sms_scorer(sms_split):
     train, val, _ = sms_split
-    return CharCNNScorer(max_epochs=3, **SMALL).fit(train["text"].tolist(), train["label"].tolist(),
-                                                    val_texts=val["text"].tolist(), val_labels=val["label"].tolist())
+    return CharCNNScorer(max_epochs=3, **SMALL).fit(
+        train["text"].tolist(),
+        train["label"].tolist(),
+        val_texts=val["text"].tolist(),
+        val_labels=val["label"].tolist(),
+    )
 
 
 def separable(n=120):
@@ -103,7 +107,9 @@ def test_obfuscated_twins_score_alike(sms_scorer, sms_split):
     cyrillic = str.maketrans({"a": "а", "e": "е", "o": "о", "p": "р", "c": "с"})  # Latin -> Cyrillic look-alikes
 
     def leet(t):  # o -> 0 inside words only (ph0ne), as spammers do
-        return " ".join(w[0] + w[1:-1].replace("o", "0") + w[-1] if len(w) > 2 and w.isalpha() else w for w in t.split())
+        return " ".join(
+            w[0] + w[1:-1].replace("o", "0") + w[-1] if len(w) > 2 and w.isalpha() else w for w in t.split()
+        )
 
     def spaced(t):  # the first long word spelt out: p h o n e
         words = t.split()
@@ -171,8 +177,12 @@ def test_trains_through_the_shared_loop(monkeypatch):
     CharCNNScorer(max_epochs=2, lr=1e-3, channels=8, embed_dim=8, max_chars=64).fit(texts, labels)
     assert len(calls) == 1 and isinstance(calls[0], LoopSettings)
     settings = calls[0]
-    assert (settings.learning_rate, settings.schedule, settings.max_grad_norm, settings.eval_every) == \
-        (1e-3, "constant", None, None)
+    assert (settings.learning_rate, settings.schedule, settings.max_grad_norm, settings.eval_every) == (
+        1e-3,
+        "constant",
+        None,
+        None,
+    )
     assert settings.weight_decay == 0.0 and not settings.ties_to_lower_loss
 
 
@@ -180,8 +190,12 @@ def test_checkpoint_and_resume_after_interruption(tmp_path, monkeypatch):
     """Ctrl-C mid-training writes a checkpoint; `fit(..., resume=True)` finishes to the same model as a run
     never interrupted (same batches, same dropout masks, same best epoch)."""
     texts, labels = separable(96)
-    make = lambda: CharCNNScorer(max_epochs=4, patience=10, batch_size=16, channels=8, embed_dim=8,  # noqa: E731
-                                 max_chars=64, val_frac=0.25)
+
+    def make():
+        return CharCNNScorer(
+            max_epochs=4, patience=10, batch_size=16, channels=8, embed_dim=8, max_chars=64, val_frac=0.25
+        )
+
     probe = ["buy pills", "lunch tomorrow?", "cheap cash now"]
     reference = make().fit(texts, labels, out_dir=tmp_path / "a")
     assert (tmp_path / "a" / "checkpoints" / "checkpoint.pt").exists()
@@ -206,8 +220,9 @@ def test_checkpoint_and_resume_after_interruption(tmp_path, monkeypatch):
     assert resumed.history_ == reference.history_ and resumed.best_epoch_ == reference.best_epoch_
     np.testing.assert_array_equal(resumed.decision_function(probe), reference.decision_function(probe))
     with pytest.raises(Exception, match="different configuration"):
-        CharCNNScorer(max_epochs=4, patience=10, batch_size=16, channels=8, embed_dim=8, max_chars=64, val_frac=0.25,
-                      lr=1e-2).fit(texts, labels, out_dir=tmp_path / "b", resume=True)
+        CharCNNScorer(
+            max_epochs=4, patience=10, batch_size=16, channels=8, embed_dim=8, max_chars=64, val_frac=0.25, lr=1e-2
+        ).fit(texts, labels, out_dir=tmp_path / "b", resume=True)
 
 
 def test_no_validation_trains_every_epoch_and_keeps_the_last():
@@ -233,15 +248,18 @@ def test_calibration_lowers_validation_nll(sms_scorer, sms_split):
     assert nll(calibrated) < nll(raw)
     assert sms_scorer.calibration_["val_nll_after"] < sms_scorer.calibration_["val_nll_before"]
     # Calibration rescales the logits monotonically, so the ranking is unchanged.
-    assert np.array_equal(np.argsort(calibrated[:, 1], kind="stable"), np.argsort(raw[:, 1], kind="stable")) or \
-        roc_auc(y, calibrated[:, 1]) == pytest.approx(roc_auc(y, raw[:, 1]))
+    assert np.array_equal(np.argsort(calibrated[:, 1], kind="stable"), np.argsort(raw[:, 1], kind="stable")) or roc_auc(
+        y, calibrated[:, 1]
+    ) == pytest.approx(roc_auc(y, raw[:, 1]))
 
 
 def test_same_seed_same_model_other_seed_other_model():
     texts, labels = separable(80)
     probe = ["buy pills", "lunch tomorrow?"]
+
     def fit(seed):
         return CharCNNScorer(max_epochs=2, channels=8, embed_dim=8, max_chars=64, seed=seed).fit(texts, labels)
+
     torch.manual_seed(123)
     state = torch.get_rng_state()
     a = fit(0).predict_proba(probe)

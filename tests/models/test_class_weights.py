@@ -16,10 +16,13 @@ def test_single_label_balanced_and_sqrt_by_hand():
     # n / (k n_c): 10 / 18, 10 / 6, 10 / 6
     np.testing.assert_allclose(balanced.numpy(), [10 / 18, 10 / 6, 10 / 6], rtol=1e-6)
     assert balanced.dtype == torch.float32
-    np.testing.assert_allclose(class_weights(y, 3, "sqrt", False).numpy(), np.sqrt([10 / 18, 10 / 6, 10 / 6]), rtol=1e-6)
+    np.testing.assert_allclose(
+        class_weights(y, 3, "sqrt", False).numpy(), np.sqrt([10 / 18, 10 / 6, 10 / 6]), rtol=1e-6
+    )
     # A class absent from training counts as one example: 10 / (4 x 1), never infinite.
-    np.testing.assert_allclose(class_weights(y, 4, "balanced", False).numpy(), [10 / 24, 10 / 8, 10 / 8, 10 / 4],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        class_weights(y, 4, "balanced", False).numpy(), [10 / 24, 10 / 8, 10 / 8, 10 / 4], rtol=1e-6
+    )
 
 
 def test_multilabel_pos_weight_by_hand():

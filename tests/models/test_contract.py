@@ -76,29 +76,51 @@ def _char_cnn(request):
 
 def _embedding(request):
     # Few texts to fit on: nothing is trained, and each encoding pass costs. batch_size 4: the probe spans batches.
-    return dict(make_unfitted=lambda: EmbeddingZeroShot(prompt="builtin:davidson", batch_size=4, progress=False),
-                n_fit=40, batch_atol=2e-6, reload_atol=1e-7)
+    return dict(
+        make_unfitted=lambda: EmbeddingZeroShot(prompt="builtin:davidson", batch_size=4, progress=False),
+        n_fit=40,
+        batch_atol=2e-6,
+        reload_atol=1e-7,
+    )
 
 
 def _prompt_baseline(request):
     path = request.getfixturevalue("tiny_llama")
-    return dict(make_unfitted=lambda: PromptBaseline(path, prompt="builtin:davidson", batch_size=4, max_message_chars=300,
-                                                     progress=False),
-                n_fit=40, batch_atol=1e-6, reload_atol=1e-7)
+    return dict(
+        make_unfitted=lambda: PromptBaseline(
+            path, prompt="builtin:davidson", batch_size=4, max_message_chars=300, progress=False
+        ),
+        n_fit=40,
+        batch_atol=1e-6,
+        reload_atol=1e-7,
+    )
 
 
 def _finetune_config(model: str, method: str) -> FinetuneConfig:
-    return FinetuneConfig(model=model, method=method, max_epochs=1, eval_every=10, learning_rate=1e-3, batch_size=32,
-                          tracking_uri="none", num_threads=1)
+    return FinetuneConfig(
+        model=model,
+        method=method,
+        max_epochs=1,
+        eval_every=10,
+        learning_rate=1e-3,
+        batch_size=32,
+        tracking_uri="none",
+        num_threads=1,
+    )
 
 
 def _finetuned(method):
     def case(request):
         config = _finetune_config(request.getfixturevalue("tiny_bert"), method)
         # batch_size 4 when scoring: the probe spans batches padded to different lengths.
-        return dict(make_unfitted=lambda: FineTunedScorer(config, batch_size=4),
-                    rebuild=lambda c: FineTunedScorer(c, batch_size=4), fit_kwargs={"positive": ["hate_speech"]},
-                    batch_atol=1e-6, reload_atol=1e-6)
+        return dict(
+            make_unfitted=lambda: FineTunedScorer(config, batch_size=4),
+            rebuild=lambda c: FineTunedScorer(c, batch_size=4),
+            fit_kwargs={"positive": ["hate_speech"]},
+            batch_atol=1e-6,
+            reload_atol=1e-6,
+        )
+
     return case
 
 
@@ -126,8 +148,15 @@ def test_tfidf_on_a_handful_of_texts(davidson, tmp_path):
     # Under 2 texts per class TF-IDF keeps every n-gram (min_df 1): fit once did so by rewriting its min_df argument.
     texts, labels, _, probe = davidson
     rows = [labels.index(c) for c in CLASSES] + [0, 1]  # one text of each class, and two more: 5 texts
-    scorer = check_scorer(lambda: TfidfLogReg(max_iter=500), [texts[i] for i in rows], [labels[i] for i in rows], probe,
-                          tmp_dir=tmp_path, batch_atol=1e-12, reload_atol=1e-12)
+    scorer = check_scorer(
+        lambda: TfidfLogReg(max_iter=500),
+        [texts[i] for i in rows],
+        [labels[i] for i in rows],
+        probe,
+        tmp_dir=tmp_path,
+        batch_atol=1e-12,
+        reload_atol=1e-12,
+    )
     assert scorer.min_df == 2 and scorer.min_df_ == 1
 
 
@@ -136,8 +165,16 @@ def test_multilabel_contract(kind, request, davidson, tmp_path):
     texts, _, multi, probe = davidson
     case = CASES[kind](request)
     case.pop("n_fit", None)
-    scorer = check_scorer(case.pop("make_unfitted"), texts, multi, probe, tmp_dir=tmp_path, multilabel=True,
-                          name=f"{kind} (multi-label)", **case)
+    scorer = check_scorer(
+        case.pop("make_unfitted"),
+        texts,
+        multi,
+        probe,
+        tmp_dir=tmp_path,
+        multilabel=True,
+        name=f"{kind} (multi-label)",
+        **case,
+    )
     assert scorer.multilabel_ is True
 
 
@@ -151,12 +188,17 @@ def cascade(davidson, tiny_bert):
     texts, labels, _, probe = davidson
     rules = RulesScorer(policy="builtin:hate_speech").fit(texts, labels)
     prefilter = TfidfLogReg(max_iter=500).fit(texts, labels)
-    model = FineTunedScorer(_finetune_config(tiny_bert, "lora"), batch_size=4).fit(texts, labels, positive=["hate_speech"])
+    model = FineTunedScorer(_finetune_config(tiny_bert, "lora"), batch_size=4).fit(
+        texts, labels, positive=["hate_speech"]
+    )
     pre = prefilter.predict_proba(probe)[:, 0]
     hate = model.predict_proba(probe)[:, 0]
-    thresholds = CascadeThresholds(escalate=float(np.median(pre)), review=float(np.quantile(hate, 0.3)),
-                                   block={"hate_speech": float(np.quantile(hate, 0.8))},
-                                   rule_modes={"racial-slurs": "block", "homophobic-slurs": "review"})
+    thresholds = CascadeThresholds(
+        escalate=float(np.median(pre)),
+        review=float(np.quantile(hate, 0.3)),
+        block={"hate_speech": float(np.quantile(hate, 0.8))},
+        rule_modes={"racial-slurs": "block", "homophobic-slurs": "review"},
+    )
     cascade = Cascade(model, positive=["hate_speech"], thresholds=thresholds, prefilter=prefilter, rules=rules)
     decided = cascade.decide(probe)
     assert set(decided.decided_by) == {"rules", "prefilter", "model"}, decided.to_frame()
@@ -216,22 +258,32 @@ class Tally:
         check_is_fitted(self)
         texts = check_texts(texts)
         zero = [0.0] * len(self.classes_)
-        rows = np.array([self.counts_.get(t[:1], zero) for t in texts], dtype=float).reshape(len(texts), len(self.classes_))
+        rows = np.array([self.counts_.get(t[:1], zero) for t in texts], dtype=float).reshape(
+            len(texts), len(self.classes_)
+        )
         rows += self.smoothing
         return rows / rows.sum(axis=1, keepdims=True)
 
     def save(self, directory):
         check_is_fitted(self)
         Path(directory).mkdir(parents=True, exist_ok=True)
-        state = {"config": self.get_config().model_dump(), "classes": self.classes_.tolist(),
-                 "multilabel": self.multilabel_, "counts": self.counts_}
+        state = {
+            "config": self.get_config().model_dump(),
+            "classes": self.classes_.tolist(),
+            "multilabel": self.multilabel_,
+            "counts": self.counts_,
+        }
         (Path(directory) / "tally.json").write_text(json.dumps(state))
 
     @classmethod
     def load(cls, directory):
         state = json.loads((Path(directory) / "tally.json").read_text())
         scorer = cls.from_config(TallyConfig(**state["config"]))
-        scorer.classes_, scorer.multilabel_, scorer.counts_ = np.array(state["classes"]), state["multilabel"], state["counts"]
+        scorer.classes_, scorer.multilabel_, scorer.counts_ = (
+            np.array(state["classes"]),
+            state["multilabel"],
+            state["counts"],
+        )
         return scorer
 
 
@@ -317,10 +369,17 @@ class LaxConfig(BaseModel):
 
 
 BROKEN = {
-    NoCheckBeforeFit: "not-fitted", ScoresCharacters: "bare-string", FitReturnsNone: "fit-returns-self",
-    FitRewritesArgument: "fit-keeps-arguments", LearnedWithoutUnderscore: "learned-attributes",
-    UnsortedClasses: "classes", RowsDoNotSumToOne: "probabilities", EmptyInputIsFlat: "empty-input",
-    DependsOnTheBatch: "batch-invariance", DependsOnThePosition: "order-invariance", RemembersWhatItScored: "predict-keeps-state",
+    NoCheckBeforeFit: "not-fitted",
+    ScoresCharacters: "bare-string",
+    FitReturnsNone: "fit-returns-self",
+    FitRewritesArgument: "fit-keeps-arguments",
+    LearnedWithoutUnderscore: "learned-attributes",
+    UnsortedClasses: "classes",
+    RowsDoNotSumToOne: "probabilities",
+    EmptyInputIsFlat: "empty-input",
+    DependsOnTheBatch: "batch-invariance",
+    DependsOnThePosition: "order-invariance",
+    RemembersWhatItScored: "predict-keeps-state",
     LoadLosesSmoothing: "save-load",
     ConfigTakesAnyKey: "config",
 }

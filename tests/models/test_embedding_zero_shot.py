@@ -83,7 +83,12 @@ def test_tuned_temperature_lowers_the_nll(sms):
 def test_save_load_round_trip(sms_scored, sms, tmp_path):
     scorer, proba = sms_scored[True]
     scorer.save(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["embedding_zero_shot.json", "prompt.yaml", "prototypes.npy", "scorer_config.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "embedding_zero_shot.json",
+        "prompt.yaml",
+        "prototypes.npy",
+        "scorer_config.json",
+    ]
     again = EmbeddingZeroShot.load(tmp_path)
     assert again.get_config() == scorer.get_config() and again.prompt_ == scorer.prompt_
     np.testing.assert_allclose(again.predict_proba(sms.text.tolist()[:20]), proba[:20], atol=1e-6)

@@ -58,8 +58,10 @@ def _tokenizer(kind: str):
         bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         bpe.decoder = decoders.ByteLevel()
         specials, alphabet = ["<|endoftext|>"], pre_tokenizers.ByteLevel.alphabet()
-    bpe.train_from_iterator(_corpus(), trainers.BpeTrainer(vocab_size=1000, special_tokens=specials, initial_alphabet=alphabet,
-                                                           show_progress=False))
+    bpe.train_from_iterator(
+        _corpus(),
+        trainers.BpeTrainer(vocab_size=1000, special_tokens=specials, initial_alphabet=alphabet, show_progress=False),
+    )
     if kind == "llama":
         bpe.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
         return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>")
@@ -70,8 +72,15 @@ def _save_tiny_lm(kind: str, path) -> str:
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     tok = _tokenizer(kind)
-    dims = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                max_position_embeddings=2048, initializer_range=0.3)
+    dims = dict(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=2048,
+        initializer_range=0.3,
+    )
     torch.manual_seed(0)
     if kind == "llama":
         model = LlamaForCausalLM(LlamaConfig(**dims, num_key_value_heads=1, bos_token_id=0, eos_token_id=1))
@@ -162,8 +171,12 @@ def test_hf_lm_head_sees_one_row_per_message(lm, padding_side):
 
 
 def test_hf_label_words_must_start_with_different_tokens(qwen2_path):
-    prompt = TaskPrompt(name="clash", instruction="Classify.", labels={"a": "first", "b": "second"},
-                        label_words={"a": "qqa", "b": "qqb"})  # unseen in training: spelt letter by letter
+    prompt = TaskPrompt(
+        name="clash",
+        instruction="Classify.",
+        labels={"a": "first", "b": "second"},
+        label_words={"a": "qqa", "b": "qqb"},
+    )  # unseen in training: spelt letter by letter
     with pytest.raises(ConfigError, match=r"'qqa' and 'qqb' both start with token 'q'.*Change label_words"):
         PromptBaseline(qwen2_path, prompt=prompt, progress=False).fit(["x"], ["a"])
 
@@ -174,12 +187,18 @@ def test_hf_calibration_and_save_load_round_trip(llama_path, tmp_path):
     assert raw.calibration_ is None and cal.calibration_["kind"] == "softmax" and cal.calibration_["temperature"] > 0
     p_raw, p_cal = raw.predict_proba(TEXTS), cal.predict_proba(TEXTS)
     np.testing.assert_allclose(p_cal.sum(axis=1), 1.0)
+
     def nll(p):
         return -np.mean(np.log(p[np.arange(len(TEXTS)), [raw.classes_.tolist().index(y) for y in LABELS]]))
+
     assert nll(p_cal) < nll(p_raw)  # fitted on these very labels
     for name, scorer, proba in (("raw", raw, p_raw), ("cal", cal, p_cal)):
         scorer.save(tmp_path / name)
-        assert sorted(p.name for p in (tmp_path / name).iterdir()) == ["prompt.yaml", "prompt_baseline.json", "scorer_config.json"]
+        assert sorted(p.name for p in (tmp_path / name).iterdir()) == [
+            "prompt.yaml",
+            "prompt_baseline.json",
+            "scorer_config.json",
+        ]
         again = PromptBaseline.load(tmp_path / name)
         assert again.get_config() == scorer.get_config() and again.model == llama_path
         np.testing.assert_allclose(again.predict_proba(TEXTS), proba, atol=1e-6)
@@ -244,17 +263,34 @@ class FakeLLM(BaseHTTPRequestHandler):
             return self._send(401, {"error": {"message": "Incorrect API key provided"}})
         if body.get("model") != "fake-model":
             return self._send(400, {"error": {"message": f"model {body.get('model')} does not exist"}})
-        prompt = body["prompt"] if self.path.endswith("/completions") and "prompt" in body else body["messages"][-1]["content"]
+        prompt = (
+            body["prompt"]
+            if self.path.endswith("/completions") and "prompt" in body
+            else body["messages"][-1]["content"]
+        )
         top = TOPS[prompt.rsplit("Message: ", 1)[1].removesuffix("\nAnswer:")]
         best = max(top, key=top.get)
         if self.path == "/v1/completions":
             logprobs = {"tokens": [best], "token_logprobs": [top[best]], "top_logprobs": [top], "text_offset": [0]}
-            return self._send(200, {"object": "text_completion", "choices": [{"index": 0, "text": best, "logprobs": logprobs}]})
+            return self._send(
+                200, {"object": "text_completion", "choices": [{"index": 0, "text": best, "logprobs": logprobs}]}
+            )
         if self.path == "/v1/chat/completions":  # chat models answer without the leading space
             alts = [{"token": t.strip() or t, "logprob": lp, "bytes": None} for t, lp in top.items()]
             content = [{"token": best.strip(), "logprob": top[best], "top_logprobs": alts}]
-            return self._send(200, {"object": "chat.completion", "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": best.strip()}, "logprobs": {"content": content}}]})
+            return self._send(
+                200,
+                {
+                    "object": "chat.completion",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": best.strip()},
+                            "logprobs": {"content": content},
+                        }
+                    ],
+                },
+            )
         self._send(404, {"error": {"message": "no such route"}})
 
     def _send(self, code, payload, headers=None):
@@ -284,8 +320,13 @@ def server():
 
 def _remote(server, monkeypatch, **kwargs) -> PromptBaseline:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    options = dict(backend="openai", prompt="builtin:sms_spam", base_url=f"http://127.0.0.1:{server.server_port}/v1",
-                   backoff_s=0.01, progress=False)
+    options = dict(
+        backend="openai",
+        prompt="builtin:sms_spam",
+        base_url=f"http://127.0.0.1:{server.server_port}/v1",
+        backoff_s=0.01,
+        progress=False,
+    )
     options = {"model": "fake-model", **options, **kwargs}
     return PromptBaseline(**options).fit(["x", "y"], ["spam", "ham"])
 

@@ -21,7 +21,8 @@ def test_builtin_prompts_load_with_their_classes():
     assert load_prompt("builtin:davidson").classes == ["hate_speech", "neither", "offensive"]
     assert load_prompt("builtin:sms_spam").classes == ["ham", "spam"]
     assert load_prompt("builtin:marketplace").classes == sorted(
-        ["harassment", "scam", "spam", "off_platform", "job_seeking", "partnership", "ok"])
+        ["harassment", "scam", "spam", "off_platform", "job_seeking", "partnership", "ok"]
+    )
     for name in builtin_prompts():
         prompt = load_prompt(f"builtin:{name}")
         assert {ex.label for ex in prompt.examples} == set(prompt.labels), f"{name}: one example per class at least"
@@ -44,16 +45,22 @@ def test_few_shot_examples_are_not_taken_from_the_data(davidson_csv, sms_csv):
             assert ex.text.strip().casefold() not in data, ex.text
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"label_words": {"spam": "spam"}}, r"classes \['ham'\] have no entry in 'label_words'"),
-    ({"label_words": {"spam": "spam", "ham": "normal", "eggs": "eggs"}}, r"names \['eggs'\], which are not classes"),
-    ({"label_words": {"spam": "spam", "ham": "Spam"}}, "share the label word"),
-    ({"label_words": {"spam": "spam", "ham": "not spam"}}, "must be one word"),
-    ({"labels": {"spam": "Ads.", "ham": "  "}}, "class 'ham' has an empty description"),
-    ({"labels": {"spam": "Ads."}, "label_words": {"spam": "spam"}}, "at least two"),
-    ({"examples": [{"text": "x", "label": "eggs"}]}, r"examples\[0\] has label 'eggs'"),
-    ({"colour": "red"}, "colour"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"label_words": {"spam": "spam"}}, r"classes \['ham'\] have no entry in 'label_words'"),
+        (
+            {"label_words": {"spam": "spam", "ham": "normal", "eggs": "eggs"}},
+            r"names \['eggs'\], which are not classes",
+        ),
+        ({"label_words": {"spam": "spam", "ham": "Spam"}}, "share the label word"),
+        ({"label_words": {"spam": "spam", "ham": "not spam"}}, "must be one word"),
+        ({"labels": {"spam": "Ads.", "ham": "  "}}, "class 'ham' has an empty description"),
+        ({"labels": {"spam": "Ads."}, "label_words": {"spam": "spam"}}, "at least two"),
+        ({"examples": [{"text": "x", "label": "eggs"}]}, r"examples\[0\] has label 'eggs'"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
 def test_invalid_prompt_is_a_clear_error(tmp_path, change, message):
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump({**VALID, **change}))
@@ -64,7 +71,11 @@ def test_invalid_prompt_is_a_clear_error(tmp_path, change, message):
 
 def test_all_problems_are_reported_together(tmp_path):
     path = tmp_path / "p.yaml"
-    path.write_text(yaml.safe_dump({**VALID, "labels": {"spam": "", "ham": "ok", "x": "y"}, "label_words": {"spam": "w", "ham": "w"}}))
+    path.write_text(
+        yaml.safe_dump(
+            {**VALID, "labels": {"spam": "", "ham": "ok", "x": "y"}, "label_words": {"spam": "w", "ham": "w"}}
+        )
+    )
     with pytest.raises(ConfigError) as err:
         load_prompt(path)
     for part in ("empty description", "no entry in 'label_words'", "share the label word"):

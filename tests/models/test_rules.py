@@ -49,5 +49,9 @@ def test_actions_take_the_strictest_policy_action(rules):
 def test_policy_modes_keep_rules_that_act_for_the_positive_classes(rules):
     assert rules.ignored_rules_ == ["spam-only"]  # spam is not a class of the training labels
     assert rules.policy_modes(["scam"]) == {"card-scam": "block", "deposit": "review", "greeting": "clear"}
-    assert rules.policy_modes(["abuse", "scam"]) == {"card-scam": "block", "deposit": "review", "threat": "review",
-                                                     "greeting": "clear"}
+    assert rules.policy_modes(["abuse", "scam"]) == {
+        "card-scam": "block",
+        "deposit": "review",
+        "threat": "review",
+        "greeting": "clear",
+    }

@@ -9,10 +9,7 @@ from finesieve.models.base import NotFittedError, positive_scores
 from finesieve.models.rules import RulesScorer, load_policy
 from finesieve.models.tfidf import TfidfLogReg
 
-SCORERS = {
-    "tfidf": lambda: TfidfLogReg(),
-    "rules": lambda: RulesScorer(policy="builtin:hate_speech"),
-}
+SCORERS = {"tfidf": lambda: TfidfLogReg(), "rules": lambda: RulesScorer(policy="builtin:hate_speech")}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +61,9 @@ def test_multilabel(name):
 
 def test_rules_are_calibrated_on_their_training_data(davidson_split):
     train, _ = davidson_split
-    scorer = RulesScorer(policy="builtin:hate_speech", smoothing=1.0).fit(train["text"].tolist(), train["label"].tolist())
+    scorer = RulesScorer(policy="builtin:hate_speech", smoothing=1.0).fit(
+        train["text"].tolist(), train["label"].tolist()
+    )
     proba = scorer.predict_proba(train["text"].tolist())
     # Each group's probability is its (smoothed) positive share, so totals match the label counts closely.
     for j, c in enumerate(scorer.classes_):
@@ -79,14 +78,23 @@ def test_rules_catch_obfuscated_contact_requests():
     assert scorer.actions(["wh@tsapp me", "see you soon"]) == ["review", None]
 
 
-@pytest.mark.parametrize("yaml_text, message", [
-    ("categories: [a]\nrules:\n  - {name: r, category: a, patterns: ['(unclosed']}", "not a valid regular expression"),
-    ("categories: [a]\nrules:\n  - {name: r, category: b, keywords: [x]}", "not in 'categories'"),
-    ("categories: [a]\nrules:\n  - {name: r, category: a, keywords: [x]}\n  - {name: r, category: a, keywords: [y]}", "more than once"),
-    ("categories: [a]\nrules:\n  - {name: r, category: a}", "neither keywords nor patterns"),
-    ("categories: [a]\nrules:\n  - {name: r, category: a, keywords: [x], colour: red}", "colour"),
-    ("categories: [a\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, message",
+    [
+        (
+            "categories: [a]\nrules:\n  - {name: r, category: a, patterns: ['(unclosed']}",
+            "not a valid regular expression",
+        ),
+        ("categories: [a]\nrules:\n  - {name: r, category: b, keywords: [x]}", "not in 'categories'"),
+        (
+            "categories: [a]\nrules:\n  - {name: r, category: a, keywords: [x]}\n  - {name: r, category: a, keywords: [y]}",
+            "more than once",
+        ),
+        ("categories: [a]\nrules:\n  - {name: r, category: a}", "neither keywords nor patterns"),
+        ("categories: [a]\nrules:\n  - {name: r, category: a, keywords: [x], colour: red}", "colour"),
+        ("categories: [a\n", "not valid YAML"),
+    ],
+)
 def test_bad_policy_is_a_clear_error(tmp_path, yaml_text, message):
     path = tmp_path / "p.yaml"
     path.write_text(yaml_text)

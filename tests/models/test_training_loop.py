@@ -20,7 +20,7 @@ class TableBatches:
 
     def epoch_batches(self, epoch, seed, batch_size):
         order = np.random.default_rng([seed, epoch]).permutation(len(self.x))
-        return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
     def collate(self, rows, device):
         return (torch.as_tensor(self.x[rows]).to(device),), torch.as_tensor(self.y[rows]).to(device)
@@ -63,18 +63,26 @@ def test_early_stopping_keeps_the_best_validated_weights(task):
 def test_ties_go_to_the_lower_loss_only_when_asked(task):
     model, batches = task
     results = [(1.0, 0.5), (1.0, 0.4), (1.0, 0.3), (1.0, 0.2)]
-    loose = train_loop(model, batches, scripted(results), nn.CrossEntropyLoss(),
-                       LoopSettings(**{**SETTINGS, "max_epochs": 4}), None)
+    loose = train_loop(
+        model, batches, scripted(results), nn.CrossEntropyLoss(), LoopSettings(**{**SETTINGS, "max_epochs": 4}), None
+    )
     assert loose.best_step == 16 and not loose.stopped_early
-    strict = train_loop(model, batches, scripted(results), nn.CrossEntropyLoss(),
-                        LoopSettings(**{**SETTINGS, "max_epochs": 4}, ties_to_lower_loss=False), None)
+    strict = train_loop(
+        model,
+        batches,
+        scripted(results),
+        nn.CrossEntropyLoss(),
+        LoopSettings(**{**SETTINGS, "max_epochs": 4}, ties_to_lower_loss=False),
+        None,
+    )
     assert strict.best_step == 4 and strict.stopped_early and len(strict.history) == 3
 
 
 def test_without_validation_it_trains_every_epoch_and_keeps_the_last_weights(task, tmp_path):
     model, batches = task
-    state = train_loop(model, batches, None, nn.CrossEntropyLoss(), LoopSettings(**{**SETTINGS, "max_epochs": 3}),
-                       tmp_path / "ckpt")
+    state = train_loop(
+        model, batches, None, nn.CrossEntropyLoss(), LoopSettings(**{**SETTINGS, "max_epochs": 3}), tmp_path / "ckpt"
+    )
     assert state.step == 12 and not state.stopped_early and state.best_step == 12
     assert [h["val_metric"] for h in state.history] == [None, None, None]
     assert (tmp_path / "ckpt" / "checkpoint.pt").exists()
@@ -82,6 +90,12 @@ def test_without_validation_it_trains_every_epoch_and_keeps_the_last_weights(tas
 
 def test_eval_every_validates_mid_epoch_and_at_epoch_ends(task):
     model, batches = task
-    state = train_loop(model, batches, lambda: (0.5, 1.0), nn.CrossEntropyLoss(),
-                       LoopSettings(**{**SETTINGS, "max_epochs": 2, "patience": 100}, eval_every=3), None)
+    state = train_loop(
+        model,
+        batches,
+        lambda: (0.5, 1.0),
+        nn.CrossEntropyLoss(),
+        LoopSettings(**{**SETTINGS, "max_epochs": 2, "patience": 100}, eval_every=3),
+        None,
+    )
     assert [h["step"] for h in state.history] == [3, 4, 6, 8]

@@ -33,8 +33,12 @@ from finesieve.serve.batch import COLUMNS, progress_path, score_file
 
 FIT_ROWS = 600
 TASK = {"classes": ["ham", "spam"], "multilabel": False, "positive": ["spam"]}
-THRESHOLDS = CascadeThresholds(escalate=0.2, review=0.5, block={"spam": 0.9},
-                               rule_modes={"prize": "block", "money": "review", "call-to-action": "off"})
+THRESHOLDS = CascadeThresholds(
+    escalate=0.2,
+    review=0.5,
+    block={"spam": 0.9},
+    rule_modes={"prize": "block", "money": "review", "call-to-action": "off"},
+)
 SCORE_SPEC = ColumnSpec(text_col="text", id_col="msg_id")
 
 
@@ -63,28 +67,46 @@ def cascade(stages) -> Cascade:
 
 @pytest.fixture(scope="module")
 def cascade_run(tmp_path_factory, cascade):
-    return save_run(tmp_path_factory.mktemp("runs") / "cascade", cascade, kind="cascade",
-                    task={**TASK, "threshold": THRESHOLDS.review}, data={}, metrics={})
+    return save_run(
+        tmp_path_factory.mktemp("runs") / "cascade",
+        cascade,
+        kind="cascade",
+        task={**TASK, "threshold": THRESHOLDS.review},
+        data={},
+        metrics={},
+    )
 
 
 @pytest.fixture(scope="module")
 def tfidf_run(tmp_path_factory, stages):
     """The small TF-IDF alone, as a single-scorer run with its own threshold."""
-    return save_run(tmp_path_factory.mktemp("runs") / "tfidf", stages[1], kind="tfidf",
-                    task={**TASK, "threshold": 0.3}, data={}, metrics={})
+    return save_run(
+        tmp_path_factory.mktemp("runs") / "tfidf",
+        stages[1],
+        kind="tfidf",
+        task={**TASK, "threshold": 0.3},
+        data={},
+        metrics={},
+    )
 
 
 @pytest.fixture(scope="module")
 def rules_run(tmp_path_factory, stages):
     """The spam rules alone, as a single-scorer run: the cheapest scorer per message."""
-    return save_run(tmp_path_factory.mktemp("runs") / "rules", stages[2], kind="rules",
-                    task={**TASK, "threshold": 0.5}, data={}, metrics={})
+    return save_run(
+        tmp_path_factory.mktemp("runs") / "rules",
+        stages[2],
+        kind="rules",
+        task={**TASK, "threshold": 0.5},
+        data={},
+        metrics={},
+    )
 
 
 @pytest.fixture(scope="module")
 def unseen(sms) -> pd.DataFrame:
     """1,000 rows the stages were not fitted on."""
-    return sms.iloc[FIT_ROWS:FIT_ROWS + 1000].reset_index(drop=True)
+    return sms.iloc[FIT_ROWS : FIT_ROWS + 1000].reset_index(drop=True)
 
 
 def read_csv_out(path) -> pd.DataFrame:
@@ -96,8 +118,7 @@ def test_cascade_run_matches_in_memory_decisions(cascade_run, cascade, unseen, t
     # A labelled file: scoring ignores the label, and load_dataset gives the texts exactly as training saw them.
     data = tmp_path / "unseen.csv"
     unseen[["msg_id", "text", "label"]].to_csv(data, index=False)
-    summary = score_file(cascade_run, data, tmp_path / "decisions.csv", spec=SCORE_SPEC, chunk_rows=300,
-                         progress=False)
+    summary = score_file(cascade_run, data, tmp_path / "decisions.csv", spec=SCORE_SPEC, chunk_rows=300, progress=False)
     out = read_csv_out(tmp_path / "decisions.csv")
 
     assert list(out.columns) == COLUMNS
@@ -126,8 +147,9 @@ def test_cascade_run_matches_in_memory_decisions(cascade_run, cascade, unseen, t
     assert out["category"].tolist() == expected.category.tolist()
     assert out["decided_by"].tolist() == expected.decided_by.tolist()
     assert out["rules_fired"].tolist() == ["|".join(f) for f in expected.rules_fired]
-    np.testing.assert_allclose(out["score"], positive_scores(expected.proba, cascade.classes_, ["spam"], False),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        out["score"], positive_scores(expected.proba, cascade.classes_, ["spam"], False), rtol=1e-12
+    )
     for stage, scores in expected.stage_scores.items():
         np.testing.assert_allclose(out[f"score_{stage}"], scores, rtol=1e-12)  # NaN where NaN
 
@@ -147,8 +169,14 @@ def test_single_scorer_run_reviews_at_its_threshold(tfidf_run, stages, unseen, t
 
 
 def test_run_without_threshold_is_refused(stages, unseen, tmp_path):
-    run = save_run(tmp_path / "bare", stages[1], kind="tfidf", task={"classes": ["ham", "spam"], "positive": ["spam"]},
-                   data={}, metrics={})
+    run = save_run(
+        tmp_path / "bare",
+        stages[1],
+        kind="tfidf",
+        task={"classes": ["ham", "spam"], "positive": ["spam"]},
+        data={},
+        metrics={},
+    )
     data = tmp_path / "in.csv"
     unseen[["text"]].head(5).to_csv(data, index=False)
     with pytest.raises(ConfigError, match="no positive class or threshold"):
@@ -163,8 +191,15 @@ def test_bad_rows_are_rejected_counted_and_the_rest_scored(cascade_run, unseen, 
     data = tmp_path / "mixed.csv"
     data.write_bytes(b"\n".join(lines) + b"\n")
 
-    summary = score_file(cascade_run, data, tmp_path / "out.csv", spec=SCORE_SPEC, chunk_rows=7,
-                         rejects_path=tmp_path / "rejects.jsonl", progress=False)
+    summary = score_file(
+        cascade_run,
+        data,
+        tmp_path / "out.csv",
+        spec=SCORE_SPEC,
+        chunk_rows=7,
+        rejects_path=tmp_path / "rejects.jsonl",
+        progress=False,
+    )
     out = read_csv_out(tmp_path / "out.csv")
 
     assert summary.n_rows == 24 and summary.n_scored == 20
@@ -187,8 +222,9 @@ def test_jsonl_in_and_out_with_redacted_text(cascade_run, tmp_path):
     data = tmp_path / "in.jsonl"
     data.write_text("\n".join([json.dumps(r) for r in records] + ["{not json"]) + "\n")
 
-    summary = score_file(cascade_run, data, tmp_path / "out.jsonl", spec=ColumnSpec(id_col="id"),
-                         include_text=True, progress=False)
+    summary = score_file(
+        cascade_run, data, tmp_path / "out.jsonl", spec=ColumnSpec(id_col="id"), include_text=True, progress=False
+    )
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
 
     assert dict(summary.rejected) == {"non_text": 1, "malformed_record": 1}
@@ -230,8 +266,9 @@ def test_file_too_large_to_load_is_scored_in_constant_memory(rules_run, sms, tmp
         load_dataset(big, ColumnSpec(text_col="text", label_cols=("label",)))
 
     def score(path):
-        return score_file(rules_run, path, path.with_suffix(".out.csv"), spec=SCORE_SPEC, chunk_rows=2_000,
-                          progress=False)
+        return score_file(
+            rules_run, path, path.with_suffix(".out.csv"), spec=SCORE_SPEC, chunk_rows=2_000, progress=False
+        )
 
     def peak_while_scoring(path):
         tracemalloc.start()
@@ -259,15 +296,41 @@ def test_cli_scores_a_file_without_labels(cascade_run, unseen, tmp_path):
     unseen[["msg_id", "text"]].head(200).to_csv(data, index=False)
     runner = CliRunner()
 
-    result = runner.invoke(app, ["score", str(cascade_run), "--data", str(data), "--out", str(tmp_path / "out.csv"),
-                                 "--id-col", "msg_id", "--chunk-rows", "50", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "score",
+            str(cascade_run),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "out.csv"),
+            "--id-col",
+            "msg_id",
+            "--chunk-rows",
+            "50",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)  # the progress bar goes to stderr; stdout is the JSON alone
     assert payload["n_scored"] == 200 and sum(payload["actions"].values()) == 200
     assert len(read_csv_out(tmp_path / "out.csv")) == 200
 
-    result = runner.invoke(app, ["score", str(cascade_run), "--data", str(data), "--out", str(tmp_path / "o.jsonl"),
-                                 "--id-col", "msg_id", "--no-progress"])
+    result = runner.invoke(
+        app,
+        [
+            "score",
+            str(cascade_run),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "o.jsonl"),
+            "--id-col",
+            "msg_id",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("scored 200 of 200 rows") and str(tmp_path / "o.jsonl") in result.stdout
 
@@ -297,8 +360,7 @@ def job_data(job_rows, folder):
 
 def score_job(run, data, out, **kwargs):
     """One scoring job as the tests below run it: 50-row chunks, rejects beside the output."""
-    kwargs = {"spec": SCORE_SPEC, "chunk_rows": JOB_CHUNK, "rejects_path": rejects_of(out), "progress": False,
-              **kwargs}
+    kwargs = {"spec": SCORE_SPEC, "chunk_rows": JOB_CHUNK, "rejects_path": rejects_of(out), "progress": False, **kwargs}
     return score_file(run, data, out, **kwargs)
 
 
@@ -329,8 +391,7 @@ def interrupt(monkeypatch, *, at_call: int, check=None):
 
 
 @pytest.mark.parametrize("suffix, include_text", [(".csv", False), (".jsonl", True)])
-def test_interrupted_job_resumes_to_the_same_bytes(cascade_run, job_rows, tmp_path, monkeypatch, suffix,
-                                                   include_text):
+def test_interrupted_job_resumes_to_the_same_bytes(cascade_run, job_rows, tmp_path, monkeypatch, suffix, include_text):
     data = job_data(job_rows, tmp_path)
     full = score_job(cascade_run, data, tmp_path / f"full{suffix}", include_text=include_text)
     assert full.n_rejected == 7 + 4 and full.n_scored == 600 - 11 and min(full.actions.values()) > 0
@@ -373,7 +434,8 @@ def test_job_killed_with_sigkill_resumes_to_the_same_bytes(cascade_run, job_rows
     rejects = rejects_of(out)
     # A child process scores the job, slowed to 50 ms a chunk so that the kill lands mid-job.
     script = tmp_path / "job.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import time
         from finesieve.models.cascade import Cascade
         from finesieve.data.spec import ColumnSpec
@@ -383,9 +445,14 @@ def test_job_killed_with_sigkill_resumes_to_the_same_bytes(cascade_run, job_rows
         Cascade.decide = lambda self, texts: (time.sleep(0.05), decide(self, texts))[1]
         score_file({str(cascade_run)!r}, {str(data)!r}, {str(out)!r}, spec=ColumnSpec(text_col="text",
                    id_col="msg_id"), chunk_rows={JOB_CHUNK}, rejects_path={str(rejects)!r}, progress=False)
-    """))
-    child = subprocess.Popen([sys.executable, str(script)], env={**os.environ, "OMP_NUM_THREADS": "1"},
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    """)
+    )
+    child = subprocess.Popen(
+        [sys.executable, str(script)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and child.poll() is None:
@@ -408,8 +475,9 @@ def test_job_killed_with_sigkill_resumes_to_the_same_bytes(cascade_run, job_rows
     assert counts(resumed) == {**counts(full), "out": str(out), "rejects_path": str(rejects)}
 
 
-def test_resume_of_another_job_is_refused_and_names_what_changed(cascade_run, tfidf_run, job_rows, tmp_path,
-                                                                 monkeypatch):
+def test_resume_of_another_job_is_refused_and_names_what_changed(
+    cascade_run, tfidf_run, job_rows, tmp_path, monkeypatch
+):
     data = job_data(job_rows, tmp_path)
     out = tmp_path / "job.csv"
     with monkeypatch.context() as m:
@@ -418,8 +486,11 @@ def test_resume_of_another_job_is_refused_and_names_what_changed(cascade_run, tf
             score_job(cascade_run, data, out)
     before = partial_path(out).read_bytes()
 
-    with pytest.raises(ConfigError, match=r"another job: the run directory was .*cascade.*now .*tfidf.*"
-                                          r"start over without --resume"):
+    with pytest.raises(
+        ConfigError,
+        match=r"another job: the run directory was .*cascade.*now .*tfidf.*"
+        r"start over without --resume",
+    ):
         score_job(tfidf_run, data, out, resume=True)
     with pytest.raises(ConfigError, match=r"the columns read .*msg_id.*now.*null"):
         score_job(cascade_run, data, out, spec=ColumnSpec(text_col="text"), resume=True)

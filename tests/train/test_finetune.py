@@ -23,14 +23,17 @@ from finesieve.train.replay import replay_rows
 
 
 def config(model, **kw):
-    base = dict(model=model, max_epochs=3, eval_every=10, learning_rate=1e-3, batch_size=32, tracking_uri="none",
-                num_threads=2)
+    base = dict(
+        model=model, max_epochs=3, eval_every=10, learning_rate=1e-3, batch_size=32, tracking_uri="none", num_threads=2
+    )
     return FinetuneConfig(**{**base, **kw})
 
 
 def fit(model, sms_task, **kw):
     train, test = sms_task
-    scorer = FineTunedScorer(config(model, **kw)).fit(train["text"].tolist(), train["label"].tolist(), positive=["spam"])
+    scorer = FineTunedScorer(config(model, **kw)).fit(
+        train["text"].tolist(), train["label"].tolist(), positive=["spam"]
+    )
     proba = scorer.predict_proba(test["text"].tolist())
     return scorer, proba, roc_auc((test["label"] == "spam").to_numpy(), proba[:, 1])
 
@@ -88,7 +91,9 @@ def test_label_token_head_init(sms_task, tiny_llama):
 def test_multilabel(tiny_bert):
     texts = ["pay me on venmo you idiot", "you idiot", "pay me on venmo", "thanks, see you tuesday"] * 30
     labels = [("harassment", "off_platform"), ("harassment",), ("off_platform",), ()] * 30
-    scorer = FineTunedScorer(config(tiny_bert, method="full", max_epochs=15, patience=100)).fit(texts, labels, multilabel=True)
+    scorer = FineTunedScorer(config(tiny_bert, method="full", max_epochs=15, patience=100)).fit(
+        texts, labels, multilabel=True
+    )
     assert scorer.multilabel_ and scorer.classes_.tolist() == ["harassment", "off_platform"]
     proba = scorer.predict_proba(["you idiot, pay me on venmo", "thanks, see you tuesday"])
     assert proba.shape == (2, 2)
@@ -142,12 +147,15 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_bert, sms_task
                 signal.raise_signal(signal.SIGINT)
 
     with pytest.raises(TrainingInterrupted, match="--resume"):
-        FineTunedScorer(cfg).fit(texts, labels, val_texts=val_t, val_labels=val_l, out_dir=tmp_path / "b",
-                                 tracker=CtrlCAtSecondValidation())
+        FineTunedScorer(cfg).fit(
+            texts, labels, val_texts=val_t, val_labels=val_l, out_dir=tmp_path / "b", tracker=CtrlCAtSecondValidation()
+        )
     ckpt = torch.load(tmp_path / "b" / "checkpoints" / "checkpoint.pt", weights_only=False)
     assert 0 < ckpt["state"]["step"] < reference.training_["steps"]
 
-    resumed = FineTunedScorer(cfg).fit(texts, labels, val_texts=val_t, val_labels=val_l, out_dir=tmp_path / "b", resume=True)
+    resumed = FineTunedScorer(cfg).fit(
+        texts, labels, val_texts=val_t, val_labels=val_l, out_dir=tmp_path / "b", resume=True
+    )
     assert resumed.training_["steps"] == reference.training_["steps"]
     np.testing.assert_allclose(resumed.logits(val_t), reference.logits(val_t), atol=1e-4)
 
@@ -246,8 +254,9 @@ def test_vote_shares_reach_the_loss_aligned_by_row_and_class(sms_task, tiny_bert
         FineTunedScorer(config(tiny_bert, soft_labels=0.25)).fit(texts, labels, vote_shares=votes)
     train_idx, _ = ft._internal_val_split(texts, [(label,) for label in labels], False, 0)
     onehot = np.array([[label == "ham", label == "spam"] for label in labels], dtype=float)
-    expected = np.where(np.isnan(votes[["ham", "spam"]].to_numpy()), onehot,
-                        0.75 * onehot + 0.25 * votes[["ham", "spam"]].to_numpy())[train_idx]
+    expected = np.where(
+        np.isnan(votes[["ham", "spam"]].to_numpy()), onehot, 0.75 * onehot + 0.25 * votes[["ham", "spam"]].to_numpy()
+    )[train_idx]
     np.testing.assert_allclose(seen["targets"], expected, rtol=1e-6)
 
 
@@ -261,7 +270,8 @@ def test_training_learns_from_vote_shares(sms_task, tiny_bert):
     flipped = pd.DataFrame({"ham": spam, "spam": 1 - spam})
     # Validate at epoch ends only, so every kept checkpoint has trained on the votes for at least an epoch.
     scorer = FineTunedScorer(config(tiny_bert, soft_labels=1.0, eval_every=1000)).fit(
-        texts, labels, positive=["spam"], vote_shares=flipped)
+        texts, labels, positive=["spam"], vote_shares=flipped
+    )
     auc = roc_auc((test["label"] == "spam").to_numpy(), scorer.predict_proba(test["text"].tolist())[:, 1])
     assert auc < 0.35, auc  # the same set-up learns the labels to > 0.75 (test_learns_and_round_trips)
     assert scorer.training_["soft_label_rows"] == scorer.training_["n_train"]

@@ -20,12 +20,35 @@ def test_train_then_eval_on_unseen_file(tmp_path, sms_csv, tiny_bert):
     df.iloc[:600].to_csv(train, index=False)
     df.iloc[600:].to_csv(other, index=False)
     run = tmp_path / "run"
-    proc = cli("train", "--data", train, "--text-col", "text", "--label-col", "label", "--positive", "spam",
-               "--out", run, "--model", tiny_bert, "--max-epochs", "1", "--tracking-uri", "none",
-               "--set", "learning_rate=0.001", "--set", "eval_every=5")
+    proc = cli(
+        "train",
+        "--data",
+        train,
+        "--text-col",
+        "text",
+        "--label-col",
+        "label",
+        "--positive",
+        "spam",
+        "--out",
+        run,
+        "--model",
+        tiny_bert,
+        "--max-epochs",
+        "1",
+        "--tracking-uri",
+        "none",
+        "--set",
+        "learning_rate=0.001",
+        "--set",
+        "eval_every=5",
+    )
     assert "test ROC AUC" in proc.stdout and (run / "manifest.json").exists()
-    payload = json.loads(cli("eval", run, "--data", other, "--text-col", "text", "--label-col", "label",
-                             "--positive", "spam", "--json").stdout)
+    payload = json.loads(
+        cli(
+            "eval", run, "--data", other, "--text-col", "text", "--label-col", "label", "--positive", "spam", "--json"
+        ).stdout
+    )
     assert payload["n"] == 300 and 0.5 < payload["roc_auc"] <= 1.0
     # Checkpoints live in the staging folder RUN.partial while training; a finished run carries none.
     assert not (run / "checkpoints").exists() and not (tmp_path / "run.partial").exists()
@@ -39,14 +62,34 @@ def test_train_then_eval_on_unseen_file(tmp_path, sms_csv, tiny_bert):
 def test_train_bad_setting_is_a_clear_error(tmp_path, sms_csv):
     proc = cli("train", "--data", sms_csv, "--out", tmp_path / "r", "--set", "lora_rank=4", check=False)
     assert proc.returncode == 2 and "did you mean lora_r" in proc.stderr and "Traceback" not in proc.stderr
-    proc = cli("train", "--data", sms_csv, "--out", tmp_path / "r", "--method", "qlora", "--max-rows", "200", check=False)
+    proc = cli(
+        "train", "--data", sms_csv, "--out", tmp_path / "r", "--method", "qlora", "--max-rows", "200", check=False
+    )
     assert proc.returncode == 2 and "GPU" in proc.stderr
 
 
 def test_sweep_judges_on_validation(tmp_path, sms_csv, tiny_bert):
-    proc = cli("sweep", "--data", sms_csv, "--max-rows", "400", "--positive", "spam", "--out", tmp_path / "sw",
-               "--learning-rate", "1e-4,1e-3", "--batch-size", "32", "--max-steps", "6", "--set", f"model={tiny_bert}",
-               "--set", "eval_every=3")
+    proc = cli(
+        "sweep",
+        "--data",
+        sms_csv,
+        "--max-rows",
+        "400",
+        "--positive",
+        "spam",
+        "--out",
+        tmp_path / "sw",
+        "--learning-rate",
+        "1e-4,1e-3",
+        "--batch-size",
+        "32",
+        "--max-steps",
+        "6",
+        "--set",
+        f"model={tiny_bert}",
+        "--set",
+        "eval_every=3",
+    )
     trials = json.loads((tmp_path / "sw" / "sweep.json").read_text())["trials"]
     assert sorted(t["learning_rate"] for t in trials) == [1e-4, 1e-3]
     assert all(0 <= t["val_pr_auc"] <= 1 and t["steps"] == 6 for t in trials)
@@ -56,11 +99,35 @@ def test_sweep_judges_on_validation(tmp_path, sms_csv, tiny_bert):
 def test_train_on_annotator_votes(tmp_path, davidson_slice, tiny_bert):
     data = tmp_path / "votes.csv"
     davidson_slice.iloc[:500].to_csv(data, index=False)
-    votes = ["--vote-col", "hate_speech=hate_speech", "--vote-col", "offensive=offensive_language",
-             "--vote-col", "neither=neither"]
+    votes = [
+        "--vote-col",
+        "hate_speech=hate_speech",
+        "--vote-col",
+        "offensive=offensive_language",
+        "--vote-col",
+        "neither=neither",
+    ]
     run = tmp_path / "run"
-    cli("train", "--data", data, "--positive", "hate_speech", "--out", run, "--model", tiny_bert, *votes,
-        "--soft-labels", "0.5", "--max-steps", "4", "--tracking-uri", "none", "--set", "eval_every=2")
+    cli(
+        "train",
+        "--data",
+        data,
+        "--positive",
+        "hate_speech",
+        "--out",
+        run,
+        "--model",
+        tiny_bert,
+        *votes,
+        "--soft-labels",
+        "0.5",
+        "--max-steps",
+        "4",
+        "--tracking-uri",
+        "none",
+        "--set",
+        "eval_every=2",
+    )
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["scorer_config"]["soft_labels"] == 0.5
     assert manifest["data"]["column_spec"]["vote_cols"]["offensive"] == "offensive_language"
@@ -68,6 +135,22 @@ def test_train_on_annotator_votes(tmp_path, davidson_slice, tiny_bert):
     assert len(manifest["data"]["votes_hash"]) == 64
     proc = cli("train", "--data", data, "--out", tmp_path / "r2", "--vote-col", "hate_speech", check=False)
     assert proc.returncode == 2 and "CLASS=COLUMN" in proc.stderr and "Traceback" not in proc.stderr
-    proc = cli("train", "--data", data, "--out", tmp_path / "r3", "--soft-labels", "0.5", "--max-rows", "200",
-               "--positive", "hate_speech", "--model", tiny_bert, "--tracking-uri", "none", check=False)
+    proc = cli(
+        "train",
+        "--data",
+        data,
+        "--out",
+        tmp_path / "r3",
+        "--soft-labels",
+        "0.5",
+        "--max-rows",
+        "200",
+        "--positive",
+        "hate_speech",
+        "--model",
+        tiny_bert,
+        "--tracking-uri",
+        "none",
+        check=False,
+    )
     assert proc.returncode == 2 and "--vote-col" in proc.stderr and "Traceback" not in proc.stderr

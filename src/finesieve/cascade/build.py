@@ -48,10 +48,18 @@ class CascadeRun:
     decisions: Decisions | None = field(default=None, repr=False)  # the cascade's, on the test split
 
 
-def fit_cascade(dataset: Dataset, *, model_run: str | Path, prefilter_run: str | Path | None = None,
-                rules: str | Path | None = None, config: CascadeConfig | None = None,
-                prices: PriceTable | None = None, out: str | Path | None = None, n_boot: int = 1000,
-                overwrite: bool = False) -> CascadeRun:
+def fit_cascade(
+    dataset: Dataset,
+    *,
+    model_run: str | Path,
+    prefilter_run: str | Path | None = None,
+    rules: str | Path | None = None,
+    config: CascadeConfig | None = None,
+    prices: PriceTable | None = None,
+    out: str | Path | None = None,
+    n_boot: int = 1000,
+    overwrite: bool = False,
+) -> CascadeRun:
     """Without a pre-filter every message no rule decides reaches the model: the budget is reported, not enforced.
     An existing run directory at `out` is refused before any work unless `overwrite` (see `runs.save_run`)."""
     config, prices = config or CascadeConfig(), prices or PriceTable()
@@ -61,8 +69,10 @@ def fit_cascade(dataset: Dataset, *, model_run: str | Path, prefilter_run: str |
     if model.threshold is None or not model.positive:
         raise ConfigError(f"{model_run}: the run records no positive class or threshold; train it with finesieve train")
     if model.splits_path is None:
-        raise ConfigError(f"{model_run}: no {SPLITS}; the cascade is fitted on the model's own validation split, so "
-                          "use a run trained by `finesieve train` on this file")
+        raise ConfigError(
+            f"{model_run}: no {SPLITS}; the cascade is fitted on the model's own validation split, so "
+            "use a run trained by `finesieve train` on this file"
+        )
     splits = load_splits(model.splits_path, dataset)
     positive = list(model.positive)
     prefilter = load_run(prefilter_run) if prefilter_run else None
@@ -81,35 +91,63 @@ def fit_cascade(dataset: Dataset, *, model_run: str | Path, prefilter_run: str |
 
     scores = validation_scores(val, val_proba, stages, positive, rules_scorer)
     fit = fit_thresholds(scores, model_threshold=model.threshold, config=config)
-    cascade = Cascade(model.scorer, positive=positive, thresholds=fit.thresholds,
-                      prefilter=stages.get("prefilter"), rules=rules_scorer)
+    cascade = Cascade(
+        model.scorer,
+        positive=positive,
+        thresholds=fit.thresholds,
+        prefilter=stages.get("prefilter"),
+        rules=rules_scorer,
+    )
     # The cascade prepares raw text once, as its model was trained; its stages then take it as it is (a stage
     # loaded from its own run directory would prepare it again).
     for scorer in stages.values():
         set_preprocessing(scorer, None)
     set_preprocessing(cascade, model.preprocessing)
 
-    results, decisions = measure(cascade, model.scorer, test, positive=positive, model_threshold=model.threshold,
-                                 n_boot=n_boot)
+    results, decisions = measure(
+        cascade, model.scorer, test, positive=positive, model_threshold=model.threshold, n_boot=n_boot
+    )
     costs = price(results, decisions, stage_costs, prices)
     run_dir = None
     if out is not None:
         run_dir = save_run(
-            out, cascade, kind="cascade",
-            task=ClassificationTask(classes=[str(c) for c in cascade.classes_], multilabel=cascade.multilabel_,
-                                    positive=positive, threshold=fit.thresholds.review,
-                                    threshold_source=f"cascade fit ({config.method}) on the validation split"),
-            preprocessing=model.preprocessing, base_model=model.manifest.base_model,
+            out,
+            cascade,
+            kind="cascade",
+            task=ClassificationTask(
+                classes=[str(c) for c in cascade.classes_],
+                multilabel=cascade.multilabel_,
+                positive=positive,
+                threshold=fit.thresholds.review,
+                threshold_source=f"cascade fit ({config.method}) on the validation split",
+            ),
+            preprocessing=model.preprocessing,
+            base_model=model.manifest.base_model,
             reference=_cascade_reference(cascade, val, positive),
-            data={"source": dataset.source, "content_hash": dataset.content_hash, "n_rows": len(dataset),
-                  "label_normalisation": dataset.label_normalisation},
+            data={
+                "source": dataset.source,
+                "content_hash": dataset.content_hash,
+                "n_rows": len(dataset),
+                "label_normalisation": dataset.label_normalisation,
+            },
             metrics={"test": _headline(results["cascade"]), "test_model_alone": _headline(results["fine-tuned model"])},
-            splits=splits, parent_run=str(model_run), overwrite=overwrite,
-            extra={"cascade": {"config": config.model_dump(), "fit": fit.to_dict(), "costs": costs,
-                               "prices": prices.model_dump(),
-                               "stage_costs": {k: v.to_dict(prices) for k, v in stage_costs.items()},
-                               "stages": {"model": _stage_ref(model), "prefilter": _stage_ref(prefilter),
-                                          "rules": str(rules) if rules else None}}},
+            splits=splits,
+            parent_run=str(model_run),
+            overwrite=overwrite,
+            extra={
+                "cascade": {
+                    "config": config.model_dump(),
+                    "fit": fit.to_dict(),
+                    "costs": costs,
+                    "prices": prices.model_dump(),
+                    "stage_costs": {k: v.to_dict(prices) for k, v in stage_costs.items()},
+                    "stages": {
+                        "model": _stage_ref(model),
+                        "prefilter": _stage_ref(prefilter),
+                        "rules": str(rules) if rules else None,
+                    },
+                }
+            },
         )
     return CascadeRun(cascade, fit, splits, results, costs, stage_costs, run_dir, decisions)
 
@@ -118,8 +156,7 @@ def _cascade_reference(cascade: Cascade, val: Dataset, positive: Sequence[str]) 
     """The cascade's validation statistics for drift monitoring; `flag_rate` is the share it sends to review
     or blocks."""
     decisions = cascade.decide(val.texts)
-    return reference_stats(decisions.proba, [str(c) for c in cascade.classes_], val.texts,
-                           flagged=decisions.flagged)
+    return reference_stats(decisions.proba, [str(c) for c in cascade.classes_], val.texts, flagged=decisions.flagged)
 
 
 def check_no_leak(stage: Run, splits: Splits) -> None:
@@ -129,15 +166,19 @@ def check_no_leak(stage: Run, splits: Splits) -> None:
         return  # the very same split
     path = stage.splits_path
     if path is None:
-        raise ConfigError(f"{stage.path}: no {SPLITS}, so it cannot be checked against the model's split; "
-                          "train the pre-filter on the same file with the same --seed")
+        raise ConfigError(
+            f"{stage.path}: no {SPLITS}, so it cannot be checked against the model's split; "
+            "train the pre-filter on the same file with the same --seed"
+        )
     trained_on = set(json.loads(path.read_text())["ids"].get("train", []))
     held_out = set(splits.ids("val")) | set(splits.ids("test"))
     overlap = trained_on & held_out
     if overlap:
-        raise LeakageError(f"{stage.path} was trained on {len(overlap)} message(s) of the model's validation/test "
-                           f"split (e.g. id {sorted(overlap)[0]}): its scores there would be optimistic. Fix: train "
-                           "the pre-filter on the same file with the same --seed as the fine-tuned model")
+        raise LeakageError(
+            f"{stage.path} was trained on {len(overlap)} message(s) of the model's validation/test "
+            f"split (e.g. id {sorted(overlap)[0]}): its scores there would be optimistic. Fix: train "
+            "the pre-filter on the same file with the same --seed as the fine-tuned model"
+        )
 
 
 def _rules_stage(rules: str | Path | None, splits: Splits) -> RulesScorer | None:
@@ -154,8 +195,9 @@ def _rules_stage(rules: str | Path | None, splits: Splits) -> RulesScorer | None
     return RulesScorer(policy=str(rules)).fit(train.texts, train.labels, multilabel=train.multilabel)
 
 
-def validation_scores(val: Dataset, proba: dict[str, np.ndarray], stages: dict, positive: Sequence[str],
-                      rules: RulesScorer | None) -> ValidationScores:
+def validation_scores(
+    val: Dataset, proba: dict[str, np.ndarray], stages: dict, positive: Sequence[str], rules: RulesScorer | None
+) -> ValidationScores:
     model = stages["model"]
     classes = [str(c) for c in model.classes_]
 
@@ -165,7 +207,8 @@ def validation_scores(val: Dataset, proba: dict[str, np.ndarray], stages: dict, 
 
     usable = [] if rules is None else [r for r in rules.policy_.rules if r.name not in set(rules.ignored_rules_)]
     return ValidationScores(
-        y=val.violation(positive), model=pos("model"),
+        y=val.violation(positive),
+        model=pos("model"),
         prefilter=pos("prefilter") if "prefilter" in stages else None,
         y_category={c: val.indicator([c])[:, 0] for c in positive},
         model_category={c: proba["model"][:, classes.index(c)] for c in positive},
@@ -175,8 +218,9 @@ def validation_scores(val: Dataset, proba: dict[str, np.ndarray], stages: dict, 
     )
 
 
-def measure(cascade: Cascade, model, test: Dataset, *, positive: Sequence[str], model_threshold: float,
-            n_boot: int = 1000) -> tuple[dict[str, EvalResult], Decisions]:
+def measure(
+    cascade: Cascade, model, test: Dataset, *, positive: Sequence[str], model_threshold: float, n_boot: int = 1000
+) -> tuple[dict[str, EvalResult], Decisions]:
     """The fine-tuned model on every message and the cascade, on the same test messages."""
     start = time.perf_counter()
     model_proba = np.asarray(model.predict_proba(test.texts), dtype=float)
@@ -186,28 +230,53 @@ def measure(cascade: Cascade, model, test: Dataset, *, positive: Sequence[str], 
     cascade_seconds = time.perf_counter() - start
     results = {
         "fine-tuned model": evaluate_scored(
-            model_proba, [str(c) for c in model.classes_], model.multilabel_, test, positive=positive,
-            threshold=model_threshold, threshold_source="model run (validation)", n_boot=n_boot,
-            name="fine-tuned model", seconds=model_seconds),
+            model_proba,
+            [str(c) for c in model.classes_],
+            model.multilabel_,
+            test,
+            positive=positive,
+            threshold=model_threshold,
+            threshold_source="model run (validation)",
+            n_boot=n_boot,
+            name="fine-tuned model",
+            seconds=model_seconds,
+        ),
         "cascade": evaluate_scored(
-            decisions.proba, list(cascade.classes_), cascade.multilabel_, test, positive=positive,
-            threshold=cascade.thresholds.review, threshold_source="cascade fit (validation)", n_boot=n_boot,
-            name="cascade", seconds=cascade_seconds, flagged=decisions.flagged),
+            decisions.proba,
+            list(cascade.classes_),
+            cascade.multilabel_,
+            test,
+            positive=positive,
+            threshold=cascade.thresholds.review,
+            threshold_source="cascade fit (validation)",
+            n_boot=n_boot,
+            name="cascade",
+            seconds=cascade_seconds,
+            flagged=decisions.flagged,
+        ),
     }
     return results, decisions
 
 
-def price(results: dict[str, EvalResult], decisions: Decisions, stage_costs: dict[str, StageCost],
-          prices: PriceTable) -> dict[str, dict]:
+def price(
+    results: dict[str, EvalResult], decisions: Decisions, stage_costs: dict[str, StageCost], prices: PriceTable
+) -> dict[str, dict]:
     shares = decisions.reach()
     model_result, cascade_result = results["fine-tuned model"], results["cascade"]
     return {
-        "fine-tuned model": {"route": 1.0, "messages_per_second": _mps(model_result),
-                             "cost_per_million": stage_costs["model"].per_million(prices)},
-        "cascade": {"route": shares.get("model", 0.0), "reach": shares, "messages_per_second": _mps(cascade_result),
-                    "cost_per_million": cascade_per_million(stage_costs, shares, prices),
-                    "actions": {a: int((decisions.action == a).sum()) for a in ("deliver", "review", "block")},
-                    "decided_by": {s: int((decisions.decided_by == s).sum()) for s in ("rules", "prefilter", "model")}},
+        "fine-tuned model": {
+            "route": 1.0,
+            "messages_per_second": _mps(model_result),
+            "cost_per_million": stage_costs["model"].per_million(prices),
+        },
+        "cascade": {
+            "route": shares.get("model", 0.0),
+            "reach": shares,
+            "messages_per_second": _mps(cascade_result),
+            "cost_per_million": cascade_per_million(stage_costs, shares, prices),
+            "actions": {a: int((decisions.action == a).sum()) for a in ("deliver", "review", "block")},
+            "decided_by": {s: int((decisions.decided_by == s).sum()) for s in ("rules", "prefilter", "model")},
+        },
     }
 
 
@@ -219,18 +288,29 @@ def summary_rows(run: CascadeRun) -> list[dict]:
 def summary_row(name: str, result: EvalResult, cost: dict | None) -> dict:
     d = result.to_dict()
     cost = cost or {}
-    return {"system": name, "roc_auc": d["roc_auc"], "roc_auc_ci95": d["ci95"].get("roc_auc"), "pr_auc": d["pr_auc"],
-            "precision": d["precision"], "recall": d["recall"], "f1": d["f1"], "flag_rate": d["flag_rate"],
-            "route": cost.get("route"), "messages_per_second": cost.get("messages_per_second", d["messages_per_second"]),
-            "cost_per_million": cost.get("cost_per_million"), "note": cost.get("note", "")}
+    return {
+        "system": name,
+        "roc_auc": d["roc_auc"],
+        "roc_auc_ci95": d["ci95"].get("roc_auc"),
+        "pr_auc": d["pr_auc"],
+        "precision": d["precision"],
+        "recall": d["recall"],
+        "f1": d["f1"],
+        "flag_rate": d["flag_rate"],
+        "route": cost.get("route"),
+        "messages_per_second": cost.get("messages_per_second", d["messages_per_second"]),
+        "cost_per_million": cost.get("cost_per_million"),
+        "note": cost.get("note", ""),
+    }
 
 
 def legacy_cascade(rules: RulesScorer | None, prefilter, *, positive: Sequence[str], threshold: float) -> Cascade:
     """The system a cascade replaces: policy rules acting as written (review/block/clear) and the pre-filter
     flagging for review at its own threshold, with no fine-tuned model."""
     modes = rules.policy_modes(positive) if rules is not None else {}
-    return Cascade(prefilter, positive=positive, thresholds=CascadeThresholds(review=threshold, rule_modes=modes),
-                   rules=rules)
+    return Cascade(
+        prefilter, positive=positive, thresholds=CascadeThresholds(review=threshold, rule_modes=modes), rules=rules
+    )
 
 
 def _mps(result: EvalResult) -> float | None:
@@ -239,13 +319,31 @@ def _mps(result: EvalResult) -> float | None:
 
 def _headline(result: EvalResult) -> dict:
     d = result.to_dict()
-    return {k: d[k] for k in ("n", "n_positive", "roc_auc", "pr_auc", "precision", "recall", "f1", "flag_rate",
-                              "threshold", "ci95", "messages_per_second")}
+    return {
+        k: d[k]
+        for k in (
+            "n",
+            "n_positive",
+            "roc_auc",
+            "pr_auc",
+            "precision",
+            "recall",
+            "f1",
+            "flag_rate",
+            "threshold",
+            "ci95",
+            "messages_per_second",
+        )
+    }
 
 
 def _stage_ref(run: Run | None) -> dict | None:
     if run is None:
         return None
-    return {"run": str(run.path), "kind": run.manifest.kind,
-            "data_hash": run.manifest.data.get("content_hash"),
-            "split_hash": (run.manifest.splits or {}).get("split_hash"), "threshold": run.threshold}
+    return {
+        "run": str(run.path),
+        "kind": run.manifest.kind,
+        "data_hash": run.manifest.data.get("content_hash"),
+        "split_hash": (run.manifest.splits or {}).get("split_hash"),
+        "threshold": run.threshold,
+    }

@@ -36,14 +36,21 @@ class PriceTable(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     currency: str = Field("USD", description="Currency of every price below.")
-    cpu_core_hour: float = Field(0.05, ge=0, description=(
-        "Price of one vCPU for an hour (on-demand general-purpose cloud instances list about 0.04-0.05 USD)."))
+    cpu_core_hour: float = Field(
+        0.05,
+        ge=0,
+        description=(
+            "Price of one vCPU for an hour (on-demand general-purpose cloud instances list about 0.04-0.05 USD)."
+        ),
+    )
     gpu_hour: float = Field(3.0, ge=0, description="Price of one GPU for an hour (on-demand H100 lists about 2-4 USD).")
     api_model: str = Field("gpt-4o-mini", description="Hosted model the prompt baseline is priced on.")
     api_input_per_million_tokens: float = Field(0.15, ge=0, description="API price per million prompt tokens.")
     api_output_per_million_tokens: float = Field(0.60, ge=0, description="API price per million generated tokens.")
     api_output_tokens_per_message: int = Field(1, ge=0, description="Tokens generated per message (one label word).")
-    note: str = Field("illustrative list prices; replace with your own contract", description="Where the prices come from.")
+    note: str = Field(
+        "illustrative list prices; replace with your own contract", description="Where the prices come from."
+    )
 
 
 def load_prices(path: str | Path | None = None) -> PriceTable:
@@ -52,8 +59,9 @@ def load_prices(path: str | Path | None = None) -> PriceTable:
         return PriceTable()
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"{path}: price table not found; write a YAML file with fields of PriceTable, "
-                          f"e.g. 'cpu_core_hour: 0.05'")
+        raise ConfigError(
+            f"{path}: price table not found; write a YAML file with fields of PriceTable, e.g. 'cpu_core_hour: 0.05'"
+        )
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         return PriceTable.model_validate(raw)
@@ -93,8 +101,13 @@ class StageCost:
         return self.seconds_per_message * MILLION / 3600 * hourly
 
     def to_dict(self, prices: PriceTable) -> dict:
-        return {"seconds_per_message": self.seconds_per_message, "messages_per_second": self.messages_per_second(),
-                "cores": self.cores, "device": self.device, "cost_per_million": self.per_million(prices)}
+        return {
+            "seconds_per_message": self.seconds_per_message,
+            "messages_per_second": self.messages_per_second(),
+            "cores": self.cores,
+            "device": self.device,
+            "cost_per_million": self.per_million(prices),
+        }
 
 
 def cascade_per_million(stages: dict[str, StageCost], reach: dict[str, float], prices: PriceTable) -> float:
@@ -111,8 +124,10 @@ def cascade_seconds_per_message(stages: dict[str, StageCost], reach: dict[str, f
 
 def api_per_million(tokens_per_message: float, prices: PriceTable) -> float:
     """Hosted API cost per million messages for a prompt of `tokens_per_message` tokens and a one-word answer."""
-    return (tokens_per_message * prices.api_input_per_million_tokens
-            + prices.api_output_tokens_per_message * prices.api_output_per_million_tokens)
+    return (
+        tokens_per_message * prices.api_input_per_million_tokens
+        + prices.api_output_tokens_per_message * prices.api_output_per_million_tokens
+    )
 
 
 def count_prompt_tokens(prompt, texts: Sequence[str], few_shot: bool = False) -> float:

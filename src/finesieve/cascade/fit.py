@@ -52,22 +52,60 @@ CONFIDENCE = 0.95
 class CascadeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    budget: float = Field(0.20, gt=0, le=1, description="Largest share of messages that may reach the fine-tuned model.")
-    recall_floor: float = Field(0.98, gt=0, le=1, description=(
-        "Least cascade recall, as a share of the fine-tuned model's own recall at its operating threshold."))
-    review_precision: float | None = Field(None, gt=0, lt=1, description=(
-        "Least precision of the review queue; default: 0.9 x the fine-tuned model's own validation precision."))
-    block_precision: float = Field(0.95, gt=0, le=1, description=(
-        "Least precision (95% lower confidence bound on validation) to block a category without human review."))
-    block_categories: list[str] | None = Field(None, description=(
-        "Positive categories that may be blocked outright; default all, [] for none (everything flagged is reviewed)."))
-    clear_max_violation: float = Field(0.01, gt=0, lt=1, description=(
-        "Largest violation rate (95% upper bound) among the messages a 'clear' rule delivers."))
-    min_rule_support: int = Field(5, ge=1, description="Least validation messages a rule must fire on before it may act.")
-    method: Literal["conformal", "empirical"] = Field("conformal", description=(
-        "conformal: thresholds with the finite-sample corrections above; empirical: plain validation figures."))
-    on_infeasible: Literal["recall", "budget", "error"] = Field("recall", description=(
-        "When the targets conflict: keep the recall floor (route more), keep the budget (lose recall), or fail."))
+    budget: float = Field(
+        0.20, gt=0, le=1, description="Largest share of messages that may reach the fine-tuned model."
+    )
+    recall_floor: float = Field(
+        0.98,
+        gt=0,
+        le=1,
+        description=(
+            "Least cascade recall, as a share of the fine-tuned model's own recall at its operating threshold."
+        ),
+    )
+    review_precision: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description=(
+            "Least precision of the review queue; default: 0.9 x the fine-tuned model's own validation precision."
+        ),
+    )
+    block_precision: float = Field(
+        0.95,
+        gt=0,
+        le=1,
+        description=(
+            "Least precision (95% lower confidence bound on validation) to block a category without human review."
+        ),
+    )
+    block_categories: list[str] | None = Field(
+        None,
+        description=(
+            "Positive categories that may be blocked outright; default all, [] for none (everything flagged is reviewed)."
+        ),
+    )
+    clear_max_violation: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description=("Largest violation rate (95% upper bound) among the messages a 'clear' rule delivers."),
+    )
+    min_rule_support: int = Field(
+        5, ge=1, description="Least validation messages a rule must fire on before it may act."
+    )
+    method: Literal["conformal", "empirical"] = Field(
+        "conformal",
+        description=(
+            "conformal: thresholds with the finite-sample corrections above; empirical: plain validation figures."
+        ),
+    )
+    on_infeasible: Literal["recall", "budget", "error"] = Field(
+        "recall",
+        description=(
+            "When the targets conflict: keep the recall floor (route more), keep the budget (lose recall), or fail."
+        ),
+    )
     grid_step: float = Field(0.005, gt=0, lt=1, description="Step of the routing-budget search.")
 
     @model_validator(mode="after")
@@ -115,11 +153,22 @@ class CascadeFit:
     messages: list[str]
 
     def to_dict(self) -> dict:
-        return {"thresholds": self.thresholds.model_dump(), "feasible": self.feasible, "chosen": self.chosen,
-                "model_alone": self.model_alone, "targets": self.targets, "reachable": self.reachable,
-                "tradeoff": [{**r, "escalate": r["escalate"] if math.isfinite(r["escalate"]) else None}
-                             for r in self.tradeoff], "rules": self.rules, "blocks": self.blocks, "method": self.method,
-                "guarantee": self.guarantee, "messages": self.messages}
+        return {
+            "thresholds": self.thresholds.model_dump(),
+            "feasible": self.feasible,
+            "chosen": self.chosen,
+            "model_alone": self.model_alone,
+            "targets": self.targets,
+            "reachable": self.reachable,
+            "tradeoff": [
+                {**r, "escalate": r["escalate"] if math.isfinite(r["escalate"]) else None} for r in self.tradeoff
+            ],
+            "rules": self.rules,
+            "blocks": self.blocks,
+            "method": self.method,
+            "guarantee": self.guarantee,
+            "messages": self.messages,
+        }
 
 
 # ------------------------------------------------------------------------------------------- bounds
@@ -158,8 +207,9 @@ def routing_threshold(g: np.ndarray, level: float, method: str) -> float:
     return float(t)
 
 
-def review_threshold(y: np.ndarray, model: np.ndarray, routed: np.ndarray, forced: np.ndarray,
-                     target_recall: float, method: str) -> float | None:
+def review_threshold(
+    y: np.ndarray, model: np.ndarray, routed: np.ndarray, forced: np.ndarray, target_recall: float, method: str
+) -> float | None:
     """Largest t such that flagging forced | (routed & model >= t) meets the recall target, or None.
 
     conformal: (n_pos * miss(t) + 1) / (n_pos + 1) <= 1 - target_recall; empirical: miss(t) <= 1 - target_recall.
@@ -201,17 +251,23 @@ def _rule_modes(v: ValidationScores, precision_target: float, config: CascadeCon
         support = int(fires.sum())
         entry = {"policy_action": action, "support": support}
         if support < config.min_rule_support:
-            out[name] = {**entry, "mode": "off", "reason": f"fired on {support} validation messages "
-                                                           f"(needs {config.min_rule_support})"}
+            out[name] = {
+                **entry,
+                "mode": "off",
+                "reason": f"fired on {support} validation messages (needs {config.min_rule_support})",
+            }
             continue
         if action == "clear":
             violations = int(v.y[fires].sum())
             bound = rate_upper_bound(violations, support)
             ok = bound <= config.clear_max_violation
-            out[name] = {**entry, "violation_rate": violations / support, "upper_bound": bound,
-                         "mode": "clear" if ok else "off",
-                         "reason": f"violation rate upper bound {bound:.3f} "
-                                   f"{'<=' if ok else '>'} {config.clear_max_violation}"}
+            out[name] = {
+                **entry,
+                "violation_rate": violations / support,
+                "upper_bound": bound,
+                "mode": "clear" if ok else "off",
+                "reason": f"violation rate upper bound {bound:.3f} {'<=' if ok else '>'} {config.clear_max_violation}",
+            }
             continue
         cat = v.rule_category[name]
         y_cat = v.y_category.get(cat, v.y)
@@ -238,16 +294,23 @@ def fit_thresholds(v: ValidationScores, *, model_threshold: float, config: Casca
     y = np.asarray(v.y).astype(int)
     n = len(y)
     if n == 0 or y.sum() == 0:
-        raise ConfigError("the validation split has no violations: the recall floor cannot be measured; "
-                          "use more data or a split with positives in validation")
+        raise ConfigError(
+            "the validation split has no violations: the recall floor cannot be measured; "
+            "use more data or a split with positives in validation"
+        )
     messages = []
     model_flag = v.model >= model_threshold
     r_model, p_model = _pr(y, model_flag)
     target_recall = config.recall_floor * r_model
     target_precision = config.review_precision if config.review_precision is not None else 0.9 * p_model
-    targets = {"budget": config.budget, "budget_applies": v.prefilter is not None,  # no pre-filter: nothing routes
-               "recall_floor": config.recall_floor, "recall": target_recall, "review_precision": target_precision,
-               "review_precision_source": "given" if config.review_precision is not None else "0.9 x model's own"}
+    targets = {
+        "budget": config.budget,
+        "budget_applies": v.prefilter is not None,  # no pre-filter: nothing routes
+        "recall_floor": config.recall_floor,
+        "recall": target_recall,
+        "review_precision": target_precision,
+        "review_precision_source": "given" if config.review_precision is not None else "0.9 x model's own",
+    }
 
     rules = _rule_modes(v, target_precision, config)
     modes = {name: r["mode"] for name, r in rules.items()}
@@ -272,8 +335,12 @@ def fit_thresholds(v: ValidationScores, *, model_threshold: float, config: Casca
         row = {"level": float(level), "escalate": t_pre, "route": float(routed.mean()), "review": t_rev}
         if t_rev is not None:
             recall, precision = _pr(y, forced | (routed & (v.model >= t_rev)))
-            row.update(recall=recall, precision=precision, recall_retention=recall / r_model if r_model else None,
-                       meets_precision=precision >= target_precision)
+            row.update(
+                recall=recall,
+                precision=precision,
+                recall_retention=recall / r_model if r_model else None,
+                meets_precision=precision >= target_precision,
+            )
         rows.append(row)
 
     # The routing levels the budget allows. Without a pre-filter there is nothing to hold messages back with:
@@ -281,9 +348,11 @@ def fit_thresholds(v: ValidationScores, *, model_threshold: float, config: Casca
     # reported, not enforced (filtering on it would leave no level at all).
     if v.prefilter is None:
         in_budget = rows
-        messages.append(f"no pre-filter: every message no rule decides reaches the model (route "
-                        f"{rows[0]['route']:.1%}), so the budget of {config.budget:.0%} does not apply; "
-                        "pass a pre-filter run to route less")
+        messages.append(
+            f"no pre-filter: every message no rule decides reaches the model (route "
+            f"{rows[0]['route']:.1%}), so the budget of {config.budget:.0%} does not apply; "
+            "pass a pre-filter run to route less"
+        )
     else:
         in_budget = [r for r in rows if r["level"] <= config.budget + 1e-9]
     feasible_rows = [r for r in in_budget if r["review"] is not None and r["meets_precision"]]
@@ -298,20 +367,44 @@ def fit_thresholds(v: ValidationScores, *, model_threshold: float, config: Casca
     routed = g >= t_pre
     blocks = _block_thresholds(v, y, routed, t_rev, config)
     thresholds = CascadeThresholds(
-        escalate=None if v.prefilter is None else _finite(t_pre), review=t_rev,
-        block={c: b["threshold"] for c, b in blocks.items() if b["threshold"] is not None}, rule_modes=modes)
+        escalate=None if v.prefilter is None else _finite(t_pre),
+        review=t_rev,
+        block={c: b["threshold"] for c, b in blocks.items() if b["threshold"] is not None},
+        rule_modes=modes,
+    )
     flagged = forced | (routed & (v.model >= t_rev))
     recall, precision = _pr(y, flagged)
-    chosen_summary = {"route": float(routed.mean()), "recall": recall, "precision": precision,
-                      "recall_retention": recall / r_model if r_model else None, "flag_rate": float(flagged.mean()),
-                      "escalate": thresholds.escalate, "review": t_rev, "level": chosen["level"],
-                      "decided_by_rules": float(decided.mean())}
+    chosen_summary = {
+        "route": float(routed.mean()),
+        "recall": recall,
+        "precision": precision,
+        "recall_retention": recall / r_model if r_model else None,
+        "flag_rate": float(flagged.mean()),
+        "escalate": thresholds.escalate,
+        "review": t_rev,
+        "level": chosen["level"],
+        "decided_by_rules": float(decided.mean()),
+    }
     fit = CascadeFit(
-        thresholds=thresholds, feasible=feasible, chosen=chosen_summary,
-        model_alone={"threshold": model_threshold, "recall": r_model, "precision": p_model,
-                     "flag_rate": float(model_flag.mean()), "route": 1.0},
-        targets=targets, reachable=reachable, tradeoff=rows, rules=rules, blocks=blocks, method=config.method,
-        guarantee=guarantee_text(config, target_recall, r_model, thresholds, int(y.sum()), n), messages=messages)
+        thresholds=thresholds,
+        feasible=feasible,
+        chosen=chosen_summary,
+        model_alone={
+            "threshold": model_threshold,
+            "recall": r_model,
+            "precision": p_model,
+            "flag_rate": float(model_flag.mean()),
+            "route": 1.0,
+        },
+        targets=targets,
+        reachable=reachable,
+        tradeoff=rows,
+        rules=rules,
+        blocks=blocks,
+        method=config.method,
+        guarantee=guarantee_text(config, target_recall, r_model, thresholds, int(y.sum()), n),
+        messages=messages,
+    )
     if not feasible and config.on_infeasible == "error":
         raise CascadeInfeasible(messages[-1], fit)
     return fit
@@ -337,12 +430,14 @@ def _reachable(rows, in_budget, y, v, forced, g, target_precision, r_model) -> d
     at_budget = in_budget[-1]
     routed = g >= at_budget["escalate"]
     t, best = _best_recall_at_precision(y, v.model, routed, forced, target_precision)
-    out = {"at_budget": {
-        "route": at_budget["route"],
-        "recall_floor_met_with_precision": at_budget.get("precision") if at_budget["review"] is not None else None,
-        "best_recall_retention_at_precision_target": best["recall"] / r_model if best and r_model else None,
-        "review_threshold_for_it": t,
-    }}
+    out = {
+        "at_budget": {
+            "route": at_budget["route"],
+            "recall_floor_met_with_precision": at_budget.get("precision") if at_budget["review"] is not None else None,
+            "best_recall_retention_at_precision_target": best["recall"] / r_model if best and r_model else None,
+            "review_threshold_for_it": t,
+        }
+    }
     ok = [r for r in rows if r["review"] is not None and r["meets_precision"]]
     recall_only = [r for r in rows if r["review"] is not None]
     out["for_all_targets"] = {"route_needed": ok[0]["route"] if ok else None, "level": ok[0]["level"] if ok else None}
@@ -370,21 +465,31 @@ def _fallback(rows, in_budget, reachable, config, model_threshold) -> dict:
 
 def _infeasible_message(config: CascadeConfig, targets: dict, reachable: dict) -> str:
     ab, rf, al = reachable["at_budget"], reachable["for_recall_floor"], reachable["for_all_targets"]
-    parts = [f"the targets cannot all be met on the validation split (budget {config.budget:.0%}, recall floor "
-             f"{config.recall_floor:.0%} of the model's, queue precision >= {targets['review_precision']:.3f})."]
+    parts = [
+        f"the targets cannot all be met on the validation split (budget {config.budget:.0%}, recall floor "
+        f"{config.recall_floor:.0%} of the model's, queue precision >= {targets['review_precision']:.3f})."
+    ]
     if ab["recall_floor_met_with_precision"] is not None:
-        parts.append(f"Within the budget the recall floor holds with a queue precision of "
-                     f"{ab['recall_floor_met_with_precision']:.3f}.")
+        parts.append(
+            f"Within the budget the recall floor holds with a queue precision of "
+            f"{ab['recall_floor_met_with_precision']:.3f}."
+        )
     if ab["best_recall_retention_at_precision_target"] is not None:
-        parts.append(f"Within the budget and the precision target the cascade keeps "
-                     f"{ab['best_recall_retention_at_precision_target']:.1%} of the model's recall.")
+        parts.append(
+            f"Within the budget and the precision target the cascade keeps "
+            f"{ab['best_recall_retention_at_precision_target']:.1%} of the model's recall."
+        )
     if al["route_needed"] is not None:
         parts.append(f"Meeting recall and precision needs {al['route_needed']:.1%} of messages routed to the model.")
     elif rf["route_needed"] is not None:
-        parts.append(f"The recall floor alone needs {rf['route_needed']:.1%} routed; the precision target is not "
-                     "reachable together with it at any route.")
-    parts.append(f"Chosen by on_infeasible='{config.on_infeasible}'. Fix: raise --budget, lower --recall-floor or "
-                 "--review-precision, or train a pre-filter that ranks like the model.")
+        parts.append(
+            f"The recall floor alone needs {rf['route_needed']:.1%} routed; the precision target is not "
+            "reachable together with it at any route."
+        )
+    parts.append(
+        f"Chosen by on_infeasible='{config.on_infeasible}'. Fix: raise --budget, lower --recall-floor or "
+        "--review-precision, or train a pre-filter that ranks like the model."
+    )
     return " ".join(parts)
 
 
@@ -406,21 +511,29 @@ def _block_thresholds(v: ValidationScores, y, routed, t_rev, config: CascadeConf
             if bound >= config.block_precision:
                 best = {"threshold": float(t), "support": size, "precision": hits / size, "lower_bound": bound}
         if best is None:
-            out[c] = {"threshold": None, "reason": f"no threshold reaches a {CONFIDENCE:.0%} lower bound of "
-                                                   f"{config.block_precision} precision on validation: review only"}
+            out[c] = {
+                "threshold": None,
+                "reason": f"no threshold reaches a {CONFIDENCE:.0%} lower bound of "
+                f"{config.block_precision} precision on validation: review only",
+            }
         else:
             out[c] = {**best, "reason": f"precision lower bound {best['lower_bound']:.3f} >= {config.block_precision}"}
     return out
 
 
-def guarantee_text(config: CascadeConfig, target_recall: float, r_model: float, t: CascadeThresholds,
-                   n_pos: int, n: int) -> str:
+def guarantee_text(
+    config: CascadeConfig, target_recall: float, r_model: float, t: CascadeThresholds, n_pos: int, n: int
+) -> str:
     if config.method == "empirical":
-        return ("empirical: thresholds meet the targets on the validation split as measured, with no finite-sample "
-                "correction and no guarantee for new traffic.")
-    return (f"conformal, for new traffic exchangeable with the {n:,} validation messages: a message reaches the model "
-            f"with probability <= the chosen routing level (split-conformal quantile); the expected share of "
-            f"violations missed is <= {1 - target_recall:.3f}, i.e. expected recall >= {target_recall:.3f} "
-            f"= {config.recall_floor:.0%} of the model's validation recall {r_model:.3f} (conformal risk control over "
-            f"{n_pos} validation violations). Marginal over the validation draw; not under drift; the routing level "
-            f"is itself picked on the same data. Queue precision: measured, not guaranteed.")
+        return (
+            "empirical: thresholds meet the targets on the validation split as measured, with no finite-sample "
+            "correction and no guarantee for new traffic."
+        )
+    return (
+        f"conformal, for new traffic exchangeable with the {n:,} validation messages: a message reaches the model "
+        f"with probability <= the chosen routing level (split-conformal quantile); the expected share of "
+        f"violations missed is <= {1 - target_recall:.3f}, i.e. expected recall >= {target_recall:.3f} "
+        f"= {config.recall_floor:.0%} of the model's validation recall {r_model:.3f} (conformal risk control over "
+        f"{n_pos} validation violations). Marginal over the validation draw; not under drift; the routing level "
+        f"is itself picked on the same data. Queue precision: measured, not guaranteed."
+    )

@@ -53,7 +53,12 @@ class RejectionSummary:
         return sum(self.counts.values())
 
     def to_dict(self) -> dict:
-        return {"total": self.total, "counts": dict(self.counts), "examples": self.examples, "rejects_path": self.rejects_path}
+        return {
+            "total": self.total,
+            "counts": dict(self.counts),
+            "examples": self.examples,
+            "rejects_path": self.rejects_path,
+        }
 
 
 @dataclass
@@ -125,8 +130,10 @@ class Dataset:
         """(n,) 0/1: 1 where the message carries any of the `positive` classes."""
         unknown = [p for p in positive if p not in self.classes]
         if unknown:
-            raise ValueError(f"positive class(es) {unknown} not among the data's classes {self.classes}: "
-                             "pass one of those with --positive")
+            raise ValueError(
+                f"positive class(es) {unknown} not among the data's classes {self.classes}: "
+                "pass one of those with --positive"
+            )
         return self.indicator()[:, [self.classes.index(p) for p in positive]].max(axis=1).astype(int)
 
     def subset(self, mask_or_index) -> Dataset:
@@ -245,8 +252,13 @@ class _KeyedRowsDataset:
 
     def subset(self, mask_or_index) -> Self:
         frame = self.frame[mask_or_index] if _is_mask(mask_or_index) else self.frame.iloc[mask_or_index]
-        return type(self)(frame=frame.reset_index(drop=True), spec=self.spec, source=self.source,
-                          rejected=self.rejected, redaction_counts=self.redaction_counts)
+        return type(self)(
+            frame=frame.reset_index(drop=True),
+            spec=self.spec,
+            source=self.source,
+            rejected=self.rejected,
+            redaction_counts=self.redaction_counts,
+        )
 
     def row_keys(self) -> list[str]:
         raise NotImplementedError
@@ -260,18 +272,18 @@ class _KeyedRowsDataset:
 @dataclass
 class RankingDataset(_KeyedRowsDataset):
     """Query-candidate pairs with relevance grades: one row per accepted pair. Columns of `frame`:
-      id              str    `pair_id(query, candidate)`; a repeated pair is rejected when loading
-      row             int    1-based data row in the source file
-      query           str    the query id (e.g. the job)
-      candidate       str    the candidate id (e.g. the resume)
-      query_text_raw, query_text   str   the query's text as read / cleaned and redacted (when mapped)
-      text_raw, text  str    the candidate's text as read / cleaned and redacted: what is scored and stored
-      relevance       float  the pair's grade (0/1 for binary relevance)
-      + `spec.meta_cols`, as text
+    id              str    `pair_id(query, candidate)`; a repeated pair is rejected when loading
+    row             int    1-based data row in the source file
+    query           str    the query id (e.g. the job)
+    candidate       str    the candidate id (e.g. the resume)
+    query_text_raw, query_text   str   the query's text as read / cleaned and redacted (when mapped)
+    text_raw, text  str    the candidate's text as read / cleaned and redacted: what is scored and stored
+    relevance       float  the pair's grade (0/1 for binary relevance)
+    + `spec.meta_cols`, as text
 
-        from finesieve.data.load import load_ranking_dataset
-        ds = load_ranking_dataset("pairs.csv", RankingSpec(query_col="job_id", candidate_col="resume_id"))
-        ds.queries, ds.texts, ds.relevance, ds.n_queries
+      from finesieve.data.load import load_ranking_dataset
+      ds = load_ranking_dataset("pairs.csv", RankingSpec(query_col="job_id", candidate_col="resume_id"))
+      ds.queries, ds.texts, ds.relevance, ds.n_queries
     """
 
     kind: ClassVar[str] = "ranking"
@@ -303,28 +315,35 @@ class RankingDataset(_KeyedRowsDataset):
         """One string per row holding everything that identifies it (ids, raw texts, grade): what `content_hash`
         and the split's seed are computed from."""
         query_texts = self.frame["query_text_raw"] if "query_text_raw" in self.frame else [""] * len(self.frame)
-        return [f"{row_id}\x1f{qt}\x1f{text}\x1f{float(rel)!r}" for row_id, qt, text, rel in
-                zip(self.frame["id"], query_texts, self.frame["text_raw"], self.frame["relevance"])]
+        return [
+            f"{row_id}\x1f{qt}\x1f{text}\x1f{float(rel)!r}"
+            for row_id, qt, text, rel in zip(
+                self.frame["id"], query_texts, self.frame["text_raw"], self.frame["relevance"]
+            )
+        ]
 
     def summary(self) -> dict:
         """Pairs, queries and pairs per grade: what a split records of each part."""
         grades = Counter(f"{g:g}" for g in self.relevance)
-        return {"n_pairs": len(self), "n_queries": self.n_queries,
-                "relevance_counts": {g: grades[g] for g in sorted(grades, key=float)}}
+        return {
+            "n_pairs": len(self),
+            "n_queries": self.n_queries,
+            "relevance_counts": {g: grades[g] for g in sorted(grades, key=float)},
+        }
 
 
 @dataclass
 class GenerationDataset(_KeyedRowsDataset):
     """Inputs with reference texts: one row per accepted example. Columns of `frame`:
-      id                str  the file's id column, or the row number when the file has none
-      row               int  1-based data row in the source file
-      text_raw, text    str  the input as read / cleaned and redacted: what a system reads
-      reference_raw, reference  str  the reference as read / cleaned and redacted: what outputs are compared with
-      + `spec.meta_cols`, as text
+    id                str  the file's id column, or the row number when the file has none
+    row               int  1-based data row in the source file
+    text_raw, text    str  the input as read / cleaned and redacted: what a system reads
+    reference_raw, reference  str  the reference as read / cleaned and redacted: what outputs are compared with
+    + `spec.meta_cols`, as text
 
-        from finesieve.data.load import load_generation_dataset
-        ds = load_generation_dataset("feedback.csv", GenerationSpec(input_col="resume", reference_col="feedback"))
-        ds.texts, ds.references
+      from finesieve.data.load import load_generation_dataset
+      ds = load_generation_dataset("feedback.csv", GenerationSpec(input_col="resume", reference_col="feedback"))
+      ds.texts, ds.references
     """
 
     kind: ClassVar[str] = "generation"
@@ -337,8 +356,10 @@ class GenerationDataset(_KeyedRowsDataset):
 
     def row_keys(self) -> list[str]:
         """One string per row: id, raw input and raw reference (see `RankingDataset.row_keys`)."""
-        return [f"{row_id}\x1f{text}\x1f{ref}" for row_id, text, ref in
-                zip(self.frame["id"], self.frame["text_raw"], self.frame["reference_raw"])]
+        return [
+            f"{row_id}\x1f{text}\x1f{ref}"
+            for row_id, text, ref in zip(self.frame["id"], self.frame["text_raw"], self.frame["reference_raw"])
+        ]
 
     def summary(self) -> dict:
         return {"n_examples": len(self)}
@@ -356,32 +377,43 @@ def from_pairs(
     query_texts: Sequence[str] | None = None,
 ) -> RankingDataset:
     """Build a RankingDataset from Python lists (tests, notebooks). Texts are taken as already cleaned."""
-    frame = pd.DataFrame({
-        "id": [pair_id(q, c) for q, c in zip(queries, candidates)],
-        "row": np.arange(1, len(texts) + 1),
-        "query": [str(q) for q in queries],
-        "candidate": [str(c) for c in candidates],
-        **({"query_text_raw": list(query_texts), "query_text": list(query_texts)} if query_texts is not None else {}),
-        "text_raw": list(texts),
-        "text": list(texts),
-        "relevance": np.asarray(relevance, dtype=float),
-    })
+    frame = pd.DataFrame(
+        {
+            "id": [pair_id(q, c) for q, c in zip(queries, candidates)],
+            "row": np.arange(1, len(texts) + 1),
+            "query": [str(q) for q in queries],
+            "candidate": [str(c) for c in candidates],
+            **(
+                {"query_text_raw": list(query_texts), "query_text": list(query_texts)}
+                if query_texts is not None
+                else {}
+            ),
+            "text_raw": list(texts),
+            "text": list(texts),
+            "relevance": np.asarray(relevance, dtype=float),
+        }
+    )
     if frame["id"].duplicated().any():
-        raise ValueError(f"pairs {frame.loc[frame['id'].duplicated(), 'id'].tolist()[:3]} appear more than once: "
-                         "give each (query, candidate) pair once")
+        raise ValueError(
+            f"pairs {frame.loc[frame['id'].duplicated(), 'id'].tolist()[:3]} appear more than once: "
+            "give each (query, candidate) pair once"
+        )
     spec = RankingSpec(query_text_col="query_text" if query_texts is not None else None)
     return RankingDataset(frame=frame, spec=spec)
 
 
-def from_examples(inputs: Sequence[str], references: Sequence[str], *,
-                  ids: Sequence[str] | None = None) -> GenerationDataset:
+def from_examples(
+    inputs: Sequence[str], references: Sequence[str], *, ids: Sequence[str] | None = None
+) -> GenerationDataset:
     """Build a GenerationDataset from Python lists (tests, notebooks). Texts are taken as already cleaned."""
-    frame = pd.DataFrame({
-        "id": list(ids) if ids is not None else [str(i + 1) for i in range(len(inputs))],
-        "row": np.arange(1, len(inputs) + 1),
-        "text_raw": list(inputs),
-        "text": list(inputs),
-        "reference_raw": list(references),
-        "reference": list(references),
-    })
+    frame = pd.DataFrame(
+        {
+            "id": list(ids) if ids is not None else [str(i + 1) for i in range(len(inputs))],
+            "row": np.arange(1, len(inputs) + 1),
+            "text_raw": list(inputs),
+            "text": list(inputs),
+            "reference_raw": list(references),
+            "reference": list(references),
+        }
+    )
     return GenerationDataset(frame=frame, spec=GenerationSpec())

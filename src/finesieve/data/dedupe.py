@@ -36,7 +36,9 @@ from finesieve.data.errors import DataError, LeakageError
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _MENTION = re.compile(r"@\w+")
 _RETWEET = re.compile(r"^\s*rt\b[\s:]*", re.IGNORECASE)
-_NOT_ALNUM = re.compile(r"[\W_]+")  # \W keeps letters and digits of every script; _ counts as a word char, so drop it too
+_NOT_ALNUM = re.compile(
+    r"[\W_]+"
+)  # \W keeps letters and digits of every script; _ counts as a word char, so drop it too
 _SPACES = re.compile(r"\s+")
 
 EXAMPLE_CHARS = 80  # texts quoted in reports and error messages are cut to this many characters
@@ -119,12 +121,7 @@ def _lsh_bands(threshold: float, num_perm: int, recall: float = 0.99) -> tuple[i
 
 
 def near_duplicate_clusters(
-    texts: Sequence[str],
-    *,
-    threshold: float = 0.8,
-    num_perm: int = 128,
-    shingle_size: int = 5,
-    seed: int = 1,
+    texts: Sequence[str], *, threshold: float = 0.8, num_perm: int = 128, shingle_size: int = 5, seed: int = 1
 ) -> np.ndarray:
     """(n,) int cluster id per text; texts whose estimated Jaccard similarity is >= threshold share an id.
 
@@ -197,7 +194,9 @@ class DuplicateReport:
     def conflicting_label_clusters(self, labels: Sequence) -> list[list[int]]:
         """Clusters whose members carry different labels: suspected label noise, worth a human look."""
         if len(labels) != self.n:
-            raise DataError(f"labels has {len(labels)} entries but the report covers {self.n} texts: pass one label per text")
+            raise DataError(
+                f"labels has {len(labels)} entries but the report covers {self.n} texts: pass one label per text"
+            )
         return [rows for rows in self.clusters if len({_hashable(labels[i]) for i in rows}) > 1]
 
     def to_dict(self) -> dict:

@@ -83,19 +83,25 @@ def read_header(path: str | Path, *, sep: str, encoding: str) -> Header:
         if not text.rstrip("\r\n"):
             if next(lines, None) is None:
                 raise DataError(f"{path}: the file is empty: it needs a header row naming the columns")
-            raise DataError(f"{path}: line 1 is blank: the first line must be the header naming the columns; "
-                            "remove the blank line(s) above it")
+            raise DataError(
+                f"{path}: line 1 is blank: the first line must be the header naming the columns; "
+                "remove the blank line(s) above it"
+            )
         names, error = _parse([text], sep)
         taken = 1
         if names is None and text.count(QUOTE) % 2 == 1:  # a quoted name may hold a line end
             names, taken, error = _join_and_parse((number, text), lines, sep, n_fields=None)
         if names is None:
-            raise DataError(f"{path}: the header (line 1) cannot be read as {_sep_name(sep)}-separated column names "
-                            f"({error}). Fix: quote the names correctly, or check --format")
+            raise DataError(
+                f"{path}: the header (line 1) cannot be read as {_sep_name(sep)}-separated column names "
+                f"({error}). Fix: quote the names correctly, or check --format"
+            )
         _refuse_duplicate_names(path, names)
         if next(lines, None) is None:
-            raise DataError(f"{path}: the file holds a header (columns {names}) but no data rows: add the rows "
-                            "below the header, or check the path")
+            raise DataError(
+                f"{path}: the file holds a header (columns {names}) but no data rows: add the rows "
+                "below the header, or check the path"
+            )
         return Header(names=names, n_lines=taken)
 
 
@@ -116,9 +122,14 @@ def iter_records(path: str | Path, header: Header, *, sep: str, encoding: str) -
 def _read_record(row: int, number: int, text: str, lines: _Lines, sep: str, n_fields: int) -> Record:
     body = text.rstrip("\r\n")
     if not body:
-        return Record(row, number, None, "blank_line",
-                      f"line {number} is blank: remove it (a blank line is counted as a row, so that row numbers "
-                      "match the file)", "")
+        return Record(
+            row,
+            number,
+            None,
+            "blank_line",
+            f"line {number} is blank: remove it (a blank line is counted as a row, so that row numbers match the file)",
+            "",
+        )
     if QUOTE not in body:
         # Without a quote the csv module splits exactly on the separator: the short path most lines take.
         fields = body.split(sep)
@@ -126,26 +137,44 @@ def _read_record(row: int, number: int, text: str, lines: _Lines, sep: str, n_fi
         fields, error = _parse([text], sep)
         if fields is None:
             if text.count(QUOTE) % 2 == 0:
-                return Record(row, number, None, "malformed_quotes",
-                              f"the quotes on line {number} do not parse ({error}): a quoted field must close its "
-                              f"quote right before the separator {_sep_name(sep)} or the line end, and a quote "
-                              'inside a quoted field is written twice ("")', body)
+                return Record(
+                    row,
+                    number,
+                    None,
+                    "malformed_quotes",
+                    f"the quotes on line {number} do not parse ({error}): a quoted field must close its "
+                    f"quote right before the separator {_sep_name(sep)} or the line end, and a quote "
+                    'inside a quoted field is written twice ("")',
+                    body,
+                )
             # An odd count: a quoted field goes on past this line, or a quote is never closed.
             fields, _, error = _join_and_parse((number, text), lines, sep, n_fields)
             if fields is None:
-                return Record(row, number, None, "unbalanced_quote",
-                              f"the quote opened on line {number} {error}: close it, or write a quote that is part "
-                              'of the text as two (""); the lines after it were read as rows of their own', body)
+                return Record(
+                    row,
+                    number,
+                    None,
+                    "unbalanced_quote",
+                    f"the quote opened on line {number} {error}: close it, or write a quote that is part "
+                    'of the text as two (""); the lines after it were read as rows of their own',
+                    body,
+                )
     if len(fields) != n_fields:
-        return Record(row, number, None, "bad_field_count",
-                      f"found {len(fields)} field(s) where the header names {n_fields}: quote every field that "
-                      f"contains the separator ({_sep_name(sep)}), and give each row exactly one value per column",
-                      body)
+        return Record(
+            row,
+            number,
+            None,
+            "bad_field_count",
+            f"found {len(fields)} field(s) where the header names {n_fields}: quote every field that "
+            f"contains the separator ({_sep_name(sep)}), and give each row exactly one value per column",
+            body,
+        )
     return Record(row, number, fields)
 
 
-def _join_and_parse(first: tuple[int, str], lines: _Lines, sep: str,
-                    n_fields: int | None) -> tuple[list[str] | None, int, str]:
+def _join_and_parse(
+    first: tuple[int, str], lines: _Lines, sep: str, n_fields: int | None
+) -> tuple[list[str] | None, int, str]:
     """Join physical lines from `first` while a quote is open and parse them as one record.
 
     Returns (fields, lines taken, ""), or (None, 1, why) with every line after the first given back to `lines`,
@@ -162,8 +191,11 @@ def _join_and_parse(first: tuple[int, str], lines: _Lines, sep: str,
         size += len(following[1])
     last = taken[-1][0]
     if quotes % 2 == 1:
-        why = ("is never closed: the file ends inside it" if size <= MAX_RECORD_CHARS else
-               f"is not closed within {MAX_RECORD_CHARS:,} characters (lines {number} to {last})")
+        why = (
+            "is never closed: the file ends inside it"
+            if size <= MAX_RECORD_CHARS
+            else f"is not closed within {MAX_RECORD_CHARS:,} characters (lines {number} to {last})"
+        )
     else:
         fields, error = _parse([t for _, t in taken], sep)
         if fields is not None and (n_fields is None or len(fields) == n_fields):
@@ -203,9 +235,11 @@ class _Lines:
         try:
             text = next(self._fh)
         except UnicodeDecodeError as err:  # surrogateescape cannot carry every bad byte of every codec (utf-16)
-            raise DataError(f"{self._path}: the bytes after line {self._number} cannot be decoded as "
-                            f"{self._encoding} ({err.reason}). Fix: pass the file's encoding with --encoding "
-                            "(e.g. utf-8, latin-1), or re-save the file as UTF-8") from None
+            raise DataError(
+                f"{self._path}: the bytes after line {self._number} cannot be decoded as "
+                f"{self._encoding} ({err.reason}). Fix: pass the file's encoding with --encoding "
+                "(e.g. utf-8, latin-1), or re-save the file as UTF-8"
+            ) from None
         self._number += 1
         return self._number, text
 
@@ -218,8 +252,9 @@ def _open(path: Path, encoding: str) -> TextIO:
         # newline="": line ends reach the csv module untranslated, so a quoted "\r\n" stays in the text as written.
         return open(path, encoding=encoding, errors="surrogateescape", newline="")
     except LookupError:
-        raise DataError(f"{path}: unknown encoding {encoding!r}: pass a Python codec name such as utf-8 or "
-                        "latin-1") from None
+        raise DataError(
+            f"{path}: unknown encoding {encoding!r}: pass a Python codec name such as utf-8 or latin-1"
+        ) from None
     except OSError as err:  # a folder, no permission
         raise DataError(f"{path}: cannot be opened ({err.strerror}): check the path") from None
 
@@ -230,8 +265,10 @@ def _refuse_binary(path: Path, encoding: str) -> None:
         try:
             start = fh.read(BINARY_PROBE_CHARS)
         except UnicodeDecodeError as err:
-            raise DataError(f"{path}: the file cannot be decoded as {encoding} ({err.reason}). Fix: check the path, "
-                            "or pass the file's encoding with --encoding (e.g. utf-8, latin-1)") from None
+            raise DataError(
+                f"{path}: the file cannot be decoded as {encoding} ({err.reason}). Fix: check the path, "
+                "or pass the file's encoding with --encoding (e.g. utf-8, latin-1)"
+            ) from None
     at = start.find("\x00")
     if at >= 0:
         line = start.count("\n", 0, at) + 1
@@ -250,8 +287,10 @@ def _refuse_duplicate_names(path: Path, names: list[str]) -> None:
     repeated = {name: at for name, at in positions.items() if len(at) > 1}
     if repeated:
         listed = "; ".join(f"{name!r} at columns {', '.join(map(str, at))}" for name, at in repeated.items())
-        raise DataError(f"{path}: the header (line 1) names the same column more than once ({listed}): a column "
-                        "must be found by its name, so give each column a name of its own")
+        raise DataError(
+            f"{path}: the header (line 1) names the same column more than once ({listed}): a column "
+            "must be found by its name, so give each column a name of its own"
+        )
 
 
 def _sep_name(sep: str) -> str:

@@ -56,7 +56,15 @@ from finesieve.data.validate import (
 )
 from finesieve.outputs import check_output_file, partial_path
 
-EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 CHUNK_ROWS = 20_000
 MAX_EXAMPLES = 20
 
@@ -77,8 +85,16 @@ def detect_format(path: Path, spec: AnySpec) -> str:
 def _needed_columns(spec: AnySpec) -> list[str]:
     if not isinstance(spec, ColumnSpec):
         return spec.columns
-    cols = [spec.text_col, *spec.label_cols, spec.id_col, spec.time_col, spec.user_col, spec.thread_col, *spec.meta_cols,
-            *(spec.vote_cols or {}).values()]
+    cols = [
+        spec.text_col,
+        *spec.label_cols,
+        spec.id_col,
+        spec.time_col,
+        spec.user_col,
+        spec.thread_col,
+        *spec.meta_cols,
+        *(spec.vote_cols or {}).values(),
+    ]
     return [c for c in cols if c is not None]
 
 
@@ -106,12 +122,13 @@ def _check_columns(path: Path, available: list[str], spec: AnySpec, labelled: bo
         close = difflib.get_close_matches(col, available, n=1, cutoff=0.5)
         hints.append(f"'{col}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
     raise DataError(
-        f"{path}: column(s) {', '.join(hints)} not found. The file has columns {available}. "
-        + _mapping_hint(spec)
+        f"{path}: column(s) {', '.join(hints)} not found. The file has columns {available}. " + _mapping_hint(spec)
     )
 
 
-def iter_chunks(path: str | Path, spec: AnySpec, chunk_rows: int = CHUNK_ROWS, labelled: bool = True) -> Iterator[pd.DataFrame]:
+def iter_chunks(
+    path: str | Path, spec: AnySpec, chunk_rows: int = CHUNK_ROWS, labelled: bool = True
+) -> Iterator[pd.DataFrame]:
     """Yield the mapped raw columns (object dtype) in chunks, plus `_row` (1-based data row) and, for CSV, TSV and
     JSONL, `_line` (1-based physical line where the row starts). A row that cannot be split into columns has
     `_malformed` (its raw text), `_problem` (the kind: malformed_record, bad_field_count, malformed_quotes,
@@ -148,8 +165,10 @@ def _iter_delimited(path: Path, spec: AnySpec, fmt: str, chunk_rows: int, labell
 
 def _delimited_chunk(records: list[Record], wanted: list[str], positions: list[int]) -> pd.DataFrame:
     # dtype=object: pandas 3 strings are Arrow-backed and cannot hold the surrogates that mark undecodable bytes.
-    chunk = pd.DataFrame({col: [r.fields[i] if r.fields is not None else None for r in records]
-                          for col, i in zip(wanted, positions)}, dtype=object)
+    chunk = pd.DataFrame(
+        {col: [r.fields[i] if r.fields is not None else None for r in records] for col, i in zip(wanted, positions)},
+        dtype=object,
+    )
     chunk["_row"] = [r.row for r in records]
     chunk["_line"] = [r.line for r in records]
     if any(r.fields is None for r in records):
@@ -164,8 +183,9 @@ def _iter_jsonl(path: Path, spec: AnySpec, chunk_rows: int, labelled: bool) -> I
     try:
         codecs.lookup(spec.encoding)
     except LookupError:
-        raise DataError(f"{path}: unknown encoding {spec.encoding!r}: pass a Python codec name such as utf-8 or "
-                        "latin-1") from None
+        raise DataError(
+            f"{path}: unknown encoding {spec.encoding!r}: pass a Python codec name such as utf-8 or latin-1"
+        ) from None
     rows: list[dict] = []
     checked = False
     with open(path, "rb") as fh:
@@ -175,14 +195,17 @@ def _iter_jsonl(path: Path, spec: AnySpec, chunk_rows: int, labelled: bool) -> I
             try:
                 text = raw_line.decode(spec.encoding, errors="surrogateescape").rstrip("\r\n")
             except UnicodeDecodeError as err:  # surrogateescape cannot carry every bad byte of every codec
-                record.update(_malformed=repr(raw_line[:60]), _problem="bad_encoding",
-                              _fix=f"line {row} cannot be decoded as {spec.encoding} ({err.reason}): "
-                              + FIXES["bad_encoding"])
+                record.update(
+                    _malformed=repr(raw_line[:60]),
+                    _problem="bad_encoding",
+                    _fix=f"line {row} cannot be decoded as {spec.encoding} ({err.reason}): " + FIXES["bad_encoding"],
+                )
                 rows.append(record)
                 continue
             if not text.strip():
-                record.update(_malformed=text, _problem="blank_line",
-                              _fix=f"line {row} is blank: " + FIXES["blank_line"])
+                record.update(
+                    _malformed=text, _problem="blank_line", _fix=f"line {row} is blank: " + FIXES["blank_line"]
+                )
                 rows.append(record)
                 continue
             try:
@@ -190,8 +213,11 @@ def _iter_jsonl(path: Path, spec: AnySpec, chunk_rows: int, labelled: bool) -> I
                 if not isinstance(obj, dict):
                     raise ValueError(f"a JSON {type(obj).__name__}, not an object")
             except ValueError as err:  # json.JSONDecodeError is a ValueError
-                record.update(_malformed=text, _problem="malformed_record",
-                              _fix=f"line {row} is not one JSON object ({err}): " + FIXES["malformed_record"])
+                record.update(
+                    _malformed=text,
+                    _problem="malformed_record",
+                    _fix=f"line {row} is not one JSON object ({err}): " + FIXES["malformed_record"],
+                )
                 rows.append(record)
                 continue
             if not checked:
@@ -260,15 +286,18 @@ class ValidationReport:
         }
 
     def summary_lines(self) -> list[str]:
-        lines = [f"{self.file}: {self.n_rows:,} rows read, {self.n_accepted:,} accepted, {sum(self.rejected.values()):,} rejected"]
+        lines = [
+            f"{self.file}: {self.n_rows:,} rows read, {self.n_accepted:,} accepted, {sum(self.rejected.values()):,} rejected"
+        ]
         for kind, n in self.rejected.most_common():
             lines.append(f"  {kind}: {n:,} row(s). Fix: {FIXES.get(kind, '')}")
         for problem in self.examples[:5]:
             lines.append(f"  e.g. {problem}")
         if self.label_normalisation:
             mapped = ", ".join(f"{v!r} -> {c!r}" for v, c in sorted(self.label_normalisation.items()))
-            lines.append(f"  labels normalised (--normalise-labels): {mapped}; "
-                         f"{self.n_rows_normalised:,} row(s) changed")
+            lines.append(
+                f"  labels normalised (--normalise-labels): {mapped}; {self.n_rows_normalised:,} row(s) changed"
+            )
         if self.rejects_path:
             lines.append(f"  every rejected row, with its problems, is in {self.rejects_path}")
         return lines
@@ -306,7 +335,8 @@ def load_dataset(
     with _rejects_file(rejects_path) as staged:  # under its name only once every rejected row is in it
         frame, redaction_counts = _read_accepted(path, spec, report, redaction, staged, max_rows, chunk_rows)
         frame, report.label_normalisation, report.n_rows_normalised = _settle_label_spellings(
-            frame, spec, str(path), normalise_labels)
+            frame, spec, str(path), normalise_labels
+        )
         frame = _reject_label_typos(frame, spec, str(path), report, staged)
 
     if strict and report.rejected:
@@ -317,8 +347,13 @@ def load_dataset(
     _check_classes(path, classes, spec)
     rejected = _rejection_summary(report)
     return Dataset(
-        frame=frame[[c for c in ["id", "row", "text_raw", "text", "labels", "time", "user", "thread", *spec.meta_cols,
-                                 "votes"] if c in frame]],
+        frame=frame[
+            [
+                c
+                for c in ["id", "row", "text_raw", "text", "labels", "time", "user", "thread", *spec.meta_cols, "votes"]
+                if c in frame
+            ]
+        ],
         classes=classes,
         spec=spec,
         source=str(path),
@@ -350,8 +385,10 @@ def _refuse_class_spellings(path: Path, spec: ColumnSpec) -> None:
         by_key.setdefault(label_key(c), []).append(c)
     clashes = [names for names in by_key.values() if len(names) > 1]
     if clashes:
-        raise DataError(f"{path}: --classes names the same class in several spellings {clashes} (they differ only "
-                        "in case, spaces, '_' or '-'): declare each class once")
+        raise DataError(
+            f"{path}: --classes names the same class in several spellings {clashes} (they differ only "
+            "in case, spaces, '_' or '-'): declare each class once"
+        )
 
 
 def _text_fields(spec: AnySpec) -> list[tuple[str, str, str]]:
@@ -365,9 +402,16 @@ def _text_fields(spec: AnySpec) -> list[tuple[str, str, str]]:
     return [("text_raw", "text", spec.text_col)]
 
 
-def _read_accepted(path: Path, spec: AnySpec, report: ValidationReport, redaction: RedactionConfig | None,
-                   rejects_path, max_rows: int | None, chunk_rows: int,
-                   validator=None) -> tuple[pd.DataFrame, Counter]:
+def _read_accepted(
+    path: Path,
+    spec: AnySpec,
+    report: ValidationReport,
+    redaction: RedactionConfig | None,
+    rejects_path,
+    max_rows: int | None,
+    chunk_rows: int,
+    validator=None,
+) -> tuple[pd.DataFrame, Counter]:
     """Stream the file through validation, cleaning and redaction: the accepted rows, and the redaction counts.
     `validator` checks each chunk (default: a `RowValidator` of the classification `spec`)."""
     preprocessing = Preprocessing(redaction=redaction or RedactionConfig())
@@ -395,7 +439,11 @@ def _read_accepted(path: Path, spec: AnySpec, report: ValidationReport, redactio
     finally:
         if rejects_fh:
             rejects_fh.close()
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["id", "row", "text_raw", "labels", "text"])
+    frame = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(columns=["id", "row", "text_raw", "labels", "text"])
+    )
     return frame, redaction_counts
 
 
@@ -419,12 +467,18 @@ def load_ranking_dataset(
     """
     path = Path(path)
     validator = RankingRowValidator(spec, str(path), task=task)
-    frame, report, redaction_counts = _load_rows(path, spec, validator, redaction, rejects_path, strict, max_rows,
-                                                 chunk_rows)
+    frame, report, redaction_counts = _load_rows(
+        path, spec, validator, redaction, rejects_path, strict, max_rows, chunk_rows
+    )
     columns = ["id", "row", "query", "candidate", "query_text_raw", "query_text", "text_raw", "text", "relevance"]
     frame = frame[[c for c in [*columns, *spec.meta_cols] if c in frame]].astype({"relevance": float})
-    return RankingDataset(frame=frame, spec=spec, source=str(path), rejected=_rejection_summary(report),
-                          redaction_counts=dict(redaction_counts))
+    return RankingDataset(
+        frame=frame,
+        spec=spec,
+        source=str(path),
+        rejected=_rejection_summary(report),
+        redaction_counts=dict(redaction_counts),
+    )
 
 
 def load_generation_dataset(
@@ -445,23 +499,38 @@ def load_generation_dataset(
     """
     path = Path(path)
     validator = GenerationRowValidator(spec, str(path))
-    frame, report, redaction_counts = _load_rows(path, spec, validator, redaction, rejects_path, strict, max_rows,
-                                                 chunk_rows)
+    frame, report, redaction_counts = _load_rows(
+        path, spec, validator, redaction, rejects_path, strict, max_rows, chunk_rows
+    )
     columns = ["id", "row", "text_raw", "text", "reference_raw", "reference"]
     frame = frame[[c for c in [*columns, *spec.meta_cols] if c in frame]]
-    return GenerationDataset(frame=frame, spec=spec, source=str(path), rejected=_rejection_summary(report),
-                             redaction_counts=dict(redaction_counts))
+    return GenerationDataset(
+        frame=frame,
+        spec=spec,
+        source=str(path),
+        rejected=_rejection_summary(report),
+        redaction_counts=dict(redaction_counts),
+    )
 
 
-def _load_rows(path: Path, spec: AnySpec, validator, redaction: RedactionConfig | None, rejects_path,
-               strict: bool, max_rows: int | None, chunk_rows: int) -> tuple[pd.DataFrame, ValidationReport, Counter]:
+def _load_rows(
+    path: Path,
+    spec: AnySpec,
+    validator,
+    redaction: RedactionConfig | None,
+    rejects_path,
+    strict: bool,
+    max_rows: int | None,
+    chunk_rows: int,
+) -> tuple[pd.DataFrame, ValidationReport, Counter]:
     """The accepted, cleaned and redacted rows of a ranking or generation file, its report and redaction counts;
     a DataError in strict mode when any row was rejected, and whenever no row was accepted."""
     _refuse_too_large(path, max_rows)
     report = ValidationReport(file=str(path), rejects_path=str(rejects_path) if rejects_path else None)
     with _rejects_file(rejects_path) as staged:  # under its name only once every rejected row is in it
-        frame, redaction_counts = _read_accepted(path, spec, report, redaction, staged, max_rows, chunk_rows,
-                                                 validator=validator)
+        frame, redaction_counts = _read_accepted(
+            path, spec, report, redaction, staged, max_rows, chunk_rows, validator=validator
+        )
     if strict and report.rejected:
         raise DataError("\n".join(["strict mode: the file has rejected rows"] + report.summary_lines()))
     if frame.empty:
@@ -470,12 +539,14 @@ def _load_rows(path: Path, spec: AnySpec, validator, redaction: RedactionConfig 
 
 
 def _rejection_summary(report: ValidationReport) -> RejectionSummary:
-    return RejectionSummary(counts=dict(report.rejected), examples=[p.to_dict() for p in report.examples],
-                            rejects_path=report.rejects_path)
+    return RejectionSummary(
+        counts=dict(report.rejected), examples=[p.to_dict() for p in report.examples], rejects_path=report.rejects_path
+    )
 
 
-def _settle_label_spellings(frame: pd.DataFrame, spec: ColumnSpec, file: str,
-                            normalise: bool) -> tuple[pd.DataFrame, dict[str, str], int]:
+def _settle_label_spellings(
+    frame: pd.DataFrame, spec: ColumnSpec, file: str, normalise: bool
+) -> tuple[pd.DataFrame, dict[str, str], int]:
     """Refuse labels spelled several ways, or map each to its canonical spelling: (frame, mapping, rows changed)."""
     if frame.empty or spec.indicator_labels:  # indicator labels are column names: one spelling each
         return frame, {}, 0
@@ -488,8 +559,9 @@ def _settle_label_spellings(frame: pd.DataFrame, spec: ColumnSpec, file: str,
         for row, labels in zip(frame["row"], frame["labels"]):
             for lbl in labels:
                 first_rows.setdefault(lbl, int(row))
-        raise label_variants_error(file, spec.label_cols[0], variants, counts, first_rows,
-                                   classes_given=spec.classes is not None)
+        raise label_variants_error(
+            file, spec.label_cols[0], variants, counts, first_rows, classes_given=spec.classes is not None
+        )
     mapped = frame["labels"].map(lambda labels: _map_labels(labels, variants))
     changed = sum(a != b for a, b in zip(mapped, frame["labels"]))
     return frame.assign(labels=mapped), variants, changed
@@ -504,8 +576,10 @@ def _map_labels(labels: tuple[str, ...], variants: dict[str, str]) -> tuple[str,
 
 def _check_classes(path: Path, classes: list[str], spec: ColumnSpec) -> None:
     if spec.vote_cols and (extra := sorted(set(spec.vote_cols) - set(classes))):
-        raise DataError(f"{path}: --vote-col names class(es) {extra} that no row is labelled with; the classes are "
-                        f"{classes}. Fix: map each class's vote column as CLASS=COLUMN")
+        raise DataError(
+            f"{path}: --vote-col names class(es) {extra} that no row is labelled with; the classes are "
+            f"{classes}. Fix: map each class's vote column as CLASS=COLUMN"
+        )
     if len(classes) < 2 and not spec.multilabel:
         raise DataError(
             f"{path}: the label column '{spec.label_cols[0]}' holds one class only ({classes}): "
@@ -513,8 +587,14 @@ def _check_classes(path: Path, classes: list[str], spec: ColumnSpec) -> None:
         )
 
 
-def validate_file(path: str | Path, spec: ColumnSpec, *, rejects_path: str | Path | None = None,
-                  chunk_rows: int = CHUNK_ROWS, normalise_labels: bool = False) -> ValidationReport:
+def validate_file(
+    path: str | Path,
+    spec: ColumnSpec,
+    *,
+    rejects_path: str | Path | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+    normalise_labels: bool = False,
+) -> ValidationReport:
     """Check every row of a file in a stream (constant memory but for the id set and one entry per distinct
     label, or per distinct label set with --label-sep); nothing is kept.
 
@@ -591,9 +671,14 @@ class _LabelTally:
         if not variants:
             return
         if not normalise:
-            raise label_variants_error(file, spec.label_cols[0], variants, self.counts,
-                                       {lbl: rows[0] for lbl, rows in self.rows.items()},
-                                       classes_given=spec.classes is not None)
+            raise label_variants_error(
+                file,
+                spec.label_cols[0],
+                variants,
+                self.counts,
+                {lbl: rows[0] for lbl, rows in self.rows.items()},
+                classes_given=spec.classes is not None,
+            )
         report.label_normalisation = variants
         if self.keep_sets:
             report.n_rows_normalised = sum(n for labels, n in self.sets.items() if any(v in variants for v in labels))
@@ -616,8 +701,9 @@ class _LabelTally:
         self.rows = {lbl: sorted(rows)[:RARE_LABEL_MAX] for lbl, rows in merged_rows.items()}
 
 
-def _reject_streamed_typos(report: ValidationReport, labels_seen: _LabelTally, spec: ColumnSpec, file: str,
-                           rejects_fh) -> None:
+def _reject_streamed_typos(
+    report: ValidationReport, labels_seen: _LabelTally, spec: ColumnSpec, file: str, rejects_fh
+) -> None:
     """Reject the rows of rare labels that look like typos, found once the pass has counted every label."""
     for label, intended in suspicious_labels(dict(report.label_counts), max_count=RARE_LABEL_MAX).items():
         n = report.label_counts.pop(label)
@@ -629,14 +715,24 @@ def _reject_streamed_typos(report: ValidationReport, labels_seen: _LabelTally, s
             if i == 0 or len(report.examples) < MAX_EXAMPLES:  # one example per typo, however many came before
                 report.examples.append(problem)
             if rejects_fh:
-                rejects_fh.write(json.dumps({"row": row, spec.label_cols[0]: label, "problems": [problem.to_dict()]},
-                                            ensure_ascii=False) + "\n")
+                rejects_fh.write(
+                    json.dumps(
+                        {"row": row, spec.label_cols[0]: label, "problems": [problem.to_dict()]}, ensure_ascii=False
+                    )
+                    + "\n"
+                )
 
 
 def _typo_problem(file: str, row: int, column: str, label: str, intended: str) -> RowProblem:
-    return RowProblem(file, row, column, label, "unknown_label",
-                      f"'{label}' is rare and looks like a typo of '{intended}': fix it, or declare the allowed "
-                      "classes with --classes")
+    return RowProblem(
+        file,
+        row,
+        column,
+        label,
+        "unknown_label",
+        f"'{label}' is rare and looks like a typo of '{intended}': fix it, or declare the allowed "
+        "classes with --classes",
+    )
 
 
 def _account(report: ValidationReport, chunk: pd.DataFrame, result, rejects_fh) -> None:
@@ -654,8 +750,9 @@ def _account(report: ValidationReport, chunk: pd.DataFrame, result, rejects_fh) 
             rejects_fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
-def _reject_label_typos(frame: pd.DataFrame, spec: ColumnSpec, file: str, report: ValidationReport,
-                        rejects_path) -> pd.DataFrame:
+def _reject_label_typos(
+    frame: pd.DataFrame, spec: ColumnSpec, file: str, report: ValidationReport, rejects_path
+) -> pd.DataFrame:
     """Drop the rows of rare labels that look like typos of frequent ones, counting each as rejected."""
     if frame.empty or spec.classes is not None or spec.multilabel:
         return frame
@@ -664,8 +761,10 @@ def _reject_label_typos(frame: pd.DataFrame, spec: ColumnSpec, file: str, report
     if not typos:
         return frame
     bad = frame["labels"].map(lambda t: bool(t) and t[0] in typos)
-    problems = [_typo_problem(file, int(r), spec.label_cols[0], t[0], typos[t[0]])
-                for r, t in zip(frame.loc[bad, "row"], frame.loc[bad, "labels"])]
+    problems = [
+        _typo_problem(file, int(r), spec.label_cols[0], t[0], typos[t[0]])
+        for r, t in zip(frame.loc[bad, "row"], frame.loc[bad, "labels"])
+    ]
     for problem in problems:
         report.rejected[problem.problem] += 1
         report.n_accepted -= 1
@@ -674,8 +773,13 @@ def _reject_label_typos(frame: pd.DataFrame, spec: ColumnSpec, file: str, report
     if rejects_path:
         with open(rejects_path, "a", encoding="utf-8") as fh:
             for problem in problems:
-                fh.write(json.dumps({"row": problem.row, spec.label_cols[0]: problem.value,
-                                     "problems": [problem.to_dict()]}, ensure_ascii=False) + "\n")
+                fh.write(
+                    json.dumps(
+                        {"row": problem.row, spec.label_cols[0]: problem.value, "problems": [problem.to_dict()]},
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
     return frame[~bad].reset_index(drop=True)
 
 

@@ -28,10 +28,14 @@ class Preprocessing(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    clean: bool = Field(True, description="Unicode NFKC, invisible and control characters removed, look-alike "
-                                          "letters mapped (data.normalize.clean).")
-    redaction: RedactionConfig = Field(default_factory=RedactionConfig,
-                                       description="Personal data replaced by typed placeholders.")
+    clean: bool = Field(
+        True,
+        description="Unicode NFKC, invisible and control characters removed, look-alike "
+        "letters mapped (data.normalize.clean).",
+    )
+    redaction: RedactionConfig = Field(
+        default_factory=RedactionConfig, description="Personal data replaced by typed placeholders."
+    )
     text_field: str = Field("text", description="The field name redaction settings are looked up under.")
 
     @classmethod
@@ -52,8 +56,13 @@ class PreparedTexts(list):
         self.preprocessing = preprocessing
 
 
-def prepare(raw_texts: Iterable[str], preprocessing: Preprocessing | None = None, *,
-            redactor: Redactor | None = None, field: str | None = None) -> tuple[PreparedTexts, Counter]:
+def prepare(
+    raw_texts: Iterable[str],
+    preprocessing: Preprocessing | None = None,
+    *,
+    redactor: Redactor | None = None,
+    field: str | None = None,
+) -> tuple[PreparedTexts, Counter]:
     """Clean then redact each text; returns the texts and the placeholder counts per entity type.
 
     Pass `redactor` (built from `preprocessing.redaction`) when calling per chunk, to compile the patterns once;

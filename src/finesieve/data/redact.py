@@ -150,9 +150,7 @@ _PROVIDER_NO_TLD_RE = "(?:" + "|".join(_PROVIDERS_NO_TLD) + ")"
 # --- URL -------------------------------------------------------------------------------------------------
 
 _URL_END = r"[^\s<>\"\x00.,;:!?)\]}'…]"  # a URL does not end on sentence punctuation
-_URL_SCHEME = re.compile(
-    rf"(?<![\w@])(?:(?:h[tx]{{2}}ps?|ftp)://|www\d{{0,3}}\.)(?:[^\s<>\"\x00]*{_URL_END})?", re.I
-)
+_URL_SCHEME = re.compile(rf"(?<![\w@])(?:(?:h[tx]{{2}}ps?|ftp)://|www\d{{0,3}}\.)(?:[^\s<>\"\x00]*{_URL_END})?", re.I)
 _LABEL = r"[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?"
 _URL_BARE = re.compile(
     rf"(?<![\w@.\-])(?:{_LABEL}\.)+(?P<tld>[a-z]{{2,12}})(?![\w\-])(?!\.[a-z0-9])"
@@ -233,9 +231,13 @@ def _find_email_at_word(text: str) -> Iterator[Span]:
         if domain in _PROVIDERS_NO_TLD or (m["tld"] and domain in _PROVIDERS):
             ok = local not in _COMMON_WORDS or bool(m["tld"])  # "look at gmail" is not an address
         else:
-            ok = bool(m["tld"]) and local not in _COMMON_WORDS and (
-                _MAILBOX_LIKE.search(m["local"]) is not None
-                or _EMAIL_CUE.search(text, max(0, m.start() - 40), m.start()) is not None
+            ok = (
+                bool(m["tld"])
+                and local not in _COMMON_WORDS
+                and (
+                    _MAILBOX_LIKE.search(m["local"]) is not None
+                    or _EMAIL_CUE.search(text, max(0, m.start() - 40), m.start()) is not None
+                )
             )
         if not ok:
             pos = m.start() + 1  # "find us at shop dot com": retry further on, the domain may still be a URL
@@ -353,8 +355,9 @@ def _find_cards(text: str) -> Iterator[Span]:
         chunk = m.group()
         # Where a card may end: after any digit group. Longest first; the digits left after the card may only be
         # a short tail (expiry month, CVV typed right after it), never another long number.
-        ends = [i + 1 for i, ch in enumerate(chunk)
-                if ch.isdigit() and (i + 1 == len(chunk) or not chunk[i + 1].isdigit())]
+        ends = [
+            i + 1 for i, ch in enumerate(chunk) if ch.isdigit() and (i + 1 == len(chunk) or not chunk[i + 1].isdigit())
+        ]
         total = sum(ch.isdigit() for ch in chunk)
         for end in reversed(ends):
             part = chunk[:end]
@@ -422,8 +425,18 @@ def _finder(pattern: re.Pattern) -> Callable[[str], Iterator[Span]]:
 # --- PHONE -----------------------------------------------------------------------------------------------
 
 _DIGIT_WORDS = {
-    "zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "three": "3", "four": "4",
-    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9",
+    "zero": "0",
+    "oh": "0",
+    "o": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
 }
 _DIGIT_WORD = r"(?:zero|oh|o|one|two|three|four|five|six|seven|eight|nine)"
 _DIGIT_WORD_RE = re.compile(rf"\b{_DIGIT_WORD}\b", re.I)
@@ -477,7 +490,7 @@ def _looks_like_number_not_phone(text: str, units: list[_Unit]) -> bool:
     if any(u.word for u in units):
         return False  # spelled-out digits are deliberate
     groups = [u.digits for u in units]
-    seps = [text[a.end:b.start].strip() for a, b in zip(units, units[1:])]
+    seps = [text[a.end : b.start].strip() for a, b in zip(units, units[1:])]
     start = units[0].start
     if start > 0 and text[start - 1] in "$£€¥#@":
         return True  # a price, an order number, an @id
@@ -487,7 +500,9 @@ def _looks_like_number_not_phone(text: str, units: list[_Unit]) -> bool:
         return _is_date(groups[0])  # 20240117
     sizes = [len(g) for g in groups]
     if len(groups) == 3 and len(set(seps)) == 1 and seps[0] in ("/", ".", "-"):
-        if (sizes[0] <= 2 and sizes[1] <= 2 and sizes[2] in (2, 4)) or (sizes[0] == 4 and sizes[1] <= 2 and sizes[2] <= 2):
+        if (sizes[0] <= 2 and sizes[1] <= 2 and sizes[2] in (2, 4)) or (
+            sizes[0] == 4 and sizes[1] <= 2 and sizes[2] <= 2
+        ):
             return True  # 12/05/1990, 3.4.2024, 2024-05-12
     if len(groups) == 4 and set(seps) == {"."} and max(sizes) <= 3:
         return True  # 192.168.1.10
@@ -499,10 +514,14 @@ def _looks_like_number_not_phone(text: str, units: list[_Unit]) -> bool:
             return True  # 12345.67, 3.14159265
         if sizes == [4, 4] and 1950 <= a <= 2099 and seps[0] in ("-", "/"):
             return True  # invoice 2024-0117
-        if seps[0] in ("-", "\u2013", "/", "") and b > a and (
-            (groups[0].endswith("0") and groups[1].endswith("0"))
-            or groups[1].endswith("000")
-            or all(1900 <= n <= 2099 for n in (a, b))
+        if (
+            seps[0] in ("-", "\u2013", "/", "")
+            and b > a
+            and (
+                (groups[0].endswith("0") and groups[1].endswith("0"))
+                or groups[1].endswith("000")
+                or all(1900 <= n <= 2099 for n in (a, b))
+            )
         ):
             return True  # 1000-1500, 1-100000, 2019-2020
     if len(groups) >= 3 and max(sizes) <= 2 and not groups[0].startswith("0"):
@@ -531,7 +550,7 @@ def _phone_segments(text: str, units: list[_Unit]) -> Iterator[list[_Unit]]:
     spaced dash or dot in a run otherwise written tight ("718-622-0221 - 24", "69866.18 . 30"), and an opening
     bracket that never closes ("61200 (25p)").
     """
-    seps = [text[a.end:b.start] for a, b in zip(units, units[1:])]
+    seps = [text[a.end : b.start] for a, b in zip(units, units[1:])]
     tight = any(sep.strip() in ("-", ".") and sep == sep.strip() for sep in seps)
     cuts = set()
     for i, sep in enumerate(seps):
@@ -561,7 +580,7 @@ def _trim_words(units: list[_Unit]) -> list[_Unit]:
 
 
 def _two_phones(text: str, units: list[_Unit]) -> Iterator[Span]:
-    """"555 123 4567 555 987 6543": two numbers of the same shape typed back to back. A long id split in two
+    """ "555 123 4567 555 987 6543": two numbers of the same shape typed back to back. A long id split in two
     ("4111 1111 1111 1112", a tracking number) has too few groups or halves of different shapes."""
     half = len(units) // 2
     left, right = units[:half], units[half:]
@@ -599,9 +618,7 @@ _DROP_DIGITS = str.maketrans("", "", "0123456789")
 # starts with a literal or a character class so the engine can skip ahead
 _EMAIL_GATE = re.compile(rf"@\s?(?:[\w\-]+\s?(?:\.\s?\w|[(\[{{]?\s*dot\b)|{_PROVIDER_NO_TLD_RE}\b)")
 _AT_BRACKET_GATE = re.compile(r"[(\[{]\s*at\s*[)\]}]")
-_AT_WORD_GATE = re.compile(
-    rf"\sat\s+(?:[a-z0-9][a-z0-9\-]*(?:\.[a-z]|\s*[(\[{{]?\s*dot\b)|{_PROVIDER_NO_TLD_RE}\b)"
-)
+_AT_WORD_GATE = re.compile(rf"\sat\s+(?:[a-z0-9][a-z0-9\-]*(?:\.[a-z]|\s*[(\[{{]?\s*dot\b)|{_PROVIDER_NO_TLD_RE}\b)")
 _PLATFORM_GATE = re.compile(rf"\b(?:{_PLATFORM_STRONG}|{_PLATFORM_WEAK})\b")
 _DOMAIN_GATE = re.compile(r"[a-z0-9]\.[a-z]")
 _STREET_GATE = re.compile(r"\d[a-z]{0,2}\s+[a-z0-9]")

@@ -42,7 +42,12 @@ def redact_file(path: str | Path, out: str | Path, spec: ColumnSpec, redactor: R
             for row, text in zip(result.accepted["row"], texts):
                 fh.write(json.dumps({"row": int(row), spec.text_col: text}, ensure_ascii=False) + "\n")
             n_written += len(texts)
-    skipped = f", {sum(rejected.values()):,} rejected ({', '.join(f'{k} {v:,}' for k, v in rejected.most_common())})" \
-        if rejected else ""
-    return (f"redacted {path} -> {out}: {n_read:,} rows read, {n_written:,} written{skipped}; "
-            f"{dict(found) or 'nothing found'}")
+    skipped = (
+        f", {sum(rejected.values()):,} rejected ({', '.join(f'{k} {v:,}' for k, v in rejected.most_common())})"
+        if rejected
+        else ""
+    )
+    return (
+        f"redacted {path} -> {out}: {n_read:,} rows read, {n_written:,} written{skipped}; "
+        f"{dict(found) or 'nothing found'}"
+    )

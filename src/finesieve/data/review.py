@@ -63,9 +63,15 @@ def suspected_label_noise(dataset: Dataset, folds: int = 3, seed: int = 0, min_c
     suspect = np.flatnonzero((top != given) & (oof.max(axis=1) >= min_confidence))
     suspect = suspect[np.argsort(p_given[suspect])]
     return [
-        {"id": dataset.frame["id"].iat[i], "row": int(dataset.frame["row"].iat[i]), "text": dataset.texts[i],
-         "label": labels[i], "model_says": dataset.classes[top[i]], "p_model": float(oof[i, top[i]]),
-         "p_label": float(p_given[i])}
+        {
+            "id": dataset.frame["id"].iat[i],
+            "row": int(dataset.frame["row"].iat[i]),
+            "text": dataset.texts[i],
+            "label": labels[i],
+            "model_says": dataset.classes[top[i]],
+            "p_model": float(oof[i, top[i]]),
+            "p_label": float(p_given[i]),
+        }
         for i in suspect
     ]
 
@@ -86,24 +92,41 @@ def annotator_agreement(dataset: Dataset) -> dict | None:
     per_class = {}
     for j, c in enumerate(dataset.classes):
         a = agreement[(given == j) & has]
-        per_class[c] = {"n": int(a.size), "mean_agreement": float(a.mean()) if a.size else None,
-                        "share_unanimous": float((a >= 1 - 1e-9).mean()) if a.size else None}
+        per_class[c] = {
+            "n": int(a.size),
+            "mean_agreement": float(a.mean()) if a.size else None,
+            "share_unanimous": float((a >= 1 - 1e-9).mean()) if a.size else None,
+        }
     disputed = np.flatnonzero(has)
     disputed = disputed[np.argsort(agreement[disputed], kind="stable")][:NOISE_EXAMPLES]
     return {
         "n_with_votes": int(has.sum()),
         "share_unanimous": float((agreement[has] >= 1 - 1e-9).mean()) if has.any() else None,
         "per_class": per_class,
-        "most_disputed": [{"row": int(dataset.frame["row"].iat[i]), "label": labels[i],
-                           "agreement": float(agreement[i]), "votes": dict(zip(dataset.classes, shares[i].round(3).tolist())),
-                           "text": dataset.texts[i]} for i in disputed],
+        "most_disputed": [
+            {
+                "row": int(dataset.frame["row"].iat[i]),
+                "label": labels[i],
+                "agreement": float(agreement[i]),
+                "votes": dict(zip(dataset.classes, shares[i].round(3).tolist())),
+                "text": dataset.texts[i],
+            }
+            for i in disputed
+        ],
         "_agreement": agreement[has],
         "_given": given[has],
     }
 
 
-def review(dataset: Dataset, *, split=None, corner_sets: dict[str, Dataset] | None = None, seed: int = 0,
-           near_dup_threshold: float = 0.8, noise_check: bool = True) -> dict:
+def review(
+    dataset: Dataset,
+    *,
+    split=None,
+    corner_sets: dict[str, Dataset] | None = None,
+    seed: int = 0,
+    near_dup_threshold: float = 0.8,
+    noise_check: bool = True,
+) -> dict:
     """Compute the review. `split`: a per-row array of split names, to check leakage across it."""
     n = len(dataset)
     counts = dataset.class_counts()
@@ -127,18 +150,28 @@ def review(dataset: Dataset, *, split=None, corner_sets: dict[str, Dataset] | No
         "multilabel": dataset.multilabel,
         "class_counts": counts,
         "class_share": {c: counts[c] / n for c in counts},
-        "length_chars": {q: float(np.percentile(lengths, p)) for q, p in
-                         (("min", 0), ("p05", 5), ("median", 50), ("p95", 95), ("max", 100))},
+        "length_chars": {
+            q: float(np.percentile(lengths, p))
+            for q, p in (("min", 0), ("p05", 5), ("median", 50), ("p95", 95), ("max", 100))
+        },
         "duplicates": dupes.to_dict(),
         "conflicting_label_clusters": [
-            [{"row": int(dataset.frame["row"].iat[i]), "label": key_labels[i], "text": dataset.texts[i]} for i in cluster]
+            [
+                {"row": int(dataset.frame["row"].iat[i]), "label": key_labels[i], "text": dataset.texts[i]}
+                for i in cluster
+            ]
             for cluster in conflicts[:NOISE_EXAMPLES]
         ],
         "n_conflicting_label_clusters": len(conflicts),
-        "personal_data": {"counts": dataset.redaction_counts, "messages_with_any": int(with_pii.sum()),
-                          "share_with_any": float(with_pii.mean())},
+        "personal_data": {
+            "counts": dataset.redaction_counts,
+            "messages_with_any": int(with_pii.sum()),
+            "share_with_any": float(with_pii.mean()),
+        },
         "examples": examples,
-        "corner_sets": {name: {"n": len(ds), "class_counts": ds.class_counts()} for name, ds in (corner_sets or {}).items()},
+        "corner_sets": {
+            name: {"n": len(ds), "class_counts": ds.class_counts()} for name, ds in (corner_sets or {}).items()
+        },
     }
     if split is not None:
         report = check_leakage(dupes.cluster_ids, np.asarray(split), texts=dataset.texts)
@@ -162,21 +195,28 @@ def summary_lines(result: dict) -> list[str]:
     q = result["length_chars"]
     lines.append(f"  length (chars): median {q['median']:.0f}, 95% under {q['p95']:.0f}, max {q['max']:.0f}")
     d = result["duplicates"]
-    lines.append(f"  duplicates: {d['n_exact_dupes']:,} exact repeats, {d['n_near_dupe_rows']:,} rows in "
-                 f"{len(d['clusters']):,} near-duplicate clusters; {result['n_conflicting_label_clusters']:,} clusters "
-                 "carry conflicting labels")
+    lines.append(
+        f"  duplicates: {d['n_exact_dupes']:,} exact repeats, {d['n_near_dupe_rows']:,} rows in "
+        f"{len(d['clusters']):,} near-duplicate clusters; {result['n_conflicting_label_clusters']:,} clusters "
+        "carry conflicting labels"
+    )
     if "leakage" in result:
         lines.append(f"  leakage across the split: {result['leakage']['n_leaking_clusters']} clusters straddle it")
     pii = result["personal_data"]
     found = ", ".join(f"{k} {v:,}" for k, v in sorted(pii["counts"].items())) or "none"
     lines.append(f"  personal data redacted: {found}; {pii['share_with_any']:.1%} of messages had some")
-    lines.append(f"  suspected label noise: {result['n_model_disputed_labels']:,} labels disputed by a cross-validated model "
-                 "(shown for review, nothing removed)")
+    lines.append(
+        f"  suspected label noise: {result['n_model_disputed_labels']:,} labels disputed by a cross-validated model "
+        "(shown for review, nothing removed)"
+    )
     if "annotator_agreement" in result:
         a = result["annotator_agreement"]
-        lines.append(f"  annotators: {a['share_unanimous']:.1%} of {a['n_with_votes']:,} messages unanimous; mean agreement "
-                     + ", ".join(f"{c} {v['mean_agreement']:.2f}" for c, v in a["per_class"].items()
-                                 if v["mean_agreement"] is not None))
+        lines.append(
+            f"  annotators: {a['share_unanimous']:.1%} of {a['n_with_votes']:,} messages unanimous; mean agreement "
+            + ", ".join(
+                f"{c} {v['mean_agreement']:.2f}" for c, v in a["per_class"].items() if v["mean_agreement"] is not None
+            )
+        )
     return lines
 
 
@@ -204,37 +244,80 @@ def write_review(result: dict, dataset: Dataset, path: str | Path) -> Path:
     rejected = result["rejected"]
     sections = [
         R.section("Summary", "".join(R.paragraph(line) for line in summary_lines(result))),
-        R.section("Rejected rows",
-                  R.table(["problem", "rows"], sorted(rejected["counts"].items())) if rejected["counts"] else R.paragraph("none"),
-                  R.table(["file", "row", "column", "problem", "value", "fix"],
-                          [[e["file"], e["row"], e["column"], e["problem"], e["value"], e["fix"]] for e in rejected["examples"]])
-                  if rejected["examples"] else ""),
-        R.section("Class balance", balance, R.table(["class", "messages", "share"],
-                                                     [[c, k, result["class_share"][c]] for c, k in result["class_counts"].items()])),
-        R.section("Lengths", lengths, R.table(list(result["length_chars"]), [list(result["length_chars"].values())], digits=0)),
-        R.section("Duplicates and leakage",
-                  R.paragraph(f"{d['n_exact_dupes']:,} exact repeats; {d['n_near_dupe_rows']:,} rows in {len(d['clusters']):,} "
-                              "near-duplicate clusters (MinHash over character shingles). finesieve's splits keep every "
-                              "cluster inside one split, so near-duplicates never straddle train and test."),
-                  R.table(["cluster size", "example"], [[len(c), dataset.texts[c[0]][:120]] for c in d["clusters"][:10]]),
-                  R.paragraph(f"Leakage across the given split: {result['leakage']['n_leaking_clusters']} clusters")
-                  if "leakage" in result else ""),
-        R.section("Personal data", R.paragraph(
-            f"{pii['messages_with_any']:,} messages ({pii['share_with_any']:.1%}) contained personal data, replaced by typed "
-            "placeholders before anything is stored or trained."),
-            R.table(["entity", "found"], sorted(pii["counts"].items()))),
-        R.section("Random examples per class (redacted)",
-                  "".join(f"<h3>{R.esc(c)}</h3>" + R.table(["text"], [[t] for t in ex]) for c, ex in result["examples"].items())),
-        R.section("Suspected label noise",
-                  R.paragraph("Shown for a reviewer to judge; nothing is removed, and the frozen test and corner-case sets "
-                              "are never edited from here.", "note"),
-                  f"<h3>Near-duplicates with different labels ({result['n_conflicting_label_clusters']:,} clusters)</h3>",
-                  R.table(["row", "label", "text"], [[m["row"], m["label"], m["text"][:140]]
-                                                      for cluster in result["conflicting_label_clusters"][:10] for m in cluster]),
-                  f"<h3>Labels disputed by a cross-validated model ({result['n_model_disputed_labels']:,})</h3>",
-                  R.table(["row", "label", "model says", "p(model)", "p(label)", "text"],
-                          [[m["row"], m["label"], m["model_says"], m["p_model"], m["p_label"], m["text"][:140]]
-                           for m in result["model_disputed_labels"]])),
+        R.section(
+            "Rejected rows",
+            R.table(["problem", "rows"], sorted(rejected["counts"].items()))
+            if rejected["counts"]
+            else R.paragraph("none"),
+            R.table(
+                ["file", "row", "column", "problem", "value", "fix"],
+                [[e["file"], e["row"], e["column"], e["problem"], e["value"], e["fix"]] for e in rejected["examples"]],
+            )
+            if rejected["examples"]
+            else "",
+        ),
+        R.section(
+            "Class balance",
+            balance,
+            R.table(
+                ["class", "messages", "share"],
+                [[c, k, result["class_share"][c]] for c, k in result["class_counts"].items()],
+            ),
+        ),
+        R.section(
+            "Lengths", lengths, R.table(list(result["length_chars"]), [list(result["length_chars"].values())], digits=0)
+        ),
+        R.section(
+            "Duplicates and leakage",
+            R.paragraph(
+                f"{d['n_exact_dupes']:,} exact repeats; {d['n_near_dupe_rows']:,} rows in {len(d['clusters']):,} "
+                "near-duplicate clusters (MinHash over character shingles). finesieve's splits keep every "
+                "cluster inside one split, so near-duplicates never straddle train and test."
+            ),
+            R.table(["cluster size", "example"], [[len(c), dataset.texts[c[0]][:120]] for c in d["clusters"][:10]]),
+            R.paragraph(f"Leakage across the given split: {result['leakage']['n_leaking_clusters']} clusters")
+            if "leakage" in result
+            else "",
+        ),
+        R.section(
+            "Personal data",
+            R.paragraph(
+                f"{pii['messages_with_any']:,} messages ({pii['share_with_any']:.1%}) contained personal data, replaced by typed "
+                "placeholders before anything is stored or trained."
+            ),
+            R.table(["entity", "found"], sorted(pii["counts"].items())),
+        ),
+        R.section(
+            "Random examples per class (redacted)",
+            "".join(
+                f"<h3>{R.esc(c)}</h3>" + R.table(["text"], [[t] for t in ex]) for c, ex in result["examples"].items()
+            ),
+        ),
+        R.section(
+            "Suspected label noise",
+            R.paragraph(
+                "Shown for a reviewer to judge; nothing is removed, and the frozen test and corner-case sets "
+                "are never edited from here.",
+                "note",
+            ),
+            f"<h3>Near-duplicates with different labels ({result['n_conflicting_label_clusters']:,} clusters)</h3>",
+            R.table(
+                ["row", "label", "text"],
+                [
+                    [m["row"], m["label"], m["text"][:140]]
+                    for cluster in result["conflicting_label_clusters"][:10]
+                    for m in cluster
+                ],
+            ),
+            f"<h3>Labels disputed by a cross-validated model ({result['n_model_disputed_labels']:,})</h3>",
+            R.table(
+                ["row", "label", "model says", "p(model)", "p(label)", "text"],
+                [
+                    [m["row"], m["label"], m["model_says"], m["p_model"], m["p_label"], m["text"][:140]]
+                    for m in result["model_disputed_labels"]
+                ],
+            ),
+        ),
     ]
     if "annotator_agreement" in result:
         a = result["annotator_agreement"]
@@ -244,25 +327,49 @@ def write_review(result: dict, dataset: Dataset, path: str | Path) -> Path:
             values = result["_agreement"][result["_agreement_given"] == j]
             if values.size:
                 ax.hist(values, bins=bins, alpha=0.5, label=c)
-        ax.set(xlabel="share of annotators' votes for the majority label", ylabel="messages",
-               title="Annotator agreement per majority label")
+        ax.set(
+            xlabel="share of annotators' votes for the majority label",
+            ylabel="messages",
+            title="Annotator agreement per majority label",
+        )
         ax.legend(fontsize=8)
-        sections.append(R.section(
-            "Annotator agreement",
-            R.paragraph("Messages the annotators split on are hard or noisy. Fine-tuning with --vote-col and "
-                        "--soft-labels learns from the vote shares, so a split vote teaches less certainty than a "
-                        "unanimous one.", "note"),
-            R.figure(fig),
-            R.table(["majority label", "messages", "mean agreement", "unanimous"],
-                    [[c, v["n"], v["mean_agreement"], v["share_unanimous"]] for c, v in a["per_class"].items()]),
-            "<h3>Most disputed messages</h3>",
-            R.table(["row", "label", "agreement", "votes", "text"],
-                    [[m["row"], m["label"], m["agreement"], json.dumps(m["votes"]), m["text"][:140]]
-                     for m in a["most_disputed"]])))
+        sections.append(
+            R.section(
+                "Annotator agreement",
+                R.paragraph(
+                    "Messages the annotators split on are hard or noisy. Fine-tuning with --vote-col and "
+                    "--soft-labels learns from the vote shares, so a split vote teaches less certainty than a "
+                    "unanimous one.",
+                    "note",
+                ),
+                R.figure(fig),
+                R.table(
+                    ["majority label", "messages", "mean agreement", "unanimous"],
+                    [[c, v["n"], v["mean_agreement"], v["share_unanimous"]] for c, v in a["per_class"].items()],
+                ),
+                "<h3>Most disputed messages</h3>",
+                R.table(
+                    ["row", "label", "agreement", "votes", "text"],
+                    [
+                        [m["row"], m["label"], m["agreement"], json.dumps(m["votes"]), m["text"][:140]]
+                        for m in a["most_disputed"]
+                    ],
+                ),
+            )
+        )
     if result["corner_sets"]:
-        sections.append(R.section("Corner-case sets", R.table(["set", "messages", "classes"],
-                                                               [[k, v["n"], json.dumps(v["class_counts"])] for k, v in result["corner_sets"].items()])))
-    out = R.write_page(path, "finesieve data review", sections, subtitle=f"{result['source']} · data hash {result['data_hash'][:12]}")
+        sections.append(
+            R.section(
+                "Corner-case sets",
+                R.table(
+                    ["set", "messages", "classes"],
+                    [[k, v["n"], json.dumps(v["class_counts"])] for k, v in result["corner_sets"].items()],
+                ),
+            )
+        )
+    out = R.write_page(
+        path, "finesieve data review", sections, subtitle=f"{result['source']} · data hash {result['data_hash'][:12]}"
+    )
     clean = {k: v for k, v in result.items() if not k.startswith("_")}
     write_text(Path(out).with_suffix(".json"), json.dumps(json_safe(clean), indent=2, default=str))
     return out

@@ -54,7 +54,9 @@ from typing import NamedTuple
 
 from finesieve.data.errors import ConfigError, DataError, RowProblem
 
-DAVIDSON_URL = "https://raw.githubusercontent.com/t-davidson/hate-speech-and-offensive-language/master/data/labeled_data.csv"
+DAVIDSON_URL = (
+    "https://raw.githubusercontent.com/t-davidson/hate-speech-and-offensive-language/master/data/labeled_data.csv"
+)
 SMS_SPAM_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
 TIMEOUT_S = 60.0  # per network operation (connect, each read), not for the whole download
 SHOW_PROBLEMS = 10  # row problems spelled out in an error; the rest are counted
@@ -79,21 +81,31 @@ class Source:
     convert: Callable[[bytes, str], Converted] | None = None  # (download, url) -> this project's format
 
 
-def find_dataset(name: str, data_dir: str | Path | None = None, *, url: str | None = None,
-                 expected_rows: tuple[int, int] | None = None, timeout: float = TIMEOUT_S) -> Path:
+def find_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    url: str | None = None,
+    expected_rows: tuple[int, int] | None = None,
+    timeout: float = TIMEOUT_S,
+) -> Path:
     """The path of data set `name` (a CSV file; the folder for `resumes`), from the first place that holds it,
     fetched into the cache when none does. `url` and `expected_rows` replace the source's for this call (a
     mirror, or a file:// URL in tests); `timeout` is in seconds. Raises DataError saying every place it
     looked, what failed and the fix."""
     source = get_source(name)
     if url is not None and source.url is None:
-        raise ConfigError(f"the {name} data set is never downloaded, so url= does not apply: point --data-dir "
-                          f"or FINESIEVE_DATA at the folder that holds {source.relpath}/")
+        raise ConfigError(
+            f"the {name} data set is never downloaded, so url= does not apply: point --data-dir "
+            f"or FINESIEVE_DATA at the folder that holds {source.relpath}/"
+        )
     if data_dir:  # None or "": not given
         path = Path(data_dir).expanduser() / source.relpath
         if not path.exists():
-            raise DataError(f"--data-dir {data_dir} does not hold the {name} data set (no {path}). Fix: pass the "
-                            f"folder that holds {source.relpath}, or leave --data-dir out to use the default places")
+            raise DataError(
+                f"--data-dir {data_dir} does not hold the {name} data set (no {path}). Fix: pass the "
+                f"folder that holds {source.relpath}, or leave --data-dir out to use the default places"
+            )
         return path
     places = search_places(name)
     for _, folder in places:
@@ -116,8 +128,11 @@ def search_places(name: str) -> list[tuple[str, Path | None]]:
     return [
         ("$FINESIEVE_DATA" + ("" if env else " (not set)"), Path(env).expanduser() if env else None),
         ("the repository's data/ folder" + ("" if repo else " (finesieve is not running from a checkout)"), repo),
-        (f"a shared/data folder above {Path.cwd()} or above the finesieve package"
-         + ("" if shared else " (none found)"), shared),
+        (
+            f"a shared/data folder above {Path.cwd()} or above the finesieve package"
+            + ("" if shared else " (none found)"),
+            shared,
+        ),
         ("the download cache", cache_dir()),
     ]
 
@@ -156,15 +171,23 @@ def get_source(name: str) -> Source:
     raise DataError(f"unknown data set {name!r}{hint}: expected one of {', '.join(SOURCES)}")
 
 
-def fetch_dataset(name: str, *, url: str | None = None, cache: str | Path | None = None,
-                  expected_rows: tuple[int, int] | None = None, timeout: float = TIMEOUT_S) -> Path:
+def fetch_dataset(
+    name: str,
+    *,
+    url: str | None = None,
+    cache: str | Path | None = None,
+    expected_rows: tuple[int, int] | None = None,
+    timeout: float = TIMEOUT_S,
+) -> Path:
     """Download data set `name` from `url` (default: its public source), convert and check it, and write it
     atomically into `cache` (default: cache_dir()) with `<stem>.source.json` beside it. Returns the CSV path.
     Overwrites an earlier copy. Raises DataError when the download is not what was expected."""
     source = get_source(name)
     if source.url is None or source.convert is None:
-        raise DataError(f"the {name} data set is never downloaded: point --data-dir or FINESIEVE_DATA at the "
-                        f"folder that holds {source.relpath}/")
+        raise DataError(
+            f"the {name} data set is never downloaded: point --data-dir or FINESIEVE_DATA at the "
+            f"folder that holds {source.relpath}/"
+        )
     url = url or source.url
     target = Path(cache or cache_dir()) / source.relpath
     print(f"finesieve: downloading the {name} data set from {url} into {target.parent} (once)", file=sys.stderr)
@@ -173,8 +196,13 @@ def fetch_dataset(name: str, *, url: str | None = None, cache: str | Path | None
     _check_row_count(name, url, len(converted.rows), expected_rows or source.rows)
     body = _csv_bytes(converted)
     record = {
-        "dataset": name, "file": target.name, "url": url, "sha256": hashlib.sha256(raw).hexdigest(),
-        "bytes": len(raw), "encoding": converted.encoding, "rows": len(converted.rows),
+        "dataset": name,
+        "file": target.name,
+        "url": url,
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "bytes": len(raw),
+        "encoding": converted.encoding,
+        "rows": len(converted.rows),
         "labels": dict(Counter(row[converted.header.index("label")] for row in converted.rows)),
         "file_sha256": hashlib.sha256(body).hexdigest(),
         "downloaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -201,8 +229,10 @@ def _download(url: str, timeout: float) -> bytes:
 
 
 def _not_found(source: Source, places: list[tuple[str, Path | None]], reason: str | None) -> str:
-    lines = [f"the {source.name} data set ({source.relpath}) was not found. Looked in, in order:",
-             "  - --data-dir (not given)"]
+    lines = [
+        f"the {source.name} data set ({source.relpath}) was not found. Looked in, in order:",
+        "  - --data-dir (not given)",
+    ]
     for what, folder in places:
         lines.append(f"  - {what}" + (f": {folder / source.relpath} (absent)" if folder is not None else ""))
     where = f"a folder holding {source.relpath}" + ("/" if source.url is None else "")
@@ -210,17 +240,21 @@ def _not_found(source: Source, places: list[tuple[str, Path | None]], reason: st
         lines.append(f"It is never downloaded. Fix: pass --data-dir (or set FINESIEVE_DATA) pointing at {where}.")
     else:
         lines.append(f"And {reason}.")
-        lines.append(f"Fix: pass --data-dir (or set FINESIEVE_DATA) pointing at {where}, or go online once so "
-                     f"finesieve can download it into {cache_dir()}.")
+        lines.append(
+            f"Fix: pass --data-dir (or set FINESIEVE_DATA) pointing at {where}, or go online once so "
+            f"finesieve can download it into {cache_dir()}."
+        )
     return "\n".join(lines)
 
 
 def _check_row_count(name: str, url: str, n: int, expected: tuple[int, int]) -> None:
     low, high = expected
     if not low <= n <= high:
-        raise DataError(f"{url}: {n:,} rows, expected {low:,} to {high:,} for the full {name} data set; the "
-                        "download may be cut short or the source changed. Fix: retry, or pass --data-dir "
-                        "pointing at a folder holding a checked copy")
+        raise DataError(
+            f"{url}: {n:,} rows, expected {low:,} to {high:,} for the full {name} data set; the "
+            "download may be cut short or the source changed. Fix: retry, or pass --data-dir "
+            "pointing at a folder holding a checked copy"
+        )
 
 
 def _decode(raw: bytes) -> tuple[str, str]:
@@ -235,8 +269,10 @@ def _raise_problems(url: str, problems: list[RowProblem], n_rows: int) -> None:
     if problems:
         shown = "\n  ".join(str(p) for p in problems[:SHOW_PROBLEMS])
         more = f"\n  ... and {len(problems) - SHOW_PROBLEMS} more" if len(problems) > SHOW_PROBLEMS else ""
-        raise DataError(f"{url}: {len(problems)} problem(s) in {n_rows:,} rows, so nothing was written; the "
-                        f"download is not the expected public file:\n  {shown}{more}")
+        raise DataError(
+            f"{url}: {len(problems)} problem(s) in {n_rows:,} rows, so nothing was written; the "
+            f"download is not the expected public file:\n  {shown}{more}"
+        )
 
 
 DAVIDSON_CLASSES = {"0": "hate_speech", "1": "offensive", "2": "neither"}  # the source's `class`
@@ -251,24 +287,43 @@ def convert_davidson(raw: bytes, url: str) -> Converted:
     header = next(reader, [])
     missing = [c for c in (*DAVIDSON_COUNTS, "class", "tweet") if c not in header]
     if missing:
-        raise DataError(f"{url}: missing column(s) {', '.join(missing)}; found {header[:10]}. Expected Davidson et "
-                        "al.'s labeled_data.csv (count, hate_speech, offensive_language, neither, class, tweet)")
+        raise DataError(
+            f"{url}: missing column(s) {', '.join(missing)}; found {header[:10]}. Expected Davidson et "
+            "al.'s labeled_data.csv (count, hate_speech, offensive_language, neither, class, tweet)"
+        )
     at = {c: header.index(c) for c in (*DAVIDSON_COUNTS, "class", "tweet")}
     rows, problems, i = [], [], 0
     for i, row in enumerate(reader, start=1):
         if len(row) != len(header):
-            problems.append(RowProblem(url, i, "(row)", ",".join(row)[:60], "bad_field_count",
-                                       f"expected {len(header)} fields as in the header, got {len(row)}"))
+            problems.append(
+                RowProblem(
+                    url,
+                    i,
+                    "(row)",
+                    ",".join(row)[:60],
+                    "bad_field_count",
+                    f"expected {len(header)} fields as in the header, got {len(row)}",
+                )
+            )
             continue
         label = DAVIDSON_CLASSES.get(row[at["class"]])
         if label is None:
-            problems.append(RowProblem(url, i, "class", row[at["class"]][:60], "unknown_label",
-                                       "expected 0 (hate speech), 1 (offensive language) or 2 (neither)"))
+            problems.append(
+                RowProblem(
+                    url,
+                    i,
+                    "class",
+                    row[at["class"]][:60],
+                    "unknown_label",
+                    "expected 0 (hate speech), 1 (offensive language) or 2 (neither)",
+                )
+            )
         counts = [row[at[c]] for c in DAVIDSON_COUNTS]
         for column, value in zip(DAVIDSON_COUNTS, counts):
             if not value.isdigit():
-                problems.append(RowProblem(url, i, column, value[:60], "not_a_count",
-                                           "expected a number of annotators (0 or more)"))
+                problems.append(
+                    RowProblem(url, i, column, value[:60], "not_a_count", "expected a number of annotators (0 or more)")
+                )
         if label is not None and all(v.isdigit() for v in counts):
             rows.append([row[at["tweet"]], label, int(label != "neither"), *map(int, counts)])
     _raise_problems(url, problems, i)
@@ -284,12 +339,16 @@ def convert_sms_spam(raw: bytes, url: str) -> Converted:
     try:
         archive = zipfile.ZipFile(io.BytesIO(raw))
     except zipfile.BadZipFile as err:
-        raise DataError(f"{url}: not a zip archive ({len(raw):,} bytes starting {raw[:20]!r}); expected the UCI "
-                        f"zip holding {SMS_MEMBER}") from err
+        raise DataError(
+            f"{url}: not a zip archive ({len(raw):,} bytes starting {raw[:20]!r}); expected the UCI "
+            f"zip holding {SMS_MEMBER}"
+        ) from err
     members = [m for m in archive.namelist() if Path(m).name == SMS_MEMBER]
     if not members:
-        raise DataError(f"{url}: the zip holds no {SMS_MEMBER} (it holds {archive.namelist()[:10]}); expected "
-                        "the UCI SMS Spam Collection zip")
+        raise DataError(
+            f"{url}: the zip holds no {SMS_MEMBER} (it holds {archive.namelist()[:10]}); expected "
+            "the UCI SMS Spam Collection zip"
+        )
     text, encoding = _decode(archive.read(members[0]))
     lines = text.split("\n")
     if lines and lines[-1] == "":  # the newline that ends the last line
@@ -298,8 +357,16 @@ def convert_sms_spam(raw: bytes, url: str) -> Converted:
     for i, line in enumerate(lines, start=1):
         label, tab, message = line.removesuffix("\r").partition("\t")
         if not tab or label not in ("ham", "spam"):
-            problems.append(RowProblem(f"{url}!{members[0]}", i, "label", line[:60], "unknown_label",
-                                       "expected a line 'ham<TAB>text' or 'spam<TAB>text'"))
+            problems.append(
+                RowProblem(
+                    f"{url}!{members[0]}",
+                    i,
+                    "label",
+                    line[:60],
+                    "unknown_label",
+                    "expected a line 'ham<TAB>text' or 'spam<TAB>text'",
+                )
+            )
             continue
         rows.append([label, message, int(label == "spam")])
     _raise_problems(url, problems, len(lines))
@@ -334,9 +401,15 @@ def _write_atomically(files: dict[Path, bytes]) -> None:
 
 
 SOURCES: dict[str, Source] = {
-    "davidson": Source("davidson", "davidson_hate_offensive/davidson_hate_offensive.csv", DAVIDSON_URL,
-                       rows=(20_000, 30_000), convert=convert_davidson),
-    "sms_spam": Source("sms_spam", "sms_spam/sms_spam.csv", SMS_SPAM_URL,
-                       rows=(5_000, 6_500), convert=convert_sms_spam),
+    "davidson": Source(
+        "davidson",
+        "davidson_hate_offensive/davidson_hate_offensive.csv",
+        DAVIDSON_URL,
+        rows=(20_000, 30_000),
+        convert=convert_davidson,
+    ),
+    "sms_spam": Source(
+        "sms_spam", "sms_spam/sms_spam.csv", SMS_SPAM_URL, rows=(5_000, 6_500), convert=convert_sms_spam
+    ),
     "resumes": Source("resumes", "resumes"),
 }

@@ -66,19 +66,33 @@ class ColumnSpec(BaseModel):
             )
         if self.vote_cols is not None:
             if not self.vote_cols:
-                raise ValueError("vote_cols is empty: map each class to its vote-count column, e.g. "
-                                 "--vote-col hate_speech=hate_votes")
+                raise ValueError(
+                    "vote_cols is empty: map each class to its vote-count column, e.g. "
+                    "--vote-col hate_speech=hate_votes"
+                )
             if self.multilabel:
-                raise ValueError("vote_cols needs a single-label task (one class per message); "
-                                 "drop the vote columns or the multi-label mapping")
+                raise ValueError(
+                    "vote_cols needs a single-label task (one class per message); "
+                    "drop the vote columns or the multi-label mapping"
+                )
             if self.classes is not None and (extra := sorted(set(self.vote_cols) - set(self.classes))):
                 raise ValueError(f"vote_cols names class(es) {extra} that are not in classes {list(self.classes)}")
-        named = [self.text_col, *self.label_cols, self.id_col, self.time_col, self.user_col, self.thread_col,
-                 *self.meta_cols, *(self.vote_cols or {}).values()]
+        named = [
+            self.text_col,
+            *self.label_cols,
+            self.id_col,
+            self.time_col,
+            self.user_col,
+            self.thread_col,
+            *self.meta_cols,
+            *(self.vote_cols or {}).values(),
+        ]
         named = [c for c in named if c is not None]
         dupes = sorted({c for c in named if named.count(c) > 1})
         if dupes:
-            raise ValueError(f"column(s) {dupes} are mapped to more than one role (text, label, id, ...): map each once")
+            raise ValueError(
+                f"column(s) {dupes} are mapped to more than one role (text, label, id, ...): map each once"
+            )
         return self
 
     @property
@@ -96,15 +110,21 @@ class RankingSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     # Role fields, in the order their columns are read; what a missing column's message tells the user to set.
-    ROLES: ClassVar[tuple[str, ...]] = ("query_col", "candidate_col", "query_text_col", "candidate_text_col",
-                                        "relevance_col")
+    ROLES: ClassVar[tuple[str, ...]] = (
+        "query_col",
+        "candidate_col",
+        "query_text_col",
+        "candidate_text_col",
+        "relevance_col",
+    )
 
     kind: Literal["ranking"] = Field("ranking", description="The task kind this spec reads: ranking.")
     query_col: str = Field("query_id", description="Query id column (e.g. the job): a query's pairs stay in one split.")
     candidate_col: str = Field("candidate_id", description="Candidate id column (e.g. the resume).")
     query_text_col: str | None = Field(
-        None, description="Query text column (e.g. the job's description or skill terms); every row of one query "
-        "must hold the same text. Optional: a scorer may know the queries by id."
+        None,
+        description="Query text column (e.g. the job's description or skill terms); every row of one query "
+        "must hold the same text. Optional: a scorer may know the queries by id.",
     )
     candidate_text_col: str = Field("text", description="Candidate text column (e.g. the resume).")
     relevance_col: str = Field(
@@ -122,8 +142,14 @@ class RankingSpec(BaseModel):
     @property
     def columns(self) -> list[str]:
         """Every mapped column, in role order."""
-        cols = [self.query_col, self.candidate_col, self.query_text_col, self.candidate_text_col, self.relevance_col,
-                *self.meta_cols]
+        cols = [
+            self.query_col,
+            self.candidate_col,
+            self.query_text_col,
+            self.candidate_text_col,
+            self.relevance_col,
+            *self.meta_cols,
+        ]
         return [c for c in cols if c is not None]
 
     @property
@@ -163,8 +189,11 @@ class GenerationSpec(BaseModel):
 
 
 AnySpec = ColumnSpec | RankingSpec | GenerationSpec
-SPEC_KINDS: dict[str, type[BaseModel]] = {"classification": ColumnSpec, "ranking": RankingSpec,
-                                          "generation": GenerationSpec}
+SPEC_KINDS: dict[str, type[BaseModel]] = {
+    "classification": ColumnSpec,
+    "ranking": RankingSpec,
+    "generation": GenerationSpec,
+}
 
 
 def spec_from_dict(data: Mapping[str, Any], where: str = "column spec") -> AnySpec:
@@ -188,7 +217,7 @@ def _refuse_shared_columns(spec: BaseModel, roles: list[str]) -> None:
     clashes = []
     for role in roles:
         value = getattr(spec, role)
-        for col in (value if isinstance(value, tuple) else (value,)):
+        for col in value if isinstance(value, tuple) else (value,):
             if col is None:
                 continue
             if col in role_of:

@@ -173,9 +173,12 @@ class Splits:
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {**self.to_dict(), "finesieve_version": finesieve.__version__,
-                   "ids": {name: self.ids(name) for name in SPLIT_NAMES},
-                   "text_hashes": {name: self.text_hashes(name) for name in SPLIT_NAMES}}
+        payload = {
+            **self.to_dict(),
+            "finesieve_version": finesieve.__version__,
+            "ids": {name: self.ids(name) for name in SPLIT_NAMES},
+            "text_hashes": {name: self.text_hashes(name) for name in SPLIT_NAMES},
+        }
         path.write_text(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
         return path
 
@@ -186,7 +189,9 @@ def load_splits(path: str | Path, dataset: AnyDataset) -> Splits:
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: cannot read a saved split ({exc}). Fix: pass the splits.json written by Splits.save") from exc
+        raise DataError(
+            f"{path}: cannot read a saved split ({exc}). Fix: pass the splits.json written by Splits.save"
+        ) from exc
     missing = [k for k in ("data_hash", "split_hash", "config", "ids") if k not in payload]
     if missing:
         raise DataError(f"{path}: missing {missing}; this is not a file written by Splits.save")
@@ -199,7 +204,9 @@ def load_splits(path: str | Path, dataset: AnyDataset) -> Splits:
     where = {str(row_id): name for name in SPLIT_NAMES for row_id in payload["ids"].get(name, [])}
     unknown = [str(i) for i in dataset.frame["id"] if str(i) not in where]
     if unknown:
-        raise DataError(f"{path}: {len(unknown)} dataset id(s) are in no saved split (e.g. {unknown[:3]}). Fix: make a new split")
+        raise DataError(
+            f"{path}: {len(unknown)} dataset id(s) are in no saved split (e.g. {unknown[:3]}). Fix: make a new split"
+        )
     splits = Splits(
         assignment=np.array([where[str(i)] for i in dataset.frame["id"]], dtype=object),
         config=SplitConfig.model_validate(payload["config"]),
@@ -207,7 +214,9 @@ def load_splits(path: str | Path, dataset: AnyDataset) -> Splits:
         source=dataset,
     )
     if splits.split_hash != payload["split_hash"]:
-        raise DataError(f"{path}: the ids per split do not match the saved split_hash (file edited?). Fix: make a new split")
+        raise DataError(
+            f"{path}: the ids per split do not match the saved split_hash (file edited?). Fix: make a new split"
+        )
     return splits
 
 
@@ -227,13 +236,17 @@ def read_split_members(path: str | Path) -> SplitMembers:
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: cannot read a saved split ({exc}). Fix: pass the splits.json written by Splits.save") from exc
+        raise DataError(
+            f"{path}: cannot read a saved split ({exc}). Fix: pass the splits.json written by Splits.save"
+        ) from exc
     if not isinstance(payload, dict) or not isinstance(payload.get("ids"), dict) or "data_hash" not in payload:
         raise DataError(f"{path}: no 'ids' per split or no 'data_hash'; this is not a file written by Splits.save")
     hashes = payload.get("text_hashes")
     if hashes is not None and not isinstance(hashes, dict):
-        raise DataError(f"{path}: 'text_hashes' is a {type(hashes).__name__}, expected an object of split name -> "
-                        "list of hashes. Fix: write the split again with Splits.save")
+        raise DataError(
+            f"{path}: 'text_hashes' is a {type(hashes).__name__}, expected an object of split name -> "
+            "list of hashes. Fix: write the split again with Splits.save"
+        )
     return SplitMembers(
         path=path,
         data_hash=str(payload["data_hash"]),
@@ -307,8 +320,10 @@ def _strata(dataset: AnyDataset, members: list[np.ndarray], test_frac: float) ->
 def _rng_seed(dataset: AnyDataset, seed: int) -> int:
     # content_hash follows row order; sorting per-row digests makes the seed depend on the content only.
     if isinstance(dataset, Dataset):
-        keys = (f"{row_id}\x1f{text}\x1f{'|'.join(labels)}" for row_id, text, labels in
-                zip(dataset.frame["id"], dataset.frame["text_raw"], dataset.frame["labels"]))
+        keys = (
+            f"{row_id}\x1f{text}\x1f{'|'.join(labels)}"
+            for row_id, text, labels in zip(dataset.frame["id"], dataset.frame["text_raw"], dataset.frame["labels"])
+        )
     else:
         keys = iter(dataset.row_keys())
     rows = sorted(hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest() for key in keys)
@@ -339,8 +354,10 @@ def make_splits(dataset: AnyDataset, config: SplitConfig) -> Splits:
     members = np.split(order, starts[1:])
     strata = _strata(dataset, members, config.test_frac)
     # A group's place before shuffling comes from its ids, not from where its rows sit in the file.
-    group_key = [hashlib.sha256("\x1f".join(sorted(ids[i] for i in rows)).encode("utf-8", "surrogatepass")).hexdigest()
-                 for rows in members]
+    group_key = [
+        hashlib.sha256("\x1f".join(sorted(ids[i] for i in rows)).encode("utf-8", "surrogatepass")).hexdigest()
+        for rows in members
+    ]
 
     rng = np.random.default_rng(_rng_seed(dataset, config.seed))
     assignment = np.full(len(dataset), "train", dtype=object)
@@ -372,6 +389,6 @@ def exclude_near_duplicates(
     """
     texts = dataset.texts
     clusters = near_duplicate_clusters(list(texts) + list(corner_texts), threshold=threshold)
-    corner_clusters = set(clusters[len(texts):].tolist())
+    corner_clusters = set(clusters[len(texts) :].tolist())
     kept = np.array([c not in corner_clusters for c in clusters[: len(texts)].tolist()], dtype=bool)
     return kept, int((~kept).sum())

@@ -33,10 +33,19 @@ def write_jsonl(dataset: Dataset, path: Path) -> None:
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
-def write_split_files(file: str | Path, spec: ColumnSpec, out: str | Path, *, test_frac: float = 0.1,
-                      val_frac: float = 0.1, seed: int = 0, group_col: str | None = None,
-                      corner_files: Sequence[str | Path] = (), overwrite: bool = False,
-                      normalise_labels: bool = False) -> list[str]:
+def write_split_files(
+    file: str | Path,
+    spec: ColumnSpec,
+    out: str | Path,
+    *,
+    test_frac: float = 0.1,
+    val_frac: float = 0.1,
+    seed: int = 0,
+    group_col: str | None = None,
+    corner_files: Sequence[str | Path] = (),
+    overwrite: bool = False,
+    normalise_labels: bool = False,
+) -> list[str]:
     """Load, split and write; returns the summary lines to print.
 
     The folder is assembled in `OUT.partial` and renamed when complete; an existing non-empty `out` is refused
@@ -51,16 +60,21 @@ def write_split_files(file: str | Path, spec: ColumnSpec, out: str | Path, *, te
         shutil.rmtree(staging, ignore_errors=True)  # nothing half-made is left behind
         raise
     commit_run_dir(staging, out)
-    lines.append(f"split {splits.sizes()} with seed {seed}; data hash {splits.data_hash[:12]}, "
-                 f"split hash {splits.split_hash[:12]}; written to {out}")
+    lines.append(
+        f"split {splits.sizes()} with seed {seed}; data hash {splits.data_hash[:12]}, "
+        f"split hash {splits.split_hash[:12]}; written to {out}"
+    )
     return lines
 
 
-def _write(file, spec: ColumnSpec, out: Path, staging: Path, config: SplitConfig, corner_files,
-           normalise_labels: bool) -> tuple[list[str], object]:
+def _write(
+    file, spec: ColumnSpec, out: Path, staging: Path, config: SplitConfig, corner_files, normalise_labels: bool
+) -> tuple[list[str], object]:
     dataset = load_dataset(file, spec, rejects_path=staging / "rejected_rows.jsonl", normalise_labels=normalise_labels)
-    lines = [f"{file}: {len(dataset):,} rows accepted, {dataset.rejected.total:,} rejected"
-             + (f" (see {out / 'rejected_rows.jsonl'})" if dataset.rejected.total else "")]
+    lines = [
+        f"{file}: {len(dataset):,} rows accepted, {dataset.rejected.total:,} rejected"
+        + (f" (see {out / 'rejected_rows.jsonl'})" if dataset.rejected.total else "")
+    ]
     corner_texts = []
     for corner in corner_files:
         corner_set = load_dataset(corner, spec, normalise_labels=normalise_labels)
@@ -72,9 +86,12 @@ def _write(file, spec: ColumnSpec, out: Path, staging: Path, config: SplitConfig
         if n_removed:
             write_jsonl(dataset.subset(~kept), staging / "excluded_for_corner_cases.jsonl")
             dataset = dataset.subset(kept)
-        lines.append(f"{n_removed:,} main rows near-duplicate a corner case and were kept out of every split "
-                     f"(listed in {out / 'excluded_for_corner_cases.jsonl'})" if n_removed else
-                     "no main row near-duplicates a corner case")
+        lines.append(
+            f"{n_removed:,} main rows near-duplicate a corner case and were kept out of every split "
+            f"(listed in {out / 'excluded_for_corner_cases.jsonl'})"
+            if n_removed
+            else "no main row near-duplicates a corner case"
+        )
     splits = make_splits(dataset, config)
     for name in SPLIT_NAMES:
         write_jsonl(splits.dataset(name), staging / f"{name}.jsonl")

@@ -44,16 +44,19 @@ class ClassificationTask(BaseModel):
     )
     multilabel: bool = Field(False, description="True when a message may carry several classes at once.")
     positive: tuple[str, ...] = Field(
-        ..., description="The classes that count as a violation: binary metrics and the threshold treat them as "
-        "positive and every other class as clean."
+        ...,
+        description="The classes that count as a violation: binary metrics and the threshold treat them as "
+        "positive and every other class as clean.",
     )
     threshold: float | None = Field(
-        None, description="Operating threshold on the positive score, in [0, 1]; None until one is chosen "
-        "(e.g. the best F1 on the validation split)."
+        None,
+        description="Operating threshold on the positive score, in [0, 1]; None until one is chosen "
+        "(e.g. the best F1 on the validation split).",
     )
     threshold_source: str | None = Field(
-        None, description="How the threshold was chosen, e.g. 'best F1 on the validation split' or 'given'; set "
-        "together with threshold."
+        None,
+        description="How the threshold was chosen, e.g. 'best F1 on the validation split' or 'given'; set "
+        "together with threshold.",
     )
 
     @model_validator(mode="after")
@@ -61,19 +64,24 @@ class ClassificationTask(BaseModel):
         _refuse_repeats(self.classes, "classes")
         _refuse_repeats(self.positive, "positive")
         if len(self.classes) < (1 if self.multilabel else 2):
-            raise ValueError(f"classes={list(self.classes)}: a single-label task needs at least two classes "
-                             "(set multilabel=True for one category)")
+            raise ValueError(
+                f"classes={list(self.classes)}: a single-label task needs at least two classes "
+                "(set multilabel=True for one category)"
+            )
         if not self.positive:
             raise ValueError("positive is empty: name the class(es) that count as a violation, e.g. ['spam']")
         if unknown := [p for p in self.positive if p not in self.classes]:
-            raise ValueError(f"positive names {unknown}, which are not in classes {list(self.classes)}: "
-                             "pick positive classes from classes")
+            raise ValueError(
+                f"positive names {unknown}, which are not in classes {list(self.classes)}: "
+                "pick positive classes from classes"
+            )
         if self.threshold is not None and not (math.isfinite(self.threshold) and 0.0 <= self.threshold <= 1.0):
             raise ValueError(f"threshold={self.threshold}: expected a score in [0, 1], or None until one is chosen")
         if (self.threshold is None) != (self.threshold_source is None):
             raise ValueError(
                 f"threshold={self.threshold} and threshold_source={self.threshold_source!r}: set both or neither "
-                "(threshold_source='given' for a threshold chosen by hand)")
+                "(threshold_source='given' for a threshold chosen by hand)"
+            )
         return self
 
     @property
@@ -83,8 +91,9 @@ class ClassificationTask(BaseModel):
 
     def with_threshold(self, threshold: float, source: str) -> ClassificationTask:
         """This task with its operating threshold chosen (validated like a new task)."""
-        return ClassificationTask.model_validate({**self.model_dump(), "threshold": threshold,
-                                                  "threshold_source": source})
+        return ClassificationTask.model_validate(
+            {**self.model_dump(), "threshold": threshold, "threshold_source": source}
+        )
 
 
 class RankingTask(BaseModel):
@@ -94,22 +103,26 @@ class RankingTask(BaseModel):
 
     kind: Literal["ranking"] = Field("ranking", description="The task kind: ranking.")
     relevance: Literal["binary", "graded"] = Field(
-        "binary", description="binary: each pair is relevant (1) or not (0); graded: an ordinal grade from "
-        "min_grade to max_grade, e.g. an HR fit score of 1-7."
+        "binary",
+        description="binary: each pair is relevant (1) or not (0); graded: an ordinal grade from "
+        "min_grade to max_grade, e.g. an HR fit score of 1-7.",
     )
     min_grade: float = Field(
         0.0, description="The lowest grade (no fit). NDCG gains are 2**(grade - min_grade) - 1, so it gains 0."
     )
-    max_grade: float = Field(1.0, description="The highest grade; grades outside [min_grade, max_grade] are "
-                             "rejected when loading.")
+    max_grade: float = Field(
+        1.0, description="The highest grade; grades outside [min_grade, max_grade] are rejected when loading."
+    )
     relevant_grade: float = Field(
-        1.0, description="The lowest grade that counts as relevant for the binary metrics (MAP, MRR, precision@k, "
-        "recall@k); NDCG uses the grades themselves."
+        1.0,
+        description="The lowest grade that counts as relevant for the binary metrics (MAP, MRR, precision@k, "
+        "recall@k); NDCG uses the grades themselves.",
     )
     k_values: tuple[int, ...] = Field((1, 5, 10), description="The cut-offs k of NDCG@k, precision@k and recall@k.")
     no_relevant: Literal["skip", "zero"] = Field(
-        "skip", description="A query without a relevant candidate leaves a metric undefined: 'skip' leaves it out of "
-        "that metric's mean (and counts it), 'zero' scores it 0 (scikit-learn's ndcg_score convention)."
+        "skip",
+        description="A query without a relevant candidate leaves a metric undefined: 'skip' leaves it out of "
+        "that metric's mean (and counts it), 'zero' scores it 0 (scikit-learn's ndcg_score convention).",
     )
 
     @model_validator(mode="after")
@@ -121,14 +134,18 @@ class RankingTask(BaseModel):
             raise ValueError(
                 f"relevance='binary' takes grades 0 and 1 with 1 relevant, but min_grade={self.min_grade:g}, "
                 f"max_grade={self.max_grade:g}, relevant_grade={self.relevant_grade:g}: use relevance='graded' "
-                "for other grades, or leave the grades at their defaults")
+                "for other grades, or leave the grades at their defaults"
+            )
         if self.min_grade >= self.max_grade:
-            raise ValueError(f"min_grade={self.min_grade:g} is not below max_grade={self.max_grade:g}: "
-                             "give the lowest and the highest grade, e.g. 1 and 7")
+            raise ValueError(
+                f"min_grade={self.min_grade:g} is not below max_grade={self.max_grade:g}: "
+                "give the lowest and the highest grade, e.g. 1 and 7"
+            )
         if not self.min_grade < self.relevant_grade <= self.max_grade:
             raise ValueError(
                 f"relevant_grade={self.relevant_grade:g} must lie above min_grade={self.min_grade:g} and at most "
-                f"max_grade={self.max_grade:g}: a candidate of the lowest grade is never relevant")
+                f"max_grade={self.max_grade:g}: a candidate of the lowest grade is never relevant"
+            )
         if not self.k_values:
             raise ValueError("k_values is empty: give at least one cut-off, e.g. (1, 5, 10)")
         if bad_k := [k for k in self.k_values if k < 1]:
@@ -139,8 +156,13 @@ class RankingTask(BaseModel):
     @property
     def metrics(self) -> tuple[str, ...]:
         """The metrics `evals.ranking.evaluate_ranking` computes per query and averages over queries."""
-        return (*(f"ndcg@{k}" for k in self.k_values), "map", "mrr",
-                *(f"precision@{k}" for k in self.k_values), *(f"recall@{k}" for k in self.k_values))
+        return (
+            *(f"ndcg@{k}" for k in self.k_values),
+            "map",
+            "mrr",
+            *(f"precision@{k}" for k in self.k_values),
+            *(f"recall@{k}" for k in self.k_values),
+        )
 
 
 class GenerationTask(BaseModel):
@@ -165,16 +187,20 @@ class GenerationTask(BaseModel):
 
 # The type of a task field in another model (a run manifest's `task: Task`): pydantic picks the class by `kind`.
 Task = Annotated[ClassificationTask | RankingTask | GenerationTask, Field(discriminator="kind")]
-TASK_KINDS: dict[str, type[ClassificationTask] | type[RankingTask] | type[GenerationTask]] = {"classification": ClassificationTask, "ranking": RankingTask,
-                                          "generation": GenerationTask}
+TASK_KINDS: dict[str, type[ClassificationTask] | type[RankingTask] | type[GenerationTask]] = {
+    "classification": ClassificationTask,
+    "ranking": RankingTask,
+    "generation": GenerationTask,
+}
 
 
 def parse_task(data: Mapping[str, Any], where: str = "task") -> ClassificationTask | RankingTask | GenerationTask:
     """The typed task of a dict with a `kind` (as `task.model_dump(mode="json")` writes it); ConfigError naming
     every problem and, for a misspelt setting, the closest valid one."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping with a 'kind' ({', '.join(TASK_KINDS)}), got "
-                          f"{type(data).__name__}")
+        raise ConfigError(
+            f"{where}: expected a mapping with a 'kind' ({', '.join(TASK_KINDS)}), got {type(data).__name__}"
+        )
     kind = data.get("kind")
     if kind not in TASK_KINDS:
         raise ConfigError(f"{where}: kind={kind!r} is not a task kind: use one of {', '.join(TASK_KINDS)}")
@@ -184,8 +210,9 @@ def parse_task(data: Mapping[str, Any], where: str = "task") -> ClassificationTa
         raise config_error(err, where, TASK_KINDS[kind]) from None
 
 
-def task_from_manifest(task: Mapping[str, Any], where: str = "run manifest task"
-                       ) -> ClassificationTask | RankingTask | GenerationTask:
+def task_from_manifest(
+    task: Mapping[str, Any], where: str = "run manifest task"
+) -> ClassificationTask | RankingTask | GenerationTask:
     """The typed task of a run manifest's `task` entry.
 
     A typed entry (with `kind`) is parsed as it is. An entry written before tasks were typed holds the keys

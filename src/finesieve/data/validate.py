@@ -52,11 +52,11 @@ FIXES = {
     "bad_timestamp": "use ISO 8601 (2024-05-01T12:00:00Z) or epoch seconds",
     "malformed_record": "each line must be one JSON object: fix the line's JSON syntax",
     "bad_field_count": "give the row exactly one value per header column: quote every field that contains the "
-    "separator (a comma in a CSV, a tab in a TSV), e.g. \"Hello, world\"",
+    'separator (a comma in a CSV, a tab in a TSV), e.g. "Hello, world"',
     "malformed_quotes": "a quoted field must end with its quote right before the separator or the line end; write a "
-    "quote inside a quoted field twice (\"\")",
+    'quote inside a quoted field twice ("")',
     "unbalanced_quote": "close the quote opened on this line, or write a quote that is part of the text twice "
-    "(\"\"); the lines after it were read as rows of their own",
+    '(""); the lines after it were read as rows of their own',
     "blank_line": "remove the blank line (it is counted as a row so that row numbers match the file)",
     "bad_votes": "vote counts must be non-negative numbers with at least one vote in the row; "
     "fix the counts or drop --vote-col",
@@ -77,8 +77,10 @@ INTERNAL_COLUMNS = frozenset({"_row", "_line", "_malformed", "_problem", "_fix"}
 RARE_LABEL_MAX = 5
 # A printable ASCII character survives `clean`: a text holding one cannot be empty once cleaned.
 _VISIBLE_ASCII = re.compile(r"[!-~]")
-_INVISIBLE_ONLY_FIX = ("the text holds only invisible or control characters (zero-width spaces, direction marks, "
-                       "control codes), so nothing is left once cleaned: fill in the message or remove the row")
+_INVISIBLE_ONLY_FIX = (
+    "the text holds only invisible or control characters (zero-width spaces, direction marks, "
+    "control codes), so nothing is left once cleaned: fill in the message or remove the row"
+)
 
 
 def _short(value, limit: int = 60) -> str:
@@ -129,15 +131,22 @@ class RowValidator:
         (1-based line where the row starts) and, for a row the reader could not split, `_malformed` (its raw
         text), `_problem` (the kind; malformed_record when absent) and `_fix` (see `load.iter_chunks`)."""
         spec = self.spec
-        columns = ["id", "row", "text_raw", "labels"] + [
-            role for role, col in (("time", spec.time_col), ("user", spec.user_col), ("thread", spec.thread_col))
-            if col is not None
-        ] + list(spec.meta_cols) + (["votes"] if self.labelled and spec.vote_cols else [])
+        columns = (
+            ["id", "row", "text_raw", "labels"]
+            + [
+                role
+                for role, col in (("time", spec.time_col), ("user", spec.user_col), ("thread", spec.thread_col))
+                if col is not None
+            ]
+            + list(spec.meta_cols)
+            + (["votes"] if self.labelled and spec.vote_cols else [])
+        )
         allowed = set(spec.classes) if spec.classes else None
         return _validate_rows(chunk, self.file, partial(self._check_row, allowed=allowed), self._accept, columns)
 
-    def _check_row(self, raw: dict, row: int, problem, row_problems: list[RowProblem], *,
-                   allowed: set[str] | None) -> dict:
+    def _check_row(
+        self, raw: dict, row: int, problem, row_problems: list[RowProblem], *, allowed: set[str] | None
+    ) -> dict:
         spec = self.spec
         text = raw.get(spec.text_col)
         if (found := _text_problem(text)) is not None:
@@ -154,8 +163,12 @@ class RowValidator:
             else:
                 row_id = str(value).strip()
                 if row_id in self.seen_ids and not row_problems:
-                    problem(spec.id_col, value, "duplicate_id",
-                            f"id already used at row {self.seen_ids[row_id]}: " + FIXES["duplicate_id"])
+                    problem(
+                        spec.id_col,
+                        value,
+                        "duplicate_id",
+                        f"id already used at row {self.seen_ids[row_id]}: " + FIXES["duplicate_id"],
+                    )
 
         record = {"id": row_id, "row": row, "text_raw": text, "labels": labels}
         for role, col in (("time", spec.time_col), ("user", spec.user_col), ("thread", spec.thread_col)):
@@ -221,8 +234,12 @@ class RowValidator:
         if isinstance(value, (list, tuple, np.ndarray)):  # JSON arrays, Parquet list columns
             labels = tuple(sorted({str(v).strip() for v in list(value) if str(v).strip()}))
             if not spec.multilabel and len(labels) != 1:
-                problem(col, value, "missing_label" if not labels else "unknown_label",
-                        "a single-label task needs exactly one label per row; for several, pass --label-sep")
+                problem(
+                    col,
+                    value,
+                    "missing_label" if not labels else "unknown_label",
+                    "a single-label task needs exactly one label per row; for several, pass --label-sep",
+                )
                 return ()
         elif spec.label_sep is not None:
             labels = tuple(sorted({part.strip() for part in str(value).split(spec.label_sep) if part.strip()}))
@@ -248,8 +265,12 @@ def _reject_unsplit(raw: dict, row: int, problem, row_problems: list, problems: 
     if _is_missing(raw.get("_malformed")):
         return False
     kind, fix = raw.get("_problem"), raw.get("_fix")
-    problem("<line>", raw["_malformed"], "malformed_record" if _is_missing(kind) else kind,
-            None if _is_missing(fix) else fix)
+    problem(
+        "<line>",
+        raw["_malformed"],
+        "malformed_record" if _is_missing(kind) else kind,
+        None if _is_missing(fix) else fix,
+    )
     problems.extend(row_problems)
     rejected.append({"row": row, "raw": _jsonable(raw["_malformed"]), "problems": [p.to_dict() for p in row_problems]})
     return True
@@ -258,6 +279,7 @@ def _reject_unsplit(raw: dict, row: int, problem, row_problems: list, problems: 
 def _row_problem_collector(file: str, row: int, line: int | None, row_problems: list[RowProblem]):
     def problem(column: str, value, kind: str, fix: str | None = None) -> None:
         row_problems.append(RowProblem(file, row, column, _short(value), kind, fix or FIXES[kind], line))
+
     return problem
 
 
@@ -285,8 +307,13 @@ def _validate_rows(chunk: pd.DataFrame, file: str, check_row, accept, columns: l
 
 def _reject_row(raw: dict, row: int, row_problems: list[RowProblem], problems: list, rejected: list) -> None:
     problems.extend(row_problems)
-    rejected.append({"row": row, **{k: _jsonable(v) for k, v in raw.items() if k not in INTERNAL_COLUMNS},
-                     "problems": [p.to_dict() for p in row_problems]})
+    rejected.append(
+        {
+            "row": row,
+            **{k: _jsonable(v) for k, v in raw.items() if k not in INTERNAL_COLUMNS},
+            "problems": [p.to_dict() for p in row_problems],
+        }
+    )
 
 
 def _meta(raw: dict, cols: Sequence[str]) -> dict:
@@ -322,8 +349,16 @@ class RankingRowValidator:
         """`chunk` as for `RowValidator.validate`; accepted rows have the columns of `RankingDataset.frame` but
         for the cleaned texts."""
         spec = self.spec
-        columns = ["id", "row", "query", "candidate", *(["query_text_raw"] if spec.query_text_col else []),
-                   "text_raw", "relevance", *spec.meta_cols]
+        columns = [
+            "id",
+            "row",
+            "query",
+            "candidate",
+            *(["query_text_raw"] if spec.query_text_col else []),
+            "text_raw",
+            "relevance",
+            *spec.meta_cols,
+        ]
         return _validate_rows(chunk, self.file, self._check_row, self._accept, columns)
 
     def _check_row(self, raw: dict, row: int, problem, row_problems: list[RowProblem]) -> dict | None:
@@ -339,15 +374,22 @@ class RankingRowValidator:
         relevance = self._relevance(raw.get(spec.relevance_col), problem)
 
         if not row_problems and (first := self.seen_pairs.get((query, candidate))) is not None:
-            problem(spec.candidate_col, candidate, "duplicate_pair",
-                    f"query '{query}' already has candidate '{candidate}' at row {first}: "
-                    + FIXES["duplicate_pair"])
+            problem(
+                spec.candidate_col,
+                candidate,
+                "duplicate_pair",
+                f"query '{query}' already has candidate '{candidate}' at row {first}: " + FIXES["duplicate_pair"],
+            )
         if not row_problems and spec.query_text_col is not None and query in self.query_texts:
             first_text, first_row = self.query_texts[query]
             if query_text != first_text:
-                problem(spec.query_text_col, query_text, "query_text_mismatch",
-                        f"query '{query}' has another text at row {first_row} ({_short(first_text)!r}): "
-                        + FIXES["query_text_mismatch"])
+                problem(
+                    spec.query_text_col,
+                    query_text,
+                    "query_text_mismatch",
+                    f"query '{query}' has another text at row {first_row} ({_short(first_text)!r}): "
+                    + FIXES["query_text_mismatch"],
+                )
         if row_problems:
             return None
 
@@ -378,11 +420,21 @@ class RankingRowValidator:
             return math.nan
         task = self.task
         if task is not None and task.relevance == "binary" and grade not in (0.0, 1.0):
-            problem(col, value, "bad_relevance", "binary relevance is 0 or 1: fix the cell, or use a graded "
-                    "RankingTask (relevance='graded' with min_grade and max_grade)")
+            problem(
+                col,
+                value,
+                "bad_relevance",
+                "binary relevance is 0 or 1: fix the cell, or use a graded "
+                "RankingTask (relevance='graded' with min_grade and max_grade)",
+            )
         elif task is not None and not task.min_grade <= grade <= task.max_grade:
-            problem(col, value, "bad_relevance", f"the task's grades run from {task.min_grade:g} to "
-                    f"{task.max_grade:g}: fix the cell, or the task's min_grade / max_grade")
+            problem(
+                col,
+                value,
+                "bad_relevance",
+                f"the task's grades run from {task.min_grade:g} to "
+                f"{task.max_grade:g}: fix the cell, or the task's min_grade / max_grade",
+            )
         return grade
 
 
@@ -411,8 +463,12 @@ class GenerationRowValidator:
         if spec.id_col is not None:
             row_id = _required_id(raw, spec.id_col, "missing_id", problem)
             if row_id is not None and row_id in self.seen_ids and not row_problems:
-                problem(spec.id_col, raw.get(spec.id_col), "duplicate_id",
-                        f"id already used at row {self.seen_ids[row_id]}: " + FIXES["duplicate_id"])
+                problem(
+                    spec.id_col,
+                    raw.get(spec.id_col),
+                    "duplicate_id",
+                    f"id already used at row {self.seen_ids[row_id]}: " + FIXES["duplicate_id"],
+                )
         return {"id": row_id, "row": row, "text_raw": text, "reference_raw": reference, **_meta(raw, spec.meta_cols)}
 
     def _accept(self, record: dict) -> None:
@@ -442,8 +498,9 @@ def _unknown_label_fix(label: str, allowed: list[str]) -> str:
     return f"{hint}allowed classes are {allowed}; fix the label or add it to --classes"
 
 
-def suspicious_labels(counts: dict[str, int], max_share: float = 0.001,
-                      max_count: int = RARE_LABEL_MAX) -> dict[str, str]:
+def suspicious_labels(
+    counts: dict[str, int], max_share: float = 0.001, max_count: int = RARE_LABEL_MAX
+) -> dict[str, str]:
     """Rare labels that look like typos of frequent ones ('spma' beside 'spam'), when classes were inferred.
 
     Returns {rare_label: likely_intended_label}. Such rows are rejected with a pointer to --classes, because a
@@ -517,8 +574,15 @@ def label_variants(counts: Mapping[str, int], classes: Sequence[str] | None = No
     return variants
 
 
-def label_variants_error(file: str, column: str, variants: Mapping[str, str], counts: Mapping[str, int],
-                         first_rows: Mapping[str, int], *, classes_given: bool) -> DataError:
+def label_variants_error(
+    file: str,
+    column: str,
+    variants: Mapping[str, str],
+    counts: Mapping[str, int],
+    first_rows: Mapping[str, int],
+    *,
+    classes_given: bool,
+) -> DataError:
     """The refusal of a file whose labels are spelled several ways: every group with each spelling's count and
     first row, the canonical spelling first, and the two fixes."""
     groups: dict[str, list[str]] = {}
@@ -534,13 +598,17 @@ def label_variants_error(file: str, column: str, variants: Mapping[str, str], co
     if classes_given:
         lines = [f"{file}: column '{column}' spells classes of --classes in other ways (case, spaces, '_' or '-'):"]
     else:
-        lines = [f"{file}: column '{column}' spells the same label in several ways (case, spaces, '_' or '-'); "
-                 "each spelling would silently become a class of its own:"]
+        lines = [
+            f"{file}: column '{column}' spells the same label in several ways (case, spaces, '_' or '-'); "
+            "each spelling would silently become a class of its own:"
+        ]
     for canonical in sorted(groups):
         lines.append("  " + " = ".join(spelling(s) for s in [canonical, *groups[canonical]]))
     target = "its spelling in --classes" if classes_given else "its most frequent spelling"
-    lines.append(f"Fix: correct the spellings in the file, or pass --normalise-labels to map each variant to {target} "
-                 "(the first of each group above).")
+    lines.append(
+        f"Fix: correct the spellings in the file, or pass --normalise-labels to map each variant to {target} "
+        "(the first of each group above)."
+    )
     return DataError("\n".join(lines))
 
 

@@ -174,8 +174,9 @@ def bootstrap_cis(
 # ----------------------------------------------------------------------------- means over items
 
 
-def mean_cis(values: np.ndarray, *, n_boot: int = 1000, alpha: float = 0.05,
-             seed: int = 0) -> list[tuple[float, float] | None]:
+def mean_cis(
+    values: np.ndarray, *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> list[tuple[float, float] | None]:
     """Percentile CI of the mean of each column of `values` (n_items, n_metrics), resampling items (rows:
     queries, or examples) with replacement; NaN cells (undefined) are left out of each resample's mean.
     A column with no value gets None; one item gives the degenerate interval (v, v); `n_boot=0` skips the
@@ -187,7 +188,9 @@ def mean_cis(values: np.ndarray, *, n_boot: int = 1000, alpha: float = 0.05,
     if n_boot == 0:
         return [None] * values.shape[1]
     if n_boot < 1 or not 0.0 < alpha < 1.0:
-        raise ValueError(f"n_boot={n_boot}, alpha={alpha}: expected n_boot >= 1 and alpha in (0, 1), e.g. 1000 and 0.05")
+        raise ValueError(
+            f"n_boot={n_boot}, alpha={alpha}: expected n_boot >= 1 and alpha in (0, 1), e.g. 1000 and 0.05"
+        )
     n, n_metrics = values.shape
     if n == 0:
         return [None] * n_metrics

@@ -38,7 +38,9 @@ def compare(results: Sequence[EvalResult], baseline: str | None = None, n_boot: 
         raise ValueError(f"baseline '{baseline}' is not among the scorers {names}")
     for r in results:
         if len(r.y) != len(base.y) or not np.array_equal(r.y, base.y):
-            raise ValueError(f"'{r.name}' and '{base.name}' were not evaluated on the same messages: compare on one split")
+            raise ValueError(
+                f"'{r.name}' and '{base.name}' were not evaluated on the same messages: compare on one split"
+            )
 
     out = {"baseline": base.name, "scorers": {r.name: r.to_dict() for r in results}, "ratios": {}, "differences": {}}
     both_classes = 0 < base.y.sum() < len(base.y)

@@ -65,7 +65,7 @@ def token_f1(output: str, reference: str) -> float:
 
 
 def _char_ngrams(text: str, n: int) -> Counter:
-    return Counter(text[i:i + n] for i in range(len(text) - n + 1))
+    return Counter(text[i : i + n] for i in range(len(text) - n + 1))
 
 
 def chrf(output: str, reference: str, *, order: int = CHRF_ORDER, beta: float = CHRF_BETA) -> float:
@@ -154,22 +154,32 @@ def evaluate_generation(
     """Score each output against its reference with every metric in `metrics`; mean and percentile CI over
     resampled examples (`n_boot=0` skips the intervals)."""
     if isinstance(outputs, str) or isinstance(references, str):
-        raise TypeError("outputs and references are sequences of texts, one per example, not one string: wrap a "
-                        "single text in a list")
+        raise TypeError(
+            "outputs and references are sequences of texts, one per example, not one string: wrap a "
+            "single text in a list"
+        )
     if len(outputs) != len(references):
-        raise ValueError(f"{len(outputs)} outputs for {len(references)} references: pass one output per example, "
-                         "in the dataset's order")
+        raise ValueError(
+            f"{len(outputs)} outputs for {len(references)} references: pass one output per example, "
+            "in the dataset's order"
+        )
     if unknown := [m for m in metrics if m not in METRICS]:
         raise ValueError(f"unknown metric(s) {unknown}: choose from {list(METRICS)}")
     if bad := [i for i, o in enumerate(outputs) if not isinstance(o, str)]:
-        raise TypeError(f"output {bad[0]} is a {type(outputs[bad[0]]).__name__}, not a text ({len(bad)} such): "
-                        "pass '' for an example the system gave no answer to")
+        raise TypeError(
+            f"output {bad[0]} is a {type(outputs[bad[0]]).__name__}, not a text ({len(bad)} such): "
+            "pass '' for an example the system gave no answer to"
+        )
     table = pd.DataFrame({"id": list(ids) if ids is not None else [str(i + 1) for i in range(len(outputs))]})
     for m in metrics:
         table[m] = [METRICS[m](o, r) for o, r in zip(outputs, references)]
     values = table[list(metrics)].to_numpy(dtype=float)  # (n, n_metrics)
     cis = mean_cis(values, n_boot=n_boot, alpha=alpha, seed=seed)
-    return GenerationResult(name=name, metrics=tuple(metrics), per_example=table,
-                            summary={m: float(values[:, j].mean()) if len(values) else float("nan")
-                                     for j, m in enumerate(metrics)},
-                            ci=dict(zip(metrics, cis)), seconds=seconds)
+    return GenerationResult(
+        name=name,
+        metrics=tuple(metrics),
+        per_example=table,
+        summary={m: float(values[:, j].mean()) if len(values) else float("nan") for j, m in enumerate(metrics)},
+        ci=dict(zip(metrics, cis)),
+        seconds=seconds,
+    )

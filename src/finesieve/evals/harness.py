@@ -123,10 +123,24 @@ def evaluate(
     else:
         proba = np.asarray(scorer.predict_proba(dataset.texts), dtype=float)
     seconds = time.perf_counter() - start
-    return evaluate_scored(proba, [str(c) for c in scorer.classes_], scorer.multilabel_, dataset, positive=positive,
-                           threshold=threshold, threshold_source=threshold_source, target_precision=target_precision,
-                           target_recall=target_recall, cost=cost, slice_cols=slice_cols, n_boot=n_boot, seed=seed,
-                           name=name or type(scorer).__name__, seconds=seconds, flagged=flagged)
+    return evaluate_scored(
+        proba,
+        [str(c) for c in scorer.classes_],
+        scorer.multilabel_,
+        dataset,
+        positive=positive,
+        threshold=threshold,
+        threshold_source=threshold_source,
+        target_precision=target_precision,
+        target_recall=target_recall,
+        cost=cost,
+        slice_cols=slice_cols,
+        n_boot=n_boot,
+        seed=seed,
+        name=name or type(scorer).__name__,
+        seconds=seconds,
+        flagged=flagged,
+    )
 
 
 def evaluate_scored(
@@ -161,14 +175,20 @@ def evaluate_scored(
 
     summary = M.binary_summary(y, scores, threshold)
     if flagged is not None:
-        summary.update({k: v for k, v in M.binary_summary(y, decided, at).items()
-                        if k not in ("roc_auc", "pr_auc", "threshold")})
+        summary.update(
+            {k: v for k, v in M.binary_summary(y, decided, at).items() if k not in ("roc_auc", "pr_auc", "threshold")}
+        )
     ci = {}
     if n_boot and 0 < y.sum() < len(y):
         ci = bootstrap_cis(y, scores, threshold, n_boot=n_boot, seed=seed)
         if flagged is not None:  # same seed, so the same resamples
-            ci.update({k: v for k, v in bootstrap_cis(y, decided, at, n_boot=n_boot, seed=seed).items()
-                       if k not in ("roc_auc", "pr_auc")})
+            ci.update(
+                {
+                    k: v
+                    for k, v in bootstrap_cis(y, decided, at, n_boot=n_boot, seed=seed).items()
+                    if k not in ("roc_auc", "pr_auc")
+                }
+            )
     targets = _targets(y, scores, target_precision, target_recall)
     cost_info = _cost(y, scores, threshold, cost, pred=decided >= at)
     per_class = _per_class(dataset, proba, classes)
@@ -219,37 +239,74 @@ def evaluate_task(
     """
     expected = {"classification": Dataset, "ranking": RankingDataset, "generation": GenerationDataset}[task.kind]
     if not isinstance(dataset, expected):
-        raise ConfigError(f"a {task.kind} task is measured on a {expected.__name__}, got a {type(dataset).__name__}: "
-                          f"load the data with the {task.kind} column spec, or pass the task that fits the data")
+        raise ConfigError(
+            f"a {task.kind} task is measured on a {expected.__name__}, got a {type(dataset).__name__}: "
+            f"load the data with the {task.kind} column spec, or pass the task that fits the data"
+        )
     if isinstance(task, ClassificationTask):
         proba = np.asarray(outputs, dtype=float)
         if proba.shape != (len(dataset), len(task.classes)):
-            raise ValueError(f"outputs have shape {proba.shape}, expected ({len(dataset)}, {len(task.classes)}): one "
-                             f"row per message, one column per class in task.classes order {list(task.classes)}")
-        return evaluate_scored(proba, list(task.classes), task.multilabel, dataset, positive=task.positive,
-                               threshold=task.threshold, threshold_source=task.threshold_source or "given",
-                               n_boot=n_boot, seed=seed, name=name, seconds=seconds)
+            raise ValueError(
+                f"outputs have shape {proba.shape}, expected ({len(dataset)}, {len(task.classes)}): one "
+                f"row per message, one column per class in task.classes order {list(task.classes)}"
+            )
+        return evaluate_scored(
+            proba,
+            list(task.classes),
+            task.multilabel,
+            dataset,
+            positive=task.positive,
+            threshold=task.threshold,
+            threshold_source=task.threshold_source or "given",
+            n_boot=n_boot,
+            seed=seed,
+            name=name,
+            seconds=seconds,
+        )
     if isinstance(task, RankingTask):
         return _evaluate_ranking_task(task, dataset, outputs, n_boot=n_boot, seed=seed, name=name, seconds=seconds)
-    return evaluate_generation(dataset.references, list(outputs), metrics=task.metrics, ids=dataset.ids,
-                               n_boot=n_boot, seed=seed, name=name, seconds=seconds)
+    return evaluate_generation(
+        dataset.references,
+        list(outputs),
+        metrics=task.metrics,
+        ids=dataset.ids,
+        n_boot=n_boot,
+        seed=seed,
+        name=name,
+        seconds=seconds,
+    )
 
 
-def _evaluate_ranking_task(task: RankingTask, dataset: RankingDataset, outputs, *, n_boot: int, seed: int,
-                           name: str, seconds: float) -> RankingResult:
+def _evaluate_ranking_task(
+    task: RankingTask, dataset: RankingDataset, outputs, *, n_boot: int, seed: int, name: str, seconds: float
+) -> RankingResult:
     scores = np.asarray(outputs, dtype=float)
     if scores.shape != (len(dataset),):
-        raise ValueError(f"outputs have shape {scores.shape}, expected ({len(dataset)},): one score per "
-                         "(query, candidate) pair, in the dataset's row order")
+        raise ValueError(
+            f"outputs have shape {scores.shape}, expected ({len(dataset)},): one score per "
+            "(query, candidate) pair, in the dataset's row order"
+        )
     grades = dataset.relevance
     outside = (grades < task.min_grade) | (grades > task.max_grade)
     if outside.any():
-        raise ValueError(f"{int(outside.sum())} pair(s) have grades outside the task's {task.min_grade:g} to "
-                         f"{task.max_grade:g} (e.g. {grades[outside][0]:g} at row {int(dataset.frame['row'][outside].iloc[0])})"
-                         ": load the data with this task (load_ranking_dataset(..., task=task)) or fix the task")
-    return evaluate_ranking(grades, scores, dataset.queries, k_values=task.k_values, min_grade=task.min_grade,
-                            relevant_grade=task.relevant_grade, no_relevant=task.no_relevant, n_boot=n_boot,
-                            seed=seed, name=name, seconds=seconds)
+        raise ValueError(
+            f"{int(outside.sum())} pair(s) have grades outside the task's {task.min_grade:g} to "
+            f"{task.max_grade:g} (e.g. {grades[outside][0]:g} at row {int(dataset.frame['row'][outside].iloc[0])})"
+            ": load the data with this task (load_ranking_dataset(..., task=task)) or fix the task"
+        )
+    return evaluate_ranking(
+        grades,
+        scores,
+        dataset.queries,
+        k_values=task.k_values,
+        min_grade=task.min_grade,
+        relevant_grade=task.relevant_grade,
+        no_relevant=task.no_relevant,
+        n_boot=n_boot,
+        seed=seed,
+        name=name,
+        seconds=seconds,
+    )
 
 
 def _targets(y, scores, target_precision, target_recall) -> dict:
@@ -316,8 +373,14 @@ def _slices(dataset: Dataset, y, scores, threshold, slice_cols: Sequence[str], p
             mask = values == value
             ys, ss, ps = y[mask], scores[mask], pred[mask]
             p, r, f = M.precision_recall_f1(ys, ps.astype(float), 0.5)
-            entry = {"n": int(mask.sum()), "n_positive": int(ys.sum()), "precision": p, "recall": r, "f1": f,
-                     "flag_rate": float(ps.mean())}
+            entry = {
+                "n": int(mask.sum()),
+                "n_positive": int(ys.sum()),
+                "precision": p,
+                "recall": r,
+                "f1": f,
+                "flag_rate": float(ps.mean()),
+            }
             if 0 < ys.sum() < len(ys):
                 entry["roc_auc"] = M.roc_auc(ys, ss)
             table[str(value)] = entry

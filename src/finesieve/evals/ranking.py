@@ -57,11 +57,15 @@ def _check_list(values, scores, name: str) -> tuple[np.ndarray, np.ndarray]:
     v = np.asarray(values, dtype=float)
     s = np.asarray(scores, dtype=float)
     if v.ndim != 1 or s.ndim != 1 or len(v) != len(s):
-        raise ValueError(f"{name} and scores must be 1-D and of one length, got shapes {v.shape} and {s.shape}. "
-                         "Fix: pass one value and one score per candidate of the query")
+        raise ValueError(
+            f"{name} and scores must be 1-D and of one length, got shapes {v.shape} and {s.shape}. "
+            "Fix: pass one value and one score per candidate of the query"
+        )
     if np.isnan(s).any() or np.isnan(v).any():
-        raise ValueError(f"{name} or scores hold NaN (first at index "
-                         f"{int(np.flatnonzero(np.isnan(s) | np.isnan(v))[0])}). Fix: score every candidate")
+        raise ValueError(
+            f"{name} or scores hold NaN (first at index "
+            f"{int(np.flatnonzero(np.isnan(s) | np.isnan(v))[0])}). Fix: score every candidate"
+        )
     return v, s
 
 
@@ -79,7 +83,7 @@ def _expected_by_position(values: np.ndarray, scores: np.ndarray) -> np.ndarray:
     out = np.empty(len(values))
     start = 0
     for group in _tie_groups(scores):
-        out[start:start + len(group)] = values[group].mean()
+        out[start : start + len(group)] = values[group].mean()
         start += len(group)
     return out
 
@@ -108,8 +112,10 @@ def ndcg_at_k(relevance, scores, k: int | None = None) -> float:
 def _binary(relevant, scores) -> tuple[np.ndarray, np.ndarray]:
     y, s = _check_list(relevant, scores, "relevant")
     if not np.isin(y, (0.0, 1.0)).all():
-        raise ValueError(f"relevant must be 0/1 or bool, got {np.unique(y[~np.isin(y, (0.0, 1.0))])[:3].tolist()}. "
-                         "Fix: pass grade >= relevant_grade")
+        raise ValueError(
+            f"relevant must be 0/1 or bool, got {np.unique(y[~np.isin(y, (0.0, 1.0))])[:3].tolist()}. "
+            "Fix: pass grade >= relevant_grade"
+        )
     return y, s
 
 
@@ -168,8 +174,13 @@ def average_precision(relevant, scores) -> float:
 
 def metric_names(k_values: Sequence[int]) -> list[str]:
     """Column names of `per_query_metrics`, in `RankingTask.metrics` order."""
-    return [*(f"ndcg@{k}" for k in k_values), "map", "mrr", *(f"precision@{k}" for k in k_values),
-            *(f"recall@{k}" for k in k_values)]
+    return [
+        *(f"ndcg@{k}" for k in k_values),
+        "map",
+        "mrr",
+        *(f"precision@{k}" for k in k_values),
+        *(f"recall@{k}" for k in k_values),
+    ]
 
 
 def per_query_metrics(
@@ -191,8 +202,10 @@ def per_query_metrics(
     if no_relevant not in ("skip", "zero"):
         raise ValueError(f"no_relevant={no_relevant!r}: use 'skip' (leave such queries out) or 'zero'")
     if (grades < min_grade).any():
-        raise ValueError(f"grades below min_grade={min_grade:g}: {np.unique(grades[grades < min_grade])[:3].tolist()}. "
-                         "Fix: pass the task's min_grade")
+        raise ValueError(
+            f"grades below min_grade={min_grade:g}: {np.unique(grades[grades < min_grade])[:3].tolist()}. "
+            "Fix: pass the task's min_grade"
+        )
     rows = []
     for query, index in pd.Series(np.arange(len(queries))).groupby(queries, sort=False):
         idx = index.to_numpy()
@@ -266,16 +279,32 @@ def evaluate_ranking(
 ) -> RankingResult:
     """Per-query metrics, their means over queries and percentile CIs over resampled queries (module docstring).
     `n_boot=0` skips the intervals."""
-    table = per_query_metrics(grades, scores, queries, k_values=k_values, min_grade=min_grade,
-                              relevant_grade=relevant_grade, no_relevant=no_relevant)
+    table = per_query_metrics(
+        grades,
+        scores,
+        queries,
+        k_values=k_values,
+        min_grade=min_grade,
+        relevant_grade=relevant_grade,
+        no_relevant=no_relevant,
+    )
     names = metric_names(k_values)
     values = table[names].to_numpy(dtype=float)  # (n_queries, n_metrics)
     defined = np.isfinite(values)
-    summary = {m: (float(values[defined[:, j], j].mean()) if defined[:, j].any() else None)
-               for j, m in enumerate(names)}
+    summary = {
+        m: (float(values[defined[:, j], j].mean()) if defined[:, j].any() else None) for j, m in enumerate(names)
+    }
     cis = mean_cis(values, n_boot=n_boot, alpha=alpha, seed=seed)
-    return RankingResult(name=name, k_values=tuple(k_values), min_grade=float(min_grade),
-                         relevant_grade=float(relevant_grade), no_relevant=no_relevant, per_query=table,
-                         summary=summary, n_queries={m: int(defined[:, j].sum()) for j, m in enumerate(names)},
-                         ci=dict(zip(names, cis)), n_pairs=len(np.asarray(grades)), seconds=seconds)
-
+    return RankingResult(
+        name=name,
+        k_values=tuple(k_values),
+        min_grade=float(min_grade),
+        relevant_grade=float(relevant_grade),
+        no_relevant=no_relevant,
+        per_query=table,
+        summary=summary,
+        n_queries={m: int(defined[:, j].sum()) for j, m in enumerate(names)},
+        ci=dict(zip(names, cis)),
+        n_pairs=len(np.asarray(grades)),
+        seconds=seconds,
+    )

@@ -66,10 +66,31 @@ def _with_ci(d: dict, key: str) -> str:
 def _metrics_table(comparison: dict) -> str:
     rows = []
     for name, d in comparison["scorers"].items():
-        rows.append([name, *(_with_ci(d, key) for key in ("roc_auc", "pr_auc", "precision", "recall", "f1")),
-                     d["flag_rate"], d["threshold"], d["threshold_source"], d["messages_per_second"]])
-    return R.table(["scorer", "ROC AUC", "PR AUC", "precision", "recall", "F1", "flag rate", "threshold",
-                    "threshold from", "msgs/s"], rows)
+        rows.append(
+            [
+                name,
+                *(_with_ci(d, key) for key in ("roc_auc", "pr_auc", "precision", "recall", "f1")),
+                d["flag_rate"],
+                d["threshold"],
+                d["threshold_source"],
+                d["messages_per_second"],
+            ]
+        )
+    return R.table(
+        [
+            "scorer",
+            "ROC AUC",
+            "PR AUC",
+            "precision",
+            "recall",
+            "F1",
+            "flag rate",
+            "threshold",
+            "threshold from",
+            "msgs/s",
+        ],
+        rows,
+    )
 
 
 def _ratios(comparison: dict) -> str:
@@ -78,43 +99,64 @@ def _ratios(comparison: dict) -> str:
         diffs = comparison["differences"].get(name, {})
         auc = diffs.get("roc_auc")
         pr = diffs.get("pr_auc")
-        rows.append([
-            name, ratios["precision"], ratios["recall"], ratios["f1"],
-            f"{auc['diff']:+.3f} [{auc['ci'][0]:+.3f}, {auc['ci'][1]:+.3f}] p={auc['p_value']:.3f}" if auc else "-",
-            f"{pr['diff']:+.3f} [{pr['ci'][0]:+.3f}, {pr['ci'][1]:+.3f}] p={pr['p_value']:.3f}" if pr else "-",
-        ])
+        rows.append(
+            [
+                name,
+                ratios["precision"],
+                ratios["recall"],
+                ratios["f1"],
+                f"{auc['diff']:+.3f} [{auc['ci'][0]:+.3f}, {auc['ci'][1]:+.3f}] p={auc['p_value']:.3f}" if auc else "-",
+                f"{pr['diff']:+.3f} [{pr['ci'][0]:+.3f}, {pr['ci'][1]:+.3f}] p={pr['p_value']:.3f}" if pr else "-",
+            ]
+        )
     sentences = "".join(R.paragraph(ratio_sentence(comparison, n)) for n in comparison["ratios"])
-    return R.table(["scorer", "precision x", "recall x", "F1 x", "ROC AUC diff [95% CI]", "PR AUC diff [95% CI]"],
-                   rows) + sentences
+    return (
+        R.table(["scorer", "precision x", "recall x", "F1 x", "ROC AUC diff [95% CI]", "PR AUC diff [95% CI]"], rows)
+        + sentences
+    )
 
 
 def _targets_and_cost(comparison: dict) -> str:
     rows = []
     for name, d in comparison["scorers"].items():
         tp, tr, cost = d["targets"]["at_precision"], d["targets"]["at_recall"], d["cost"]
-        rows.append([
-            name,
-            f"recall {tp['recall']:.3f} at t={tp['threshold']:.3f}" if tp["reachable"] else "not reachable",
-            f"precision {tr['precision']:.3f} at t={tr['threshold']:.3f}" if tr["reachable"] else "not reachable",
-            cost["expected_cost_per_message"], cost.get("expected_cost_at_optimal"),
-        ])
+        rows.append(
+            [
+                name,
+                f"recall {tp['recall']:.3f} at t={tp['threshold']:.3f}" if tp["reachable"] else "not reachable",
+                f"precision {tr['precision']:.3f} at t={tr['threshold']:.3f}" if tr["reachable"] else "not reachable",
+                cost["expected_cost_per_message"],
+                cost.get("expected_cost_at_optimal"),
+            ]
+        )
     first = next(iter(comparison["scorers"].values()))
-    head = ["scorer", f"at precision {first['targets']['at_precision']['target']}",
-            f"at recall {first['targets']['at_recall']['target']}", "cost / message at threshold",
-            "cost / message at best threshold"]
+    head = [
+        "scorer",
+        f"at precision {first['targets']['at_precision']['target']}",
+        f"at recall {first['targets']['at_recall']['target']}",
+        "cost / message at threshold",
+        "cost / message at best threshold",
+    ]
     note = R.paragraph(
         f"Costs: a miss costs {first['cost']['miss_cost']}, a false alarm {first['cost']['false_alarm_cost']}. "
         "Thresholds found here are chosen on the evaluation data itself and are therefore optimistic; "
-        "operating thresholds should come from the validation split.", "note")
+        "operating thresholds should come from the validation split.",
+        "note",
+    )
     return R.table(head, rows) + note
 
 
 def _per_class(results: Sequence[EvalResult]) -> str:
     parts = []
     for r in results:
-        rows = [[c, e["n_positive"], e.get("roc_auc"), e.get("pr_auc"), e.get("precision_at_0_5"), e.get("recall_at_0_5")]
-                for c, e in r.per_class.items()]
-        parts.append(f"<h3>{R.esc(r.name)}</h3>" + R.table(["class", "n", "ROC AUC", "PR AUC", "precision@0.5", "recall@0.5"], rows))
+        rows = [
+            [c, e["n_positive"], e.get("roc_auc"), e.get("pr_auc"), e.get("precision_at_0_5"), e.get("recall_at_0_5")]
+            for c, e in r.per_class.items()
+        ]
+        parts.append(
+            f"<h3>{R.esc(r.name)}</h3>"
+            + R.table(["class", "n", "ROC AUC", "PR AUC", "precision@0.5", "recall@0.5"], rows)
+        )
         if r.confusion:
             labels = r.confusion["labels"]
             cm = [[labels[i], *row] for i, row in enumerate(r.confusion["matrix"])]
@@ -126,23 +168,41 @@ def _slices(results: Sequence[EvalResult]) -> str:
     parts = []
     for r in results:
         for col, table in r.slices.items():
-            rows = [[v, e["n"], e["n_positive"], e.get("roc_auc"), e["precision"], e["recall"], e["flag_rate"]]
-                    for v, e in table.items()]
-            parts.append(f"<h3>{R.esc(r.name)}: by {R.esc(col)}</h3>"
-                         + R.table([col, "n", "violations", "ROC AUC", "precision", "recall", "flag rate"], rows))
+            rows = [
+                [v, e["n"], e["n_positive"], e.get("roc_auc"), e["precision"], e["recall"], e["flag_rate"]]
+                for v, e in table.items()
+            ]
+            parts.append(
+                f"<h3>{R.esc(r.name)}: by {R.esc(col)}</h3>"
+                + R.table([col, "n", "violations", "ROC AUC", "precision", "recall", "flag rate"], rows)
+            )
     return "".join(parts)
 
 
-def write_eval_report(path: str | Path, results: Sequence[EvalResult], comparison: dict, title: str,
-                      subtitle: str = "", lead_sections: Sequence[str] = (), extra: dict | None = None,
-                      notes: Sequence[str] = ()) -> Path:
+def write_eval_report(
+    path: str | Path,
+    results: Sequence[EvalResult],
+    comparison: dict,
+    title: str,
+    subtitle: str = "",
+    lead_sections: Sequence[str] = (),
+    extra: dict | None = None,
+    notes: Sequence[str] = (),
+) -> Path:
     """`lead_sections` (HTML from `report.section`) open the page; `extra` is added to the JSON twin. `notes`
     (e.g. rows the run was trained on) head the page, where nobody reads past them."""
     warnings = [R.section("Read this first", *(R.paragraph(n) for n in notes))] if notes else []
-    sections = [*warnings, *lead_sections,
-        R.section("Metrics", _metrics_table(comparison),
-                  R.paragraph("Brackets: 95% stratified bootstrap intervals. Positive class(es): "
-                              + ", ".join(results[0].positive), "note")),
+    sections = [
+        *warnings,
+        *lead_sections,
+        R.section(
+            "Metrics",
+            _metrics_table(comparison),
+            R.paragraph(
+                "Brackets: 95% stratified bootstrap intervals. Positive class(es): " + ", ".join(results[0].positive),
+                "note",
+            ),
+        ),
         R.section("ROC and precision-recall curves", _curves(results)),
         R.section("Score histograms", _histograms(results)),
     ]
@@ -154,7 +214,8 @@ def write_eval_report(path: str | Path, results: Sequence[EvalResult], compariso
         R.section("Per slice", _slices(results)),
     ]
     out = R.write_page(path, title, sections, subtitle)
-    write_text(Path(out).with_suffix(".json"),
-               json.dumps(json_safe({**comparison, **(extra or {}), "notes": list(notes)}), indent=2))
+    write_text(
+        Path(out).with_suffix(".json"),
+        json.dumps(json_safe({**comparison, **(extra or {}), "notes": list(notes)}), indent=2),
+    )
     return out
-

@@ -48,15 +48,24 @@ class SplitOverlap:
 
     def note(self) -> str:
         ex = self.example or {}
-        return (f"{self.run}: {self.n_train:,} of the {self.n_evaluated:,} evaluated rows are in the run's training "
-                f"split and {self.n_val:,} in its validation split ({self.share:.1%} of the evaluated rows, compared by "
-                f"{' and '.join(self.compared_by)}; e.g. row {ex.get('row')}, id {ex.get('id')!r}, in {ex.get('split')}: "
-                f"{ex.get('text')!r}): figures on these rows are optimistic; evaluate on held-out data")
+        return (
+            f"{self.run}: {self.n_train:,} of the {self.n_evaluated:,} evaluated rows are in the run's training "
+            f"split and {self.n_val:,} in its validation split ({self.share:.1%} of the evaluated rows, compared by "
+            f"{' and '.join(self.compared_by)}; e.g. row {ex.get('row')}, id {ex.get('id')!r}, in {ex.get('split')}: "
+            f"{ex.get('text')!r}): figures on these rows are optimistic; evaluate on held-out data"
+        )
 
     def to_dict(self) -> dict:
-        return {"run": self.run, "n_evaluated": self.n_evaluated, "n_train": self.n_train, "n_val": self.n_val,
-                "n_seen": self.n_seen, "share": round(self.share, 4), "compared_by": self.compared_by,
-                "example": self.example}
+        return {
+            "run": self.run,
+            "n_evaluated": self.n_evaluated,
+            "n_train": self.n_train,
+            "n_val": self.n_val,
+            "n_seen": self.n_seen,
+            "share": round(self.share, 4),
+            "compared_by": self.compared_by,
+            "example": self.example,
+        }
 
 
 @dataclass
@@ -113,8 +122,13 @@ def run_side_by_side(
     else:
         eval_set, evaluated_on = _own_test_split(loaded, data, notes) or (eval_set, evaluated_on)
     eval_hashes = [text_hash(t) for t in eval_set.texts]
-    overlaps = [o for ref, _, run in loaded if run is not None
-                for o in [split_overlap(ref, run, data, eval_set, eval_hashes)] if o is not None]
+    overlaps = [
+        o
+        for ref, _, run in loaded
+        if run is not None
+        for o in [split_overlap(ref, run, data, eval_set, eval_hashes)]
+        if o is not None
+    ]
     notes.extend(o.note() for o in overlaps if o.n_seen)
 
     results, taken = [], set()
@@ -128,9 +142,22 @@ def run_side_by_side(
                 t, source = 0.5, "default 0.5"
         if threshold is not None:
             t, source = threshold, "given on the command line"
-        results.append(evaluate(scorer, eval_set, positive=positive, threshold=t, threshold_source=source,
-                                target_precision=target_precision, target_recall=target_recall, cost=cost,
-                                slice_cols=slice_cols, n_boot=n_boot, seed=seed, name=_name(ref, taken)))
+        results.append(
+            evaluate(
+                scorer,
+                eval_set,
+                positive=positive,
+                threshold=t,
+                threshold_source=source,
+                target_precision=target_precision,
+                target_recall=target_recall,
+                cost=cost,
+                slice_cols=slice_cols,
+                n_boot=n_boot,
+                seed=seed,
+                name=_name(ref, taken),
+            )
+        )
     comparison = compare(results, baseline=baseline, n_boot=n_boot if len(results) > 1 else 0, seed=seed)
     comparison["evaluated_on"] = evaluated_on
     comparison["notes"] = notes
@@ -138,8 +165,9 @@ def run_side_by_side(
     return SideBySide(results, comparison, evaluated_on, notes, overlaps)
 
 
-def split_overlap(ref: str, run: Run, data: Dataset, eval_set: Dataset,
-                  eval_hashes: Sequence[str] | None = None) -> SplitOverlap | None:
+def split_overlap(
+    ref: str, run: Run, data: Dataset, eval_set: Dataset, eval_hashes: Sequence[str] | None = None
+) -> SplitOverlap | None:
     """Which rows of `eval_set` (drawn from `data`) are in the run's saved train or val split; None when the run
     has no splits.json or nothing can be matched.
 
@@ -173,11 +201,21 @@ def split_overlap(ref: str, run: Run, data: Dataset, eval_set: Dataset,
     if seen.any():
         i = int(np.flatnonzero(seen)[0])
         text = str(eval_set.frame["text"].iloc[i])
-        example = {"row": int(eval_set.frame["row"].iloc[i]), "id": ids[i], "split": "train" if in_train[i] else "val",
-                   "text": text if len(text) <= 80 else text[:77] + "..."}
-    return SplitOverlap(run=str(ref), n_evaluated=len(ids), n_train=int(in_train.sum()), n_val=int(in_val.sum()),
-                        n_seen=int(seen.sum()), compared_by=[k for k, on in (("id", by_id), ("text", by_text)) if on],
-                        example=example)
+        example = {
+            "row": int(eval_set.frame["row"].iloc[i]),
+            "id": ids[i],
+            "split": "train" if in_train[i] else "val",
+            "text": text if len(text) <= 80 else text[:77] + "...",
+        }
+    return SplitOverlap(
+        run=str(ref),
+        n_evaluated=len(ids),
+        n_train=int(in_train.sum()),
+        n_val=int(in_val.sum()),
+        n_seen=int(seen.sum()),
+        compared_by=[k for k, on in (("id", by_id), ("text", by_text)) if on],
+        example=example,
+    )
 
 
 def _own_test_split(loaded, data: Dataset, notes: list[str]) -> tuple[Dataset, str] | None:
@@ -188,12 +226,16 @@ def _own_test_split(loaded, data: Dataset, notes: list[str]) -> tuple[Dataset, s
         return None
     split_files = [run.splits_path for run in runs]
     if not all(p is not None for p in split_files):
-        raise ValueError("the data is the runs' own training data but a run has no splits.json: "
-                         "evaluate on a file the runs never saw")
+        raise ValueError(
+            "the data is the runs' own training data but a run has no splits.json: "
+            "evaluate on a file the runs never saw"
+        )
     assignments = [load_splits(p, data).assignment for p in split_files]
     if any(not np.array_equal(a, assignments[0]) for a in assignments[1:]):
-        raise ValueError("the runs were trained on this data with different splits, so no test set is unseen by all: "
-                         "evaluate them one at a time, or on a file none of them saw")
+        raise ValueError(
+            "the runs were trained on this data with different splits, so no test set is unseen by all: "
+            "evaluate them one at a time, or on a file none of them saw"
+        )
     test = data.subset(assignments[0] == "test")
     notes.append("the data is the runs' own training data: evaluated on their saved test split only")
     return test, f"the runs' saved test split of {data.source} (n={len(test):,})"

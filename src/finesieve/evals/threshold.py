@@ -19,8 +19,9 @@ from finesieve.evals.harness import score_positive
 from finesieve.models.base import positive_scores
 
 
-def choose_threshold(scorer, val: Dataset, positive: Sequence[str],
-                     proba: np.ndarray | None = None) -> tuple[float, str]:
+def choose_threshold(
+    scorer, val: Dataset, positive: Sequence[str], proba: np.ndarray | None = None
+) -> tuple[float, str]:
     """The validation threshold with the best F1 for the positive classes (0.5 when val has no positives).
     `proba` is the scorer's `predict_proba` on `val` when the caller already has it."""
     y = val.violation(positive)

@@ -49,8 +49,10 @@ class SavedRun:
         directory = Path(directory)
         path = directory / "scorer.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{directory} holds no scorer.json: point at the model/ folder of a fine-tuned "
-                                    "run (a directory written by FineTunedScorer.save)")
+            raise FileNotFoundError(
+                f"{directory} holds no scorer.json: point at the model/ folder of a fine-tuned "
+                "run (a directory written by FineTunedScorer.save)"
+            )
         meta = json.loads(path.read_text())
         config = meta.get("config") or {}
         return cls(directory, config.get("method", "lora"), config.get("model", ""), meta["architecture"])
@@ -102,8 +104,11 @@ class AdapterBody(nn.Module):
         return self.adapters(self.name, **inputs)
 
 
-def load_shared(directories: Sequence[str | Path], base_hashes: Sequence[str | None] | None = None,
-                names: Sequence[str] | None = None) -> list[FineTunedScorer]:
+def load_shared(
+    directories: Sequence[str | Path],
+    base_hashes: Sequence[str | None] | None = None,
+    names: Sequence[str] | None = None,
+) -> list[FineTunedScorer]:
     """One `FineTunedScorer` per LoRA/QLoRA run directory (a run's `model/` folder), all on one base in memory.
 
     `base_hashes` (optional, one per directory, None where unknown) are the base weights' content hashes recorded
@@ -127,8 +132,10 @@ def load_shared(directories: Sequence[str | Path], base_hashes: Sequence[str | N
     model.eval()
     adapters = AdapterSet(model, names)
     hidden_size = base.config.hidden_size
-    return [FineTunedScorer.load_with_body(run.directory, AdapterBody(adapters, name), hidden_size)
-            for run, name in zip(runs, names)]
+    return [
+        FineTunedScorer.load_with_body(run.directory, AdapterBody(adapters, name), hidden_size)
+        for run, name in zip(runs, names)
+    ]
 
 
 def load_sharing_bases(directories: Mapping[str, str | Path]) -> dict[str, FineTunedScorer]:
@@ -152,28 +159,39 @@ def _check_names(names: list[str], runs: list[SavedRun]) -> None:
     if len(names) != len(runs):
         raise ValueError(f"{len(names)} adapter names for {len(runs)} run directories: give one name per directory")
     if len(set(names)) != len(names) or any(not n or "." in n for n in names):
-        raise ValueError(f"adapter names {names} must be distinct, non-empty and free of '.' (PEFT uses them as "
-                         "module names)")
+        raise ValueError(
+            f"adapter names {names} must be distinct, non-empty and free of '.' (PEFT uses them as module names)"
+        )
 
 
 def _check_shareable(runs: list[SavedRun], base_hashes: Sequence[str | None] | None) -> None:
     """Every run an adapter, on one base (name and architecture), with one recorded base hash; all problems at once."""
-    problems = [f"{r.directory} is a {r.method} fine-tune, not an adapter: it carries its own body; load it with "
-                "FineTunedScorer.load" for r in runs if not r.is_adapter]
+    problems = [
+        f"{r.directory} is a {r.method} fine-tune, not an adapter: it carries its own body; load it with "
+        "FineTunedScorer.load"
+        for r in runs
+        if not r.is_adapter
+    ]
     adapters = [r for r in runs if r.is_adapter]
     if len({r.base_key for r in adapters}) > 1:
         listed = "; ".join(f"{r.directory}: {r.base} ({r.architecture})" for r in adapters)
-        problems.append(f"the runs were trained on different base models ({listed}): only adapters of one base "
-                        "can share it; load the others with FineTunedScorer.load")
+        problems.append(
+            f"the runs were trained on different base models ({listed}): only adapters of one base "
+            "can share it; load the others with FineTunedScorer.load"
+        )
     if base_hashes is not None:
         if len(base_hashes) != len(runs):
-            raise ValueError(f"{len(base_hashes)} base hashes for {len(runs)} run directories: give one per directory "
-                             "(None where unknown)")
+            raise ValueError(
+                f"{len(base_hashes)} base hashes for {len(runs)} run directories: give one per directory "
+                "(None where unknown)"
+            )
         known = [(r, h) for r, h in zip(runs, base_hashes) if h]
         if len({h for _, h in known}) > 1:
             listed = "; ".join(f"{r.directory}: {h[:12]}" for r, h in known)
-            problems.append(f"the runs' base weights differ by content hash ({listed}) although named alike: the "
-                            "weights under that name changed between trainings; load them apart with "
-                            "FineTunedScorer.load")
+            problems.append(
+                f"the runs' base weights differ by content hash ({listed}) although named alike: the "
+                "weights under that name changed between trainings; load them apart with "
+                "FineTunedScorer.load"
+            )
     if problems:
         raise ConfigError("cannot load these runs on one shared base:\n  " + "\n  ".join(problems))

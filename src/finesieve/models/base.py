@@ -80,8 +80,9 @@ def infer_multilabel(labels: Sequence) -> bool:
     return bool(len(labels)) and not isinstance(labels[0], str)
 
 
-def check_fit_inputs(texts: Sequence[str], labels: Sequence,
-                     multilabel: bool | None) -> tuple[list[str], list[tuple[str, ...]], bool]:
+def check_fit_inputs(
+    texts: Sequence[str], labels: Sequence, multilabel: bool | None
+) -> tuple[list[str], list[tuple[str, ...]], bool]:
     """The checks every `fit` starts with: (texts as a list, labels as tuples of class names, multilabel)."""
     texts = check_texts(texts)
     if len(texts) != len(labels):
@@ -107,7 +108,9 @@ def positive_scores(proba: np.ndarray, classes: Sequence[str], positive: Sequenc
     classes = [str(c) for c in classes]
     missing = [p for p in positive if p not in classes]
     if missing:
-        raise ConfigError(f"positive class(es) {missing} not among the scorer's classes {classes}: pass one of those with --positive")
+        raise ConfigError(
+            f"positive class(es) {missing} not among the scorer's classes {classes}: pass one of those with --positive"
+        )
     cols = [classes.index(p) for p in positive]
     part = proba[:, cols]
     return part.max(axis=1) if multilabel else part.sum(axis=1)

@@ -72,8 +72,9 @@ class Calibrator:
         y = self._check_targets(z, targets)
         n, k = z.shape
         if n == 0 and self.method != "none":
-            raise DataError(f"Calibrator({self.method!r}) got no validation logits to fit on: pass some, or use "
-                             "method='none'")
+            raise DataError(
+                f"Calibrator({self.method!r}) got no validation logits to fit on: pass some, or use method='none'"
+            )
         self.temperature_ = np.ones(k if self.multilabel else 1)
         self.bias_ = np.zeros(k)
         # NLL is measured on the multi-label categories with both outcomes in validation (none else is defined).
@@ -95,20 +96,29 @@ class Calibrator:
 
             proba = self._scaled(z)
             y_ind = y if self.multilabel else np.eye(k)[y]
-            self.isotonic_ = [IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(proba[:, j], y_ind[:, j])
-                              for j in range(k)]
+            self.isotonic_ = [
+                IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(proba[:, j], y_ind[:, j])
+                for j in range(k)
+            ]
             if before is not None:
                 after = _nll(_logits_of(self.transform(z), self.multilabel), y, self.multilabel, cols)
-        self.report_ = {"method": self.method, "val_nll_before": before, "val_nll_after": after, "n_val": n,
-                        "identity_fallback": fell_back}
+        self.report_ = {
+            "method": self.method,
+            "val_nll_before": before,
+            "val_nll_after": after,
+            "n_val": n,
+            "identity_fallback": fell_back,
+        }
         return self
 
     def _check_targets(self, z: np.ndarray, targets: np.ndarray) -> np.ndarray:
         y = np.asarray(targets)
         expected = "(n, k) 0/1 indicators" if self.multilabel else "(n,) class indices"
         if z.ndim != 2 or len(y) != len(z) or y.shape[1:] != ((z.shape[1],) if self.multilabel else ()):
-            raise ValueError(f"Calibrator(multilabel={self.multilabel}) expects logits (n, k) and targets {expected}; "
-                             f"got logits {z.shape} and targets {y.shape}")
+            raise ValueError(
+                f"Calibrator(multilabel={self.multilabel}) expects logits (n, k) and targets {expected}; "
+                f"got logits {z.shape} and targets {y.shape}"
+            )
         return y.astype(np.float64) if self.multilabel else y.astype(np.int64)
 
     def _scaled(self, z: np.ndarray) -> np.ndarray:
@@ -118,8 +128,10 @@ class Calibrator:
     def transform(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (n, k): rows sum to 1 (single-label) or one sigmoid per category."""
         if not hasattr(self, "temperature_"):
-            raise NotFittedError("This Calibrator is not fitted yet: call Calibrator.fit(val_logits, val_targets) "
-                                 "or Calibrator.from_state_dict(state) first.")
+            raise NotFittedError(
+                "This Calibrator is not fitted yet: call Calibrator.fit(val_logits, val_targets) "
+                "or Calibrator.from_state_dict(state) first."
+            )
         proba = self._scaled(np.asarray(logits, dtype=np.float64))
         if self.method != "isotonic" or not len(proba):  # IsotonicRegression.predict refuses 0 rows
             return proba
@@ -131,11 +143,20 @@ class Calibrator:
 
     def state_dict(self) -> dict:
         if not hasattr(self, "temperature_"):
-            raise NotFittedError("This Calibrator is not fitted yet: call Calibrator.fit(val_logits, val_targets) first.")
-        state = {"method": self.method, "multilabel": self.multilabel, "temperature": self.temperature_.tolist(),
-                 "bias": self.bias_.tolist(), "report": self.report_}
+            raise NotFittedError(
+                "This Calibrator is not fitted yet: call Calibrator.fit(val_logits, val_targets) first."
+            )
+        state = {
+            "method": self.method,
+            "multilabel": self.multilabel,
+            "temperature": self.temperature_.tolist(),
+            "bias": self.bias_.tolist(),
+            "report": self.report_,
+        }
         if self.method == "isotonic":
-            state["isotonic"] = [{"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()} for iso in self.isotonic_]
+            state["isotonic"] = [
+                {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()} for iso in self.isotonic_
+            ]
         return state
 
     @classmethod
@@ -150,8 +171,10 @@ class Calibrator:
             from sklearn.isotonic import IsotonicRegression
 
             # Refitting on the stored breakpoints (already monotone) reproduces the same piecewise-linear map.
-            cal.isotonic_ = [IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p["x"], p["y"])
-                             for p in state["isotonic"]]
+            cal.isotonic_ = [
+                IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p["x"], p["y"])
+                for p in state["isotonic"]
+            ]
         return cal
 
 
@@ -182,9 +205,18 @@ def _logits_of(proba: np.ndarray, multilabel: bool) -> np.ndarray:
     return np.log(p) - np.log1p(-p) if multilabel else np.log(p)
 
 
-def fit_scaling(z: np.ndarray, y: np.ndarray, multilabel: bool, *, fit_bias: bool, cols: np.ndarray | None = None,
-                l2_log_t: float = L2_TO_IDENTITY, l2_bias: float = L2_TO_IDENTITY, l2_slope: float = 0.0,
-                temperature_range: tuple[float, float] = TEMPERATURE_RANGE) -> tuple[np.ndarray, np.ndarray]:
+def fit_scaling(
+    z: np.ndarray,
+    y: np.ndarray,
+    multilabel: bool,
+    *,
+    fit_bias: bool,
+    cols: np.ndarray | None = None,
+    l2_log_t: float = L2_TO_IDENTITY,
+    l2_bias: float = L2_TO_IDENTITY,
+    l2_slope: float = 0.0,
+    temperature_range: tuple[float, float] = TEMPERATURE_RANGE,
+) -> tuple[np.ndarray, np.ndarray]:
     """(T, b) minimising the NLL of z / T + b by LBFGS: T (1,) single-label or (k,) multi-label, b (k,).
 
     The one temperature fitter of finesieve: `Calibrator` (trained networks' logits) and the score scalers below
@@ -207,8 +239,12 @@ def fit_scaling(z: np.ndarray, y: np.ndarray, multilabel: bool, *, fit_bias: boo
 
     def closure():
         opt.zero_grad()
-        loss = _nll_torch(zt / log_t.exp() + bias, yt, multilabel, ct) + l2_bias * (bias ** 2).sum() + \
-            l2_log_t * (log_t ** 2).sum() + l2_slope * (torch.exp(-2 * log_t)).sum()
+        loss = (
+            _nll_torch(zt / log_t.exp() + bias, yt, multilabel, ct)
+            + l2_bias * (bias**2).sum()
+            + l2_log_t * (log_t**2).sum()
+            + l2_slope * (torch.exp(-2 * log_t)).sum()
+        )
         loss.backward()
         return loss
 
@@ -231,7 +267,9 @@ def apply_softmax_scaling(scores: np.ndarray, temperature: float, bias: np.ndarr
     return softmax(z + (0.0 if bias is None else np.asarray(bias, dtype=float)), axis=-1)
 
 
-def fit_softmax_scaling(scores: np.ndarray, y: np.ndarray, fit_bias: bool = True, l2: float = 1e-2) -> tuple[float, np.ndarray]:
+def fit_softmax_scaling(
+    scores: np.ndarray, y: np.ndarray, fit_bias: bool = True, l2: float = 1e-2
+) -> tuple[float, np.ndarray]:
     """Temperature (and per-class bias, summing to 0) minimising the mean negative log-likelihood.
 
     scores (n, k) floats, y (n,) class indices; fitted by `fit_scaling`. The L2 penalty on the bias keeps a class
@@ -240,8 +278,15 @@ def fit_softmax_scaling(scores: np.ndarray, y: np.ndarray, fit_bias: bool = True
     binary task's ROC AUC does not change.
     """
     scores = np.asarray(scores, dtype=float)
-    t, bias = fit_scaling(scores, np.asarray(y, dtype=int), False, fit_bias=fit_bias, l2_log_t=0.0, l2_bias=l2,
-                          temperature_range=(float(np.exp(-10.0)), float(np.exp(10.0))))
+    t, bias = fit_scaling(
+        scores,
+        np.asarray(y, dtype=int),
+        False,
+        fit_bias=fit_bias,
+        l2_log_t=0.0,
+        l2_bias=l2,
+        temperature_range=(float(np.exp(-10.0)), float(np.exp(10.0))),
+    )
     return float(t[0]), bias - bias.mean()  # softmax ignores a shared shift: report the centred bias
 
 
@@ -255,11 +300,19 @@ def fit_platt(score: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> tuple[float
     target = np.asarray(y, dtype=float)[:, None]
     best = None
     for sign in (1.0, -1.0):
-        t, b = fit_scaling(sign * z, target, True, fit_bias=True, l2_log_t=0.0, l2_bias=0.0, l2_slope=l2,
-                           temperature_range=(float(np.exp(-10.0)), float(np.exp(10.0))))
+        t, b = fit_scaling(
+            sign * z,
+            target,
+            True,
+            fit_bias=True,
+            l2_log_t=0.0,
+            l2_bias=0.0,
+            l2_slope=l2,
+            temperature_range=(float(np.exp(-10.0)), float(np.exp(10.0))),
+        )
         a, c = sign / float(t[0]), float(b[0])
         logit = a * z[:, 0] + c
-        loss = float(np.mean(np.logaddexp(0.0, logit) - target[:, 0] * logit)) + l2 * a ** 2
+        loss = float(np.mean(np.logaddexp(0.0, logit) - target[:, 0] * logit)) + l2 * a**2
         if best is None or loss < best[0]:
             best = (loss, a, c)
     return best[1], best[2]

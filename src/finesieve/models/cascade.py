@@ -54,20 +54,32 @@ class CascadeThresholds(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    escalate: float | None = Field(None, description=(
-        "Pre-filter positive score at or above which a message goes on to the model; None: no pre-filter stage."))
+    escalate: float | None = Field(
+        None,
+        description=(
+            "Pre-filter positive score at or above which a message goes on to the model; None: no pre-filter stage."
+        ),
+    )
     review: float = Field(description="Model positive score at or above which a message goes to the review queue.")
-    block: dict[str, float] = Field(default_factory=dict, description=(
-        "Per positive category: model probability of that category at or above which the message is blocked."))
-    rule_modes: dict[str, RuleMode] = Field(default_factory=dict, description=(
-        "Per rule name: what the rule does in the cascade (block, review, clear) or 'off' (signal only)."))
+    block: dict[str, float] = Field(
+        default_factory=dict,
+        description=(
+            "Per positive category: model probability of that category at or above which the message is blocked."
+        ),
+    )
+    rule_modes: dict[str, RuleMode] = Field(
+        default_factory=dict,
+        description=("Per rule name: what the rule does in the cascade (block, review, clear) or 'off' (signal only)."),
+    )
 
     @model_validator(mode="after")
     def _check(self) -> CascadeThresholds:
         for name, t in self.block.items():
             if t < self.review:
-                raise ValueError(f"block threshold of '{name}' ({t:.3f}) is below the review threshold "
-                                 f"({self.review:.3f}): blocking must be stricter than reviewing")
+                raise ValueError(
+                    f"block threshold of '{name}' ({t:.3f}) is below the review threshold "
+                    f"({self.review:.3f}): blocking must be stricter than reviewing"
+                )
         return self
 
 
@@ -120,12 +132,16 @@ class Cascade:
         for name, scorer in self.stages().items():
             check_is_fitted(scorer)
             if set(map(str, scorer.classes_)) != set(map(str, self.model.classes_)):
-                raise ConfigError(f"the {name} stage has classes {list(scorer.classes_)} but the model has "
-                                  f"{list(self.model.classes_)}: train every stage on the same labels")
+                raise ConfigError(
+                    f"the {name} stage has classes {list(scorer.classes_)} but the model has "
+                    f"{list(self.model.classes_)}: train every stage on the same labels"
+                )
         missing = [p for p in self.positive if p not in set(map(str, self.model.classes_))]
         if missing:
-            raise ConfigError(f"positive class(es) {missing} are not among the model's classes "
-                              f"{list(self.model.classes_)}: pass one of those")
+            raise ConfigError(
+                f"positive class(es) {missing} are not among the model's classes "
+                f"{list(self.model.classes_)}: pass one of those"
+            )
         if self.prefilter is not None and self.thresholds.escalate is None:
             raise ConfigError("a pre-filter needs thresholds.escalate: run `finesieve cascade fit` to choose it")
         unknown = sorted(set(self.thresholds.block) - set(self.positive))
@@ -139,8 +155,10 @@ class Cascade:
         return {k: v for k, v in out.items() if v is not None}
 
     def fit(self, texts: Sequence[str], labels: Sequence, multilabel: bool | None = None) -> Cascade:
-        raise NotImplementedError("a Cascade is assembled from fitted stages: use `finesieve cascade fit` "
-                                  "(finesieve.cascade.build.fit_cascade), not Cascade.fit")
+        raise NotImplementedError(
+            "a Cascade is assembled from fitted stages: use `finesieve cascade fit` "
+            "(finesieve.cascade.build.fit_cascade), not Cascade.fit"
+        )
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return self.decide(texts).proba
@@ -207,8 +225,15 @@ class Cascade:
                 hit = review & (p[:, list(self.classes_).index(c)] >= threshold)
                 action[idx[hit]], category[idx[hit]] = "block", c
             seconds["model"] = time.perf_counter() - start
-        return Decisions(action=action, category=category, decided_by=decided_by, stage_scores=scores,
-                         rules_fired=fired, proba=proba, seconds=seconds)
+        return Decisions(
+            action=action,
+            category=category,
+            decided_by=decided_by,
+            stage_scores=scores,
+            rules_fired=fired,
+            proba=proba,
+            seconds=seconds,
+        )
 
     def _positive(self, proba: np.ndarray) -> np.ndarray:
         return positive_scores(proba, self.classes_, self.positive, self.multilabel_)
@@ -239,11 +264,17 @@ class Cascade:
         kinds = state["stage_kinds"]
         finetuned = {name: directory / name for name, kind in kinds.items() if kind == FineTunedScorer.kind}
         shared = load_sharing_bases(finetuned) if share_base else {}
-        stages = {name: shared[name] if name in shared else _stage_kinds()[kind].load(directory / name)
-                  for name, kind in kinds.items()}
-        return cls(stages["model"], positive=state["positive"],
-                   thresholds=CascadeThresholds.model_validate(state["thresholds"]),
-                   prefilter=stages.get("prefilter"), rules=stages.get("rules"))
+        stages = {
+            name: shared[name] if name in shared else _stage_kinds()[kind].load(directory / name)
+            for name, kind in kinds.items()
+        }
+        return cls(
+            stages["model"],
+            positive=state["positive"],
+            thresholds=CascadeThresholds.model_validate(state["thresholds"]),
+            prefilter=stages.get("prefilter"),
+            rules=stages.get("rules"),
+        )
 
     def get_config(self) -> CascadeThresholds:
         return self.thresholds

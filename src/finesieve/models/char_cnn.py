@@ -60,21 +60,36 @@ class CharCNNConfig(BaseModel):
     max_chars: int = Field(256, gt=0, description="UTF-8 bytes kept per message after normalisation; the rest is cut.")
     embed_dim: int = Field(32, gt=0, description="Size of each byte's embedding.")
     channels: int = Field(128, gt=0, description="Filters per convolution width.")
-    kernel_sizes: tuple[int, ...] = Field((3, 4, 5), description="Convolution widths in bytes, one parallel branch each.")
+    kernel_sizes: tuple[int, ...] = Field(
+        (3, 4, 5), description="Convolution widths in bytes, one parallel branch each."
+    )
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout on the pooled features during training.")
     lr: float = Field(2e-3, gt=0, description="Adam learning rate.")
     batch_size: int = Field(64, gt=0, description="Training messages per step.")
     max_epochs: int = Field(8, gt=0, description="Upper bound on passes over the training data.")
     patience: int = Field(2, gt=0, description="Stop after this many epochs without a better validation PR AUC.")
     class_weight: Literal["balanced"] | None = Field(
-        "balanced", description="'balanced' weights the loss by inverse class frequency (pos_weight for multi-label).")
-    val_frac: float = Field(0.1, ge=0.0, lt=1.0, description=(
-        "Share of the training data held out (stratified) for early stopping and calibration when fit() gets no "
-        "validation set; 0 trains every epoch and skips calibration."))
-    calibration: Literal["temperature_bias", "temperature", "none"] = Field("temperature_bias", description=(
-        "Fitted on the validation split: 'temperature' one T on the logits; 'temperature_bias' adds one bias per "
-        "class (per-category Platt scaling for multi-label), which also undoes the prior shift of class_weight."))
-    normalize: bool = Field(True, description="Score normalize_for_scoring(text) (de-obfuscated, case-folded) instead of the raw text.")
+        "balanced", description="'balanced' weights the loss by inverse class frequency (pos_weight for multi-label)."
+    )
+    val_frac: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "Share of the training data held out (stratified) for early stopping and calibration when fit() gets no "
+            "validation set; 0 trains every epoch and skips calibration."
+        ),
+    )
+    calibration: Literal["temperature_bias", "temperature", "none"] = Field(
+        "temperature_bias",
+        description=(
+            "Fitted on the validation split: 'temperature' one T on the logits; 'temperature_bias' adds one bias per "
+            "class (per-category Platt scaling for multi-label), which also undoes the prior shift of class_weight."
+        ),
+    )
+    normalize: bool = Field(
+        True, description="Score normalize_for_scoring(text) (de-obfuscated, case-folded) instead of the raw text."
+    )
     seed: int = Field(0, description="Seeds the weights, the shuffling, dropout and the validation split.")
 
     @field_validator("kernel_sizes")
@@ -91,8 +106,14 @@ class CharCNNConfig(BaseModel):
 class CharCNN(nn.Module):
     """Byte embedding -> parallel Conv1d (one per width) -> ReLU -> max over the message -> dropout -> linear."""
 
-    def __init__(self, n_outputs: int, embed_dim: int = 32, channels: int = 128,
-                 kernel_sizes: Sequence[int] = (3, 4, 5), dropout: float = 0.2):
+    def __init__(
+        self,
+        n_outputs: int,
+        embed_dim: int = 32,
+        channels: int = 128,
+        kernel_sizes: Sequence[int] = (3, 4, 5),
+        dropout: float = 0.2,
+    ):
         super().__init__()
         self.kernel_sizes = tuple(kernel_sizes)
         self.embed = nn.Embedding(VOCAB_SIZE, embed_dim, padding_idx=0)
@@ -157,7 +178,7 @@ class CharBatches:
         rng = np.random.default_rng(seed)
         for _ in range(epoch + 1):
             order = rng.permutation(len(self.encoded))
-        return [order[b: b + batch_size] for b in range(0, len(order), batch_size)]
+        return [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
 
     def collate(self, rows: np.ndarray, device) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
         ids, lengths = pad_batch([self.encoded[i] for i in rows], self.min_len)
@@ -216,9 +237,23 @@ class CharCNNScorer:
 
     kind = "char_cnn"  # the run kind written in manifest.json (finesieve.models.kinds)
 
-    def __init__(self, max_chars=256, embed_dim=32, channels=128, kernel_sizes=(3, 4, 5), dropout=0.2, lr=2e-3,
-                 batch_size=64, max_epochs=8, patience=2, class_weight="balanced", val_frac=0.1,
-                 calibration="temperature_bias", normalize=True, seed=0):
+    def __init__(
+        self,
+        max_chars=256,
+        embed_dim=32,
+        channels=128,
+        kernel_sizes=(3, 4, 5),
+        dropout=0.2,
+        lr=2e-3,
+        batch_size=64,
+        max_epochs=8,
+        patience=2,
+        class_weight="balanced",
+        val_frac=0.1,
+        calibration="temperature_bias",
+        normalize=True,
+        seed=0,
+    ):
         self.max_chars = max_chars
         self.embed_dim = embed_dim
         self.channels = channels
@@ -256,8 +291,10 @@ class CharCNNScorer:
         index = {c: j for j, c in enumerate(classes)}
         unknown = sorted({c for t in tuples for c in t if c not in index})
         if unknown:
-            raise DataError(f"{what} hold class(es) {unknown[:5]} not among the training classes {classes}: "
-                             "validate on the same label set you train on")
+            raise DataError(
+                f"{what} hold class(es) {unknown[:5]} not among the training classes {classes}: "
+                "validate on the same label set you train on"
+            )
         if multilabel:
             y = np.zeros((len(tuples), len(classes)), dtype=np.float32)
             for i, t in enumerate(tuples):
@@ -274,7 +311,7 @@ class CharCNNScorer:
         model.eval()
         with torch.inference_mode():
             for start in range(0, len(order), PREDICT_BATCH):
-                idx = order[start: start + PREDICT_BATCH]
+                idx = order[start : start + PREDICT_BATCH]
                 ids, lengths = pad_batch([encoded[i] for i in idx], min_len)
                 out[idx] = model(ids, lengths).numpy()
         model.train(was_training)
@@ -282,20 +319,31 @@ class CharCNNScorer:
 
     # ----------------------------------------------------------------------------------------- fit
 
-    def fit(self, texts: Sequence[str], labels: Sequence, multilabel: bool | None = None,
-            val_texts: Sequence[str] | None = None, val_labels: Sequence | None = None,
-            out_dir: str | Path | None = None, resume: bool = False) -> CharCNNScorer:
+    def fit(
+        self,
+        texts: Sequence[str],
+        labels: Sequence,
+        multilabel: bool | None = None,
+        val_texts: Sequence[str] | None = None,
+        val_labels: Sequence | None = None,
+        out_dir: str | Path | None = None,
+        resume: bool = False,
+    ) -> CharCNNScorer:
         """Train on (texts, labels); early stopping and calibration use the validation texts when given, else a
         stratified `val_frac` of the training data. With `out_dir`, a checkpoint is written to
         `out_dir/checkpoints` at each epoch end (and on Ctrl-C), and `resume=True` continues from it."""
         config = self.get_config()
         texts, tuples, multilabel = check_fit_inputs(texts, labels, multilabel)
         if (val_texts is None) != (val_labels is None):
-            raise ValueError("val_texts and val_labels go together: pass both, or neither to hold out val_frac of the data")
+            raise ValueError(
+                "val_texts and val_labels go together: pass both, or neither to hold out val_frac of the data"
+            )
         classes = sorted({c for t in tuples for c in t})
         if len(classes) < (1 if multilabel else 2):
-            raise DataError(f"labels hold {len(classes)} class(es) ({classes}): a classifier needs at least "
-                             f"{1 if multilabel else 2}")
+            raise DataError(
+                f"labels hold {len(classes)} class(es) ({classes}): a classifier needs at least "
+                f"{1 if multilabel else 2}"
+            )
         y = self._targets(tuples, classes, multilabel, "labels")
 
         if val_texts is not None:
@@ -332,7 +380,9 @@ class CharCNNScorer:
         self.calibration_ = dict(self.calibrator_.report_)
         if len(val_x):
             targets_1hot = val_y if multilabel else np.eye(len(classes), dtype=np.float32)[val_y]
-            self.calibration_["val_pr_auc"] = mean_pr_auc(targets_1hot, self.calibrator_.transform(val_logits), multilabel)
+            self.calibration_["val_pr_auc"] = mean_pr_auc(
+                targets_1hot, self.calibrator_.transform(val_logits), multilabel
+            )
         return self
 
     @property
@@ -345,9 +395,18 @@ class CharCNNScorer:
         """The calibrator's bias per class, (k,)."""
         return self.calibrator_.bias_
 
-    def _train(self, model: CharCNN, config: CharCNNConfig, train_x: list[np.ndarray], train_y: np.ndarray,
-               val_x: list[np.ndarray], val_y: np.ndarray, multilabel: bool, out_dir: str | Path | None,
-               resume: bool) -> None:
+    def _train(
+        self,
+        model: CharCNN,
+        config: CharCNNConfig,
+        train_x: list[np.ndarray],
+        train_y: np.ndarray,
+        val_x: list[np.ndarray],
+        val_y: np.ndarray,
+        multilabel: bool,
+        out_dir: str | Path | None,
+        resume: bool,
+    ) -> None:
         """Adam (constant rate, no clipping) through the shared `train_loop`, validating at each epoch end with
         early stopping on validation PR AUC; leaves `model` holding the best epoch's weights."""
         k = model.head.out_features
@@ -362,22 +421,45 @@ class CharCNNScorer:
             return mean_pr_auc(val_targets, proba, multilabel), loss
 
         settings = LoopSettings(
-            learning_rate=config.lr, batch_size=config.batch_size, max_epochs=config.max_epochs, weight_decay=0.0,
-            schedule="constant", max_grad_norm=None, eval_every=None, patience=config.patience,
+            learning_rate=config.lr,
+            batch_size=config.batch_size,
+            max_epochs=config.max_epochs,
+            weight_decay=0.0,
+            schedule="constant",
+            max_grad_norm=None,
+            eval_every=None,
+            patience=config.patience,
             # Strictly better PR AUC only: on easy data it saturates at 1.0 and training should then stop.
-            ties_to_lower_loss=False, checkpoint_every=None, precision="fp32", seed=config.seed, desc="char-cnn",
-            resume_key=config.model_dump(mode="json", exclude={"max_epochs"}))
+            ties_to_lower_loss=False,
+            checkpoint_every=None,
+            precision="fp32",
+            seed=config.seed,
+            desc="char-cnn",
+            resume_key=config.model_dump(mode="json", exclude={"max_epochs"}),
+        )
         batches = CharBatches(train_x, train_y, min_len=max(config.kernel_sizes))
-        state = train_loop(model, batches, validate if len(val_x) else None, loss_fn, settings,
-                           Path(out_dir) / CHECKPOINTS if out_dir is not None else None, resume=resume,
-                           device=torch.device("cpu"))
+        state = train_loop(
+            model,
+            batches,
+            validate if len(val_x) else None,
+            loss_fn,
+            settings,
+            Path(out_dir) / CHECKPOINTS if out_dir is not None else None,
+            resume=resume,
+            device=torch.device("cpu"),
+        )
         # One validation per epoch: the loop's history is the per-epoch history.
-        self.history_ = [{"epoch": h["epoch"], "train_loss": h["train_loss"], "val_pr_auc": h["val_metric"]}
-                         for h in state.history]
+        self.history_ = [
+            {"epoch": h["epoch"], "train_loss": h["train_loss"], "val_pr_auc": h["val_metric"]} for h in state.history
+        ]
         self.best_epoch_ = next(h["epoch"] for h in state.history if h["step"] == state.best_step)
         for h in self.history_:
-            log.info("char-cnn epoch %d: train loss %.4f, val PR AUC %s", h["epoch"], h["train_loss"],
-                     "n/a" if h["val_pr_auc"] is None else f"{h['val_pr_auc']:.4f}")
+            log.info(
+                "char-cnn epoch %d: train loss %.4f, val PR AUC %s",
+                h["epoch"],
+                h["train_loss"],
+                "n/a" if h["val_pr_auc"] is None else f"{h['val_pr_auc']:.4f}",
+            )
 
     # ----------------------------------------------------------------------------------------- scoring
 
@@ -409,7 +491,8 @@ class CharCNNScorer:
         else:
             save_file(state, str(directory / WEIGHTS_FILE))
         (directory / "scorer_config.json").write_text(
-            json.dumps(self.get_config().model_dump(mode="json"), indent=2, sort_keys=True))
+            json.dumps(self.get_config().model_dump(mode="json"), indent=2, sort_keys=True)
+        )
         fitted = {
             "finesieve_version": finesieve.__version__,
             "classes": self.classes_.tolist(),
@@ -433,8 +516,10 @@ class CharCNNScorer:
         elif (directory / WEIGHTS_FILE_TORCH).exists():
             state = torch.load(directory / WEIGHTS_FILE_TORCH, weights_only=True)
         else:
-            raise FileNotFoundError(f"{directory} holds no {WEIGHTS_FILE} or {WEIGHTS_FILE_TORCH}: "
-                                    "point load() at a directory written by CharCNNScorer.save")
+            raise FileNotFoundError(
+                f"{directory} holds no {WEIGHTS_FILE} or {WEIGHTS_FILE_TORCH}: "
+                "point load() at a directory written by CharCNNScorer.save"
+            )
         scorer = cls.from_config(config)
         model = CharCNN(len(fitted["classes"]), config.embed_dim, config.channels, config.kernel_sizes, config.dropout)
         model.load_state_dict(state)
@@ -442,8 +527,12 @@ class CharCNNScorer:
         scorer.classes_ = np.array(fitted["classes"])
         scorer.multilabel_ = fitted["multilabel"]
         # Pre-filters saved before the Calibrator held their calibration stored T and b at the top level.
-        calibrator = fitted.get("calibrator") or {"method": config.calibration, "multilabel": fitted["multilabel"],
-                                                  "temperature": fitted["temperature"], "bias": fitted["bias"]}
+        calibrator = fitted.get("calibrator") or {
+            "method": config.calibration,
+            "multilabel": fitted["multilabel"],
+            "temperature": fitted["temperature"],
+            "bias": fitted["bias"],
+        }
         scorer.calibrator_ = Calibrator.from_state_dict(calibrator)
         scorer.calibration_ = fitted["calibration"]
         scorer.best_epoch_ = fitted["best_epoch"]

@@ -52,9 +52,25 @@ from pydantic import BaseModel
 
 from finesieve.models.base import NotFittedError, Scorer, label_tuples
 
-RULES = ("not-fitted", "init-stores-arguments", "fit-returns-self", "fit-keeps-arguments", "learned-attributes",
-         "classes", "multilabel", "probabilities", "bare-string", "empty-input", "batch-invariance",
-         "order-invariance", "predict-keeps-state", "save-load", "kind", "config", "config-rebuild")
+RULES = (
+    "not-fitted",
+    "init-stores-arguments",
+    "fit-returns-self",
+    "fit-keeps-arguments",
+    "learned-attributes",
+    "classes",
+    "multilabel",
+    "probabilities",
+    "bare-string",
+    "empty-input",
+    "batch-invariance",
+    "order-invariance",
+    "predict-keeps-state",
+    "save-load",
+    "kind",
+    "config",
+    "config-rebuild",
+)
 SUM_ATOL = 1e-6  # single-label rows sum to 1 within this
 
 
@@ -65,8 +81,7 @@ class ScorerContractError(AssertionError):
         self.name = name
         self.broken = broken
         lines = "\n".join(f"  - {rule}: {detail}" for rule, detail in broken.items())
-        super().__init__(f"{name} breaks {len(broken)} rule(s) of the scorer contract "
-                         f"({', '.join(broken)}):\n{lines}")
+        super().__init__(f"{name} breaks {len(broken)} rule(s) of the scorer contract ({', '.join(broken)}):\n{lines}")
 
 
 class _Rules:
@@ -115,12 +130,23 @@ def _cut(text: str, limit: int = 300) -> str:
 # ----------------------------------------------------------------------------------------------- entry points
 
 
-def check_scorer(make_unfitted: Callable[[], Scorer], fit_texts: Sequence[str], fit_labels: Sequence,
-                 probe_texts: Sequence[str], *, tmp_dir: str | Path, multilabel: bool = False,
-                 fit_kwargs: dict | None = None, expected_classes: Sequence[str] | None = None,
-                 batch_atol: float = 1e-6, reload_atol: float = 1e-6, refit: bool = True,
-                 refit_atol: float | None = None, rebuild: Callable[[BaseModel], Scorer] | None = None,
-                 name: str | None = None) -> Scorer:
+def check_scorer(
+    make_unfitted: Callable[[], Scorer],
+    fit_texts: Sequence[str],
+    fit_labels: Sequence,
+    probe_texts: Sequence[str],
+    *,
+    tmp_dir: str | Path,
+    multilabel: bool = False,
+    fit_kwargs: dict | None = None,
+    expected_classes: Sequence[str] | None = None,
+    batch_atol: float = 1e-6,
+    reload_atol: float = 1e-6,
+    refit: bool = True,
+    refit_atol: float | None = None,
+    rebuild: Callable[[BaseModel], Scorer] | None = None,
+    name: str | None = None,
+) -> Scorer:
     """Check every rule of the contract on a scorer that fits; returns the fitted scorer.
 
     make_unfitted: builds a fresh, unfitted scorer (called once, twice with `refit` and no `rebuild`).
@@ -146,46 +172,104 @@ def check_scorer(make_unfitted: Callable[[], Scorer], fit_texts: Sequence[str], 
     except Exception as err:
         rules._add("fit-returns-self", f"fit raised {type(err).__name__}: {_cut(str(err))}")
         rules.raise_if_broken()
-    rules.check("fit-returns-self", lambda: _require(
-        fitted is scorer, f"fit returned {type(fitted).__name__} {fitted!r:.80}, not the scorer itself: end fit with `return self`"))
+    rules.check(
+        "fit-returns-self",
+        lambda: _require(
+            fitted is scorer,
+            f"fit returned {type(fitted).__name__} {fitted!r:.80}, not the scorer itself: end fit with `return self`",
+        ),
+    )
     rules.check("fit-keeps-arguments", lambda: _fit_keeps_arguments(scorer, before))
     rules.check("learned-attributes", lambda: _learned_attributes(scorer, before))
     labelled = sorted({c for t in label_tuples(list(fit_labels), multilabel) for c in t})
-    proba = _check_fitted(rules, scorer, probe_texts, tmp_dir=Path(tmp_dir), multilabel=multilabel,
-                          expected_classes=expected_classes, labelled=labelled, batch_atol=batch_atol,
-                          reload_atol=reload_atol, rebuild=rebuild)
+    proba = _check_fitted(
+        rules,
+        scorer,
+        probe_texts,
+        tmp_dir=Path(tmp_dir),
+        multilabel=multilabel,
+        expected_classes=expected_classes,
+        labelled=labelled,
+        batch_atol=batch_atol,
+        reload_atol=reload_atol,
+        rebuild=rebuild,
+    )
     if refit and "config" not in rules.broken:
         rebuild = rebuild or getattr(type(scorer), "from_config", None)
         if rebuild is not None and proba is not None:
-            rules.check("config-rebuild", lambda: _refit(scorer, rebuild, fit_texts, fit_labels, multilabel,
-                                                         fit_kwargs, probe_texts, proba,
-                                                         batch_atol if refit_atol is None else refit_atol))
+            rules.check(
+                "config-rebuild",
+                lambda: _refit(
+                    scorer,
+                    rebuild,
+                    fit_texts,
+                    fit_labels,
+                    multilabel,
+                    fit_kwargs,
+                    probe_texts,
+                    proba,
+                    batch_atol if refit_atol is None else refit_atol,
+                ),
+            )
     rules.raise_if_broken()
     return scorer
 
 
-def check_fitted_scorer(scorer: Scorer, probe_texts: Sequence[str], *, tmp_dir: str | Path, multilabel: bool = False,
-                        expected_classes: Sequence[str] | None = None, batch_atol: float = 1e-6,
-                        reload_atol: float = 1e-6, rebuild: Callable[[BaseModel], Scorer] | None = None,
-                        name: str | None = None) -> None:
+def check_fitted_scorer(
+    scorer: Scorer,
+    probe_texts: Sequence[str],
+    *,
+    tmp_dir: str | Path,
+    multilabel: bool = False,
+    expected_classes: Sequence[str] | None = None,
+    batch_atol: float = 1e-6,
+    reload_atol: float = 1e-6,
+    rebuild: Callable[[BaseModel], Scorer] | None = None,
+    name: str | None = None,
+) -> None:
     """Check the rules that apply to a scorer that is already fitted, or built fitted (the cascade): classes,
     probabilities, bare string, empty input, batch and order invariance, save/load and config.
     Arguments as for `check_scorer`."""
     rules = _Rules(_label(scorer, name))
-    _check_fitted(rules, scorer, probe_texts, tmp_dir=Path(tmp_dir), multilabel=multilabel,
-                  expected_classes=expected_classes, labelled=None, batch_atol=batch_atol, reload_atol=reload_atol,
-                  rebuild=rebuild)
+    _check_fitted(
+        rules,
+        scorer,
+        probe_texts,
+        tmp_dir=Path(tmp_dir),
+        multilabel=multilabel,
+        expected_classes=expected_classes,
+        labelled=None,
+        batch_atol=batch_atol,
+        reload_atol=reload_atol,
+        rebuild=rebuild,
+    )
     rules.raise_if_broken()
 
 
-def _check_fitted(rules: _Rules, scorer, probe_texts, *, tmp_dir: Path, multilabel: bool, expected_classes,
-                  labelled: list[str] | None, batch_atol: float, reload_atol: float, rebuild) -> np.ndarray | None:
+def _check_fitted(
+    rules: _Rules,
+    scorer,
+    probe_texts,
+    *,
+    tmp_dir: Path,
+    multilabel: bool,
+    expected_classes,
+    labelled: list[str] | None,
+    batch_atol: float,
+    reload_atol: float,
+    rebuild,
+) -> np.ndarray | None:
     """The rules on a fitted scorer; returns its probabilities on the probe texts (None when they are unusable)."""
     probe = list(probe_texts)
     rules.check("classes", lambda: _classes(scorer, expected_classes, labelled))
-    rules.check("multilabel", lambda: _require(
-        isinstance(getattr(scorer, "multilabel_", None), (bool, np.bool_)) and bool(scorer.multilabel_) == multilabel,
-        f"multilabel_ is {getattr(scorer, 'multilabel_', '<missing>')!r}, expected {multilabel} (a bool)"))
+    rules.check(
+        "multilabel",
+        lambda: _require(
+            isinstance(getattr(scorer, "multilabel_", None), (bool, np.bool_))
+            and bool(scorer.multilabel_) == multilabel,
+            f"multilabel_ is {getattr(scorer, 'multilabel_', '<missing>')!r}, expected {multilabel} (a bool)",
+        ),
+    )
     out: dict[str, np.ndarray] = {}
     state = _public_state(scorer)
 
@@ -214,17 +298,23 @@ def _check_fitted(rules: _Rules, scorer, probe_texts, *, tmp_dir: Path, multilab
 
 def _not_fitted(scorer, probe: Sequence[str], directory: Path) -> None:
     cls = type(scorer).__name__
-    for what, call in (("predict_proba", lambda: scorer.predict_proba(list(probe[:2]))),
-                       ("save", lambda: scorer.save(directory))):
+    for what, call in (
+        ("predict_proba", lambda: scorer.predict_proba(list(probe[:2]))),
+        ("save", lambda: scorer.save(directory)),
+    ):
         try:
             call()
         except NotFittedError as err:
-            _require(cls in str(err) and "fit" in str(err),
-                     f"unfitted {what} raised NotFittedError({_cut(str(err))!r}), which should name {cls} and say "
-                     "to call fit: use finesieve.models.base.check_is_fitted")
+            _require(
+                cls in str(err) and "fit" in str(err),
+                f"unfitted {what} raised NotFittedError({_cut(str(err))!r}), which should name {cls} and say "
+                "to call fit: use finesieve.models.base.check_is_fitted",
+            )
         except Exception as err:
-            raise _Broken(f"unfitted {what} raised {type(err).__name__}({_cut(str(err))!r}) instead of NotFittedError: "
-                          "start it with finesieve.models.base.check_is_fitted(self)") from None
+            raise _Broken(
+                f"unfitted {what} raised {type(err).__name__}({_cut(str(err))!r}) instead of NotFittedError: "
+                "start it with finesieve.models.base.check_is_fitted(self)"
+            ) from None
         else:
             raise _Broken(f"unfitted {what} returned instead of raising NotFittedError")
 
@@ -236,10 +326,15 @@ def _init_arguments(scorer) -> list[str]:
 
 def _init_stores_arguments(scorer, before: dict) -> None:
     missing = [a for a in _init_arguments(scorer) if a not in before]
-    _require(not missing, f"constructor arguments {missing} are not stored as attributes of the same name: "
-                          "store each argument unchanged (self.x = x)")
+    _require(
+        not missing,
+        f"constructor arguments {missing} are not stored as attributes of the same name: "
+        "store each argument unchanged (self.x = x)",
+    )
     learned = sorted(k for k in before if k.endswith("_") and not k.startswith("_"))
-    _require(not learned, f"the constructor sets learned attributes {learned}: only fit (or load) sets names ending in _")
+    _require(
+        not learned, f"the constructor sets learned attributes {learned}: only fit (or load) sets names ending in _"
+    )
 
 
 def _same(a, b) -> bool:
@@ -255,9 +350,12 @@ def _same(a, b) -> bool:
 
 def _fit_keeps_arguments(scorer, before: dict) -> None:
     changed = [a for a in _init_arguments(scorer) if a in before and not _same(before[a], getattr(scorer, a, None))]
-    _require(not changed, "fit changed constructor argument(s) " + ", ".join(
-        f"{a} ({before[a]!r:.60} -> {getattr(scorer, a, None)!r:.60})" for a in changed)
-        + ": keep the arguments as given and put what fit resolves in a learned attribute ending in _")
+    _require(
+        not changed,
+        "fit changed constructor argument(s) "
+        + ", ".join(f"{a} ({before[a]!r:.60} -> {getattr(scorer, a, None)!r:.60})" for a in changed)
+        + ": keep the arguments as given and put what fit resolves in a learned attribute ending in _",
+    )
 
 
 def _learned_attributes(scorer, before: dict) -> None:
@@ -269,16 +367,22 @@ def _learned_attributes(scorer, before: dict) -> None:
 
 def _classes(scorer, expected: Sequence[str] | None, labelled: list[str] | None) -> None:
     classes = getattr(scorer, "classes_", None)
-    _require(isinstance(classes, np.ndarray) and classes.ndim == 1,
-             f"classes_ is {type(classes).__name__} {classes!r:.80}, expected a 1-D numpy array of class names")
+    _require(
+        isinstance(classes, np.ndarray) and classes.ndim == 1,
+        f"classes_ is {type(classes).__name__} {classes!r:.80}, expected a 1-D numpy array of class names",
+    )
     names = classes.tolist()
-    _require(all(isinstance(c, str) for c in names), f"classes_ holds non-str items {names}: use the class names as str")
+    _require(
+        all(isinstance(c, str) for c in names), f"classes_ holds non-str items {names}: use the class names as str"
+    )
     _require(len(set(names)) == len(names), f"classes_ repeats a class: {names}")
     if expected is not None:
         _require(names == list(expected), f"classes_ is {names}, expected {list(expected)} (the documented order)")
     else:
-        _require(names == sorted(names), f"classes_ is {names}, not sorted: sort the classes, or document the order "
-                                         "and pass it as expected_classes")
+        _require(
+            names == sorted(names),
+            f"classes_ is {names}, not sorted: sort the classes, or document the order and pass it as expected_classes",
+        )
     if labelled is not None:
         unknown = [c for c in labelled if c not in names]
         _require(not unknown, f"labels {unknown} of the training data are not in classes_ {names}")
@@ -288,8 +392,11 @@ def _probabilities(scorer, probe: list[str], multilabel: bool) -> np.ndarray:
     proba = scorer.predict_proba(probe)
     _require(isinstance(proba, np.ndarray), f"predict_proba returned {type(proba).__name__}, expected a numpy array")
     k = len(scorer.classes_)
-    _require(proba.shape == (len(probe), k), f"predict_proba gave shape {proba.shape} for {len(probe)} texts, expected "
-                                             f"({len(probe)}, {k}) (n_texts, len(classes_))")
+    _require(
+        proba.shape == (len(probe), k),
+        f"predict_proba gave shape {proba.shape} for {len(probe)} texts, expected "
+        f"({len(probe)}, {k}) (n_texts, len(classes_))",
+    )
     _require(np.issubdtype(proba.dtype, np.floating), f"predict_proba gave dtype {proba.dtype}, expected floats")
     _require(bool(np.isfinite(proba).all()), "predict_proba gave NaN or infinite values")
     lo, hi = float(proba.min(initial=0.0)), float(proba.max(initial=0.0))
@@ -297,8 +404,11 @@ def _probabilities(scorer, probe: list[str], multilabel: bool) -> np.ndarray:
     if not multilabel and len(proba):
         worst = int(np.argmax(np.abs(proba.sum(axis=1) - 1.0)))
         total = float(proba[worst].sum())
-        _require(abs(total - 1.0) <= SUM_ATOL, f"single-label rows must sum to 1 within {SUM_ATOL}: row {worst} "
-                                               f"({probe[worst][:40]!r}) sums to {total:.9f}")
+        _require(
+            abs(total - 1.0) <= SUM_ATOL,
+            f"single-label rows must sum to 1 within {SUM_ATOL}: row {worst} "
+            f"({probe[worst][:40]!r}) sums to {total:.9f}",
+        )
     return proba
 
 
@@ -308,21 +418,30 @@ def _bare_string(scorer, text: str) -> None:
             scorer.predict_proba(bad)
         except (TypeError, ValueError) as err:
             if what == "a bare str":
-                _require("list" in str(err), f"{what} was refused with {type(err).__name__}({_cut(str(err))!r}), "
-                                             "which should tell the caller to wrap it in a list")
+                _require(
+                    "list" in str(err),
+                    f"{what} was refused with {type(err).__name__}({_cut(str(err))!r}), "
+                    "which should tell the caller to wrap it in a list",
+                )
         except Exception as err:
-            raise _Broken(f"{what} raised {type(err).__name__}({_cut(str(err))!r}); expected a TypeError or ValueError "
-                          "that says what to pass: use finesieve.models.base.check_texts") from None
+            raise _Broken(
+                f"{what} raised {type(err).__name__}({_cut(str(err))!r}); expected a TypeError or ValueError "
+                "that says what to pass: use finesieve.models.base.check_texts"
+            ) from None
         else:
-            raise _Broken(f"{what} was scored instead of refused (a str is scored character by character): "
-                          "use finesieve.models.base.check_texts")
+            raise _Broken(
+                f"{what} was scored instead of refused (a str is scored character by character): "
+                "use finesieve.models.base.check_texts"
+            )
 
 
 def _empty_input(scorer) -> None:
     proba = scorer.predict_proba([])
     k = len(scorer.classes_)
-    _require(isinstance(proba, np.ndarray) and proba.shape == (0, k),
-             f"predict_proba([]) gave {type(proba).__name__} of shape {getattr(proba, 'shape', None)}, expected (0, {k})")
+    _require(
+        isinstance(proba, np.ndarray) and proba.shape == (0, k),
+        f"predict_proba([]) gave {type(proba).__name__} of shape {getattr(proba, 'shape', None)}, expected (0, {k})",
+    )
 
 
 def _close(got: np.ndarray, want: np.ndarray, atol: float, probe: list[str], what: str) -> None:
@@ -331,8 +450,10 @@ def _close(got: np.ndarray, want: np.ndarray, atol: float, probe: list[str], wha
     diff = np.abs(got - want)
     if diff.size and float(diff.max()) > atol:
         row = int(np.unravel_index(np.argmax(diff), diff.shape)[0])
-        raise _Broken(f"{what}: scores differ by up to {float(diff.max()):.3g} (tolerance {atol:g}), e.g. text "
-                      f"{row} ({probe[row][:40]!r}): {np.round(got[row], 6).tolist()} vs {np.round(want[row], 6).tolist()}")
+        raise _Broken(
+            f"{what}: scores differ by up to {float(diff.max()):.3g} (tolerance {atol:g}), e.g. text "
+            f"{row} ({probe[row][:40]!r}): {np.round(got[row], 6).tolist()} vs {np.round(want[row], 6).tolist()}"
+        )
 
 
 def _batch_invariance(scorer, probe: list[str], proba: np.ndarray, atol: float) -> None:
@@ -340,7 +461,7 @@ def _batch_invariance(scorer, probe: list[str], proba: np.ndarray, atol: float) 
     one_by_one = np.vstack([scorer.predict_proba([t]) for t in probe])
     _close(one_by_one, proba, atol, probe, "one text at a time vs all at once")
     doubled = scorer.predict_proba(probe[::-1] + probe)  # a batch twice as large, each text beside others
-    _close(doubled[len(probe):], proba, atol, probe, "all at once vs in a batch twice as large")
+    _close(doubled[len(probe) :], proba, atol, probe, "all at once vs in a batch twice as large")
 
 
 def _order_invariance(scorer, probe: list[str], proba: np.ndarray, atol: float) -> None:
@@ -357,8 +478,10 @@ def _save_load(scorer, probe: list[str], proba: np.ndarray, directory: Path, ato
     again = type(scorer).load(directory)
     _require(type(again) is type(scorer), f"{type(scorer).__name__}.load returned {type(again).__name__}")
     loaded_state = _public_state(again)
-    _require(list(map(str, again.classes_)) == list(map(str, scorer.classes_)),
-             f"classes_ after load {list(again.classes_)} differ from {list(scorer.classes_)}")
+    _require(
+        list(map(str, again.classes_)) == list(map(str, scorer.classes_)),
+        f"classes_ after load {list(again.classes_)} differ from {list(scorer.classes_)}",
+    )
     _require(bool(again.multilabel_) == bool(scorer.multilabel_), "multilabel_ differs after load")
     _close(again.predict_proba(probe), proba, atol, probe, "after save and load")
     loaded.update(scorer=again, state=loaded_state)
@@ -367,8 +490,13 @@ def _save_load(scorer, probe: list[str], proba: np.ndarray, directory: Path, ato
         _require(_same(a, b), f"get_config() after load differs: {_config_diff(a, b)}")
     # A loaded scorer saves again (a run copied, a cascade built from loaded stages), and a folder can be saved over.
     again.save(directory.with_name(directory.name + "_again"))
-    _close(type(scorer).load(directory.with_name(directory.name + "_again")).predict_proba(probe), proba, atol, probe,
-           "saved, loaded, saved again and loaded")
+    _close(
+        type(scorer).load(directory.with_name(directory.name + "_again")).predict_proba(probe),
+        proba,
+        atol,
+        probe,
+        "saved, loaded, saved again and loaded",
+    )
     scorer.save(directory)
     _close(type(scorer).load(directory).predict_proba(probe), proba, atol, probe, "saved twice into one folder")
 
@@ -381,8 +509,11 @@ def _state_kept(scorer, before: dict, which: str) -> None:
     after = _public_state(scorer)
     added = sorted(set(after) - set(before))
     changed = sorted(k for k in set(before) & set(after) if not _same(before[k], after[k]))
-    _require(not added and not changed, f"scoring {which} scorer set attribute(s) {added + changed}: predict_proba "
-                                        "must not change the scorer (fit or load sets learned state; caches start with _)")
+    _require(
+        not added and not changed,
+        f"scoring {which} scorer set attribute(s) {added + changed}: predict_proba "
+        "must not change the scorer (fit or load sets learned state; caches start with _)",
+    )
 
 
 def _config_diff(a, b) -> str:
@@ -398,8 +529,11 @@ def _kind(scorer) -> None:
     from finesieve.models.kinds import MODEL_KINDS, kind_of
 
     kind = getattr(type(scorer), "kind", None)
-    _require(isinstance(kind, str) and kind, f"{type(scorer).__name__}.kind is {kind!r}: name the run kind the class "
-                                            "is saved as (a class attribute, e.g. kind = 'tfidf')")
+    _require(
+        isinstance(kind, str) and kind,
+        f"{type(scorer).__name__}.kind is {kind!r}: name the run kind the class "
+        "is saved as (a class attribute, e.g. kind = 'tfidf')",
+    )
     kind_of(scorer, {**MODEL_KINDS, Cascade.kind: Cascade})  # raises ConfigError when the table does not map it back
 
 
@@ -408,16 +542,20 @@ def _config(scorer, rebuild) -> None:
     config = scorer.get_config()
     _require(isinstance(config, BaseModel), f"get_config() returned {type(config).__name__}, expected a pydantic model")
     cls = type(config)
-    _require(cls.model_config.get("extra") == "forbid",
-             f"{cls.__name__} accepts unknown keys: set model_config = ConfigDict(extra='forbid')")
+    _require(
+        cls.model_config.get("extra") == "forbid",
+        f"{cls.__name__} accepts unknown keys: set model_config = ConfigDict(extra='forbid')",
+    )
     again = cls.model_validate(json.loads(json.dumps(config.model_dump(mode="json"))))
     _require(again == config, f"{cls.__name__} does not survive a JSON round trip: {_config_diff(config, again)}")
     rebuild = rebuild or getattr(type(scorer), "from_config", None)
     if rebuild is not None:
         fresh = rebuild(again)
         _require(type(fresh) is type(scorer), f"rebuilding from the config gave {type(fresh).__name__}")
-        _require(_same(fresh.get_config(), config),
-                 f"a scorer rebuilt from get_config() has another config: {_config_diff(config, fresh.get_config())}")
+        _require(
+            _same(fresh.get_config(), config),
+            f"a scorer rebuilt from get_config() has another config: {_config_diff(config, fresh.get_config())}",
+        )
 
 
 def _refit(scorer, rebuild, fit_texts, fit_labels, multilabel, fit_kwargs, probe, proba, atol) -> None:

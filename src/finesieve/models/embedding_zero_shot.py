@@ -45,11 +45,19 @@ from finesieve.models.prompts import TaskPrompt, check_labels_match, load_prompt
 class EmbeddingZeroShotConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str | TaskPrompt = Field("builtin:davidson", description="Task prompt: builtin:NAME, a YAML path, or the prompt itself.")
-    model: str | None = Field(None, description="Sentence-transformers model id or path; None uses the packaged all-MiniLM-L6-v2.")
+    prompt: str | TaskPrompt = Field(
+        "builtin:davidson", description="Task prompt: builtin:NAME, a YAML path, or the prompt itself."
+    )
+    model: str | None = Field(
+        None, description="Sentence-transformers model id or path; None uses the packaged all-MiniLM-L6-v2."
+    )
     few_shot: bool = Field(False, description="Add the prompt's examples to their class prototypes.")
-    temperature: float = Field(0.05, gt=0, description="Softmax temperature on cosine similarities (used unless tune_temperature).")
-    tune_temperature: bool = Field(False, description="fit() fits the temperature on its labelled data by NLL; False stays zero-shot.")
+    temperature: float = Field(
+        0.05, gt=0, description="Softmax temperature on cosine similarities (used unless tune_temperature)."
+    )
+    tune_temperature: bool = Field(
+        False, description="fit() fits the temperature on its labelled data by NLL; False stays zero-shot."
+    )
     batch_size: int = Field(64, gt=0, description="Messages per encoding batch.")
     device: str = Field("cpu", description="Torch device for the encoder.")
     progress: bool = Field(True, description="Show a progress bar while encoding.")
@@ -75,9 +83,17 @@ class EmbeddingZeroShot:
 
     kind = "embedding_zero_shot"  # the run kind written in manifest.json (finesieve.models.kinds)
 
-    def __init__(self, prompt: str | TaskPrompt = "builtin:davidson", model: str | None = None, few_shot: bool = False,
-                 temperature: float = 0.05, tune_temperature: bool = False, batch_size: int = 64, device: str = "cpu",
-                 progress: bool = True):
+    def __init__(
+        self,
+        prompt: str | TaskPrompt = "builtin:davidson",
+        model: str | None = None,
+        few_shot: bool = False,
+        temperature: float = 0.05,
+        tune_temperature: bool = False,
+        batch_size: int = 64,
+        device: str = "cpu",
+        progress: bool = True,
+    ):
         self.prompt = prompt
         self.model = model
         self.few_shot = few_shot
@@ -98,13 +114,21 @@ class EmbeddingZeroShot:
         """Unit-length embeddings, (n, dim) float32."""
         encoder = _load_encoder(self.model, self.device)
         show = self.progress if progress is None else progress
-        return encoder.encode([clean(t) for t in texts], batch_size=self.batch_size, show_progress_bar=show,
-                              normalize_embeddings=True, convert_to_numpy=True)
+        return encoder.encode(
+            [clean(t) for t in texts],
+            batch_size=self.batch_size,
+            show_progress_bar=show,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+        )
 
     def class_texts(self) -> dict[str, str]:
         """What each class prototype embeds: "label word: definition"."""
         check_is_fitted(self, "prompt_")
-        return {c: f"{self.prompt_.label_words[c]}: {' '.join(self.prompt_.labels[c].split())}" for c in self.prompt_.classes}
+        return {
+            c: f"{self.prompt_.label_words[c]}: {' '.join(self.prompt_.labels[c].split())}"
+            for c in self.prompt_.classes
+        }
 
     def fit(self, texts: Sequence[str], labels: Sequence, multilabel: bool | None = None) -> EmbeddingZeroShot:
         config = self.get_config()  # validates the arguments, with messages naming the field
@@ -132,7 +156,9 @@ class EmbeddingZeroShot:
             if multilabel:
                 self.calibration_ = fit_platt_per_class(sims, np.array([[c in t for c in classes] for t in tuples]))
             else:
-                self.temperature_, _ = fit_softmax_scaling(sims, np.array([classes.index(t[0]) for t in tuples]), fit_bias=False)
+                self.temperature_, _ = fit_softmax_scaling(
+                    sims, np.array([classes.index(t[0]) for t in tuples]), fit_bias=False
+                )
         return self
 
     def similarities(self, texts: Sequence[str]) -> np.ndarray:
@@ -154,12 +180,18 @@ class EmbeddingZeroShot:
         check_is_fitted(self)
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "scorer_config.json").write_text(json.dumps(self.get_config().model_dump(), indent=2, sort_keys=True))
+        (directory / "scorer_config.json").write_text(
+            json.dumps(self.get_config().model_dump(), indent=2, sort_keys=True)
+        )
         (directory / "prompt.yaml").write_text(self.prompt_.to_yaml(), encoding="utf-8")
         np.save(directory / "prototypes.npy", self.prototypes_)  # (k, dim): exact, whatever the encoder does later
-        state = {"classes": self.classes_.tolist(), "multilabel": self.multilabel_, "temperature": self.temperature_,
-                 "calibration": self.calibration_,
-                 "note": "Encoder weights are not copied: 'model' in scorer_config.json names them (null: packaged all-MiniLM-L6-v2)."}
+        state = {
+            "classes": self.classes_.tolist(),
+            "multilabel": self.multilabel_,
+            "temperature": self.temperature_,
+            "calibration": self.calibration_,
+            "note": "Encoder weights are not copied: 'model' in scorer_config.json names them (null: packaged all-MiniLM-L6-v2).",
+        }
         (directory / "embedding_zero_shot.json").write_text(json.dumps(state, indent=2, sort_keys=True))
 
     @classmethod

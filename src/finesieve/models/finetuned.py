@@ -51,10 +51,19 @@ class FineTunedScorer:
         self.config = config
         self.batch_size = batch_size
 
-    def fit(self, texts: Sequence[str], labels: Sequence, multilabel: bool | None = None,
-            val_texts: Sequence[str] | None = None, val_labels: Sequence | None = None,
-            out_dir: str | Path | None = None, resume: bool = False, positive: Sequence[str] | None = None,
-            tracker=None, vote_shares=None) -> FineTunedScorer:
+    def fit(
+        self,
+        texts: Sequence[str],
+        labels: Sequence,
+        multilabel: bool | None = None,
+        val_texts: Sequence[str] | None = None,
+        val_labels: Sequence | None = None,
+        out_dir: str | Path | None = None,
+        resume: bool = False,
+        positive: Sequence[str] | None = None,
+        tracker=None,
+        vote_shares=None,
+    ) -> FineTunedScorer:
         """Fine-tune on (texts, labels); early stopping and calibration use the validation texts when given,
         else a 10% split of the training data. `positive` makes early stopping watch their PR AUC.
         `vote_shares` (a DataFrame, one row per text, one column per class, NaN where a row has none) adds
@@ -68,8 +77,10 @@ class FineTunedScorer:
             torch.set_num_threads(config.num_threads)
         texts, tuples, multilabel = check_fit_inputs(texts, labels, multilabel)
         if config.soft_labels > 0 and vote_shares is None:
-            raise ConfigError(f"soft_labels={config.soft_labels} needs annotator votes: map them with --vote-col "
-                              "CLASS=COLUMN (one per class), or set soft_labels=0")
+            raise ConfigError(
+                f"soft_labels={config.soft_labels} needs annotator votes: map them with --vote-col "
+                "CLASS=COLUMN (one per class), or set soft_labels=0"
+            )
         if vote_shares is not None and len(vote_shares) != len(texts):
             raise ValueError(f"vote_shares has {len(vote_shares)} rows for {len(texts)} texts: give one row per text")
         if val_texts is None:
@@ -105,13 +116,32 @@ class FineTunedScorer:
             if tracker:
                 tracker.log_metrics({"val_pr_auc": metric}, step=state.step)
 
-        checkpoint_dir = (Path(out_dir) / CHECKPOINTS if out_dir
-                          else Path(os.environ.get("TMPDIR", "/tmp")) / f"finesieve-ckpt-{os.getpid()}")
-        state = train_loop(model, batches, validate, loss_fn, config.loop_settings(), checkpoint_dir, resume=resume,
-                           on_eval=on_eval, device=device)
+        checkpoint_dir = (
+            Path(out_dir) / CHECKPOINTS
+            if out_dir
+            else Path(os.environ.get("TMPDIR", "/tmp")) / f"finesieve-ckpt-{os.getpid()}"
+        )
+        state = train_loop(
+            model,
+            batches,
+            validate,
+            loss_fn,
+            config.loop_settings(),
+            checkpoint_dir,
+            resume=resume,
+            on_eval=on_eval,
+            device=device,
+        )
         self.calibrator_ = Calibrator(config.calibration, multilabel).fit(self.logits(val_texts), y_val)
-        self.training_ = _training_summary(state, model, self.calibrator_, n_train=len(texts), n_val=len(val_texts),
-                                           device=device, soft_label_rows=soft_label_rows)
+        self.training_ = _training_summary(
+            state,
+            model,
+            self.calibrator_,
+            n_train=len(texts),
+            n_val=len(val_texts),
+            device=device,
+            soft_label_rows=soft_label_rows,
+        )
         return self
 
     def get_config(self) -> FinetuneConfig:
@@ -133,9 +163,10 @@ class FineTunedScorer:
         self.model_.eval()
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
-                rows = order[start: start + self.batch_size]
-                enc = self.tokenizer_([texts[i] for i in rows], truncation=True, max_length=max_length,
-                                      padding=True, return_tensors="pt")
+                rows = order[start : start + self.batch_size]
+                enc = self.tokenizer_(
+                    [texts[i] for i in rows], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+                )
                 logits = self.model_(enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device))
                 out[rows] = logits.float().cpu().numpy()
         return out
@@ -152,9 +183,15 @@ class FineTunedScorer:
         adapter_files = None if is_peft_model(self.model_.body) else getattr(self, "adapter_files_", None)
         config = self.get_config()
         save_classifier(self.model_, self.tokenizer_, directory, config.method, adapter_files=adapter_files)
-        meta = {"classes": self.classes_.tolist(), "multilabel": self.multilabel_, "architecture": self.architecture_,
-                "pooling": self.model_.pooling, "calibration": self.calibrator_.state_dict(),
-                "config": config.model_dump(), "batch_size": self.batch_size}
+        meta = {
+            "classes": self.classes_.tolist(),
+            "multilabel": self.multilabel_,
+            "architecture": self.architecture_,
+            "pooling": self.model_.pooling,
+            "calibration": self.calibrator_.state_dict(),
+            "config": config.model_dump(),
+            "batch_size": self.batch_size,
+        }
         (directory / "scorer.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
     @classmethod
@@ -174,8 +211,15 @@ class FineTunedScorer:
         scorer.tokenizer_ = AutoTokenizer.from_pretrained(directory / "tokenizer")
         # Read before loading: these are the bytes the merged weights come from.
         adapter_files = read_adapter_files(directory / ADAPTER_DIR) if config.method in ADAPTER_METHODS else None
-        scorer.model_ = load_classifier(directory, config.model, meta["architecture"], config.method,
-                                        len(scorer.classes_), meta["pooling"], merge=merge)
+        scorer.model_ = load_classifier(
+            directory,
+            config.model,
+            meta["architecture"],
+            config.method,
+            len(scorer.classes_),
+            meta["pooling"],
+            merge=merge,
+        )
         scorer.adapter_files_ = None if is_peft_model(scorer.model_.body) else adapter_files
         scorer.calibrator_ = Calibrator.from_state_dict(meta["calibration"])
         return scorer
@@ -192,8 +236,10 @@ class FineTunedScorer:
         meta = json.loads((directory / "scorer.json").read_text())
         config = FinetuneConfig.model_validate(meta["config"])
         if config.method not in ADAPTER_METHODS:
-            raise ConfigError(f"{directory} is a {config.method} fine-tune, not an adapter: it cannot share a base; "
-                              "load it with FineTunedScorer.load")
+            raise ConfigError(
+                f"{directory} is a {config.method} fine-tune, not an adapter: it cannot share a base; "
+                "load it with FineTunedScorer.load"
+            )
         scorer = cls(config=config, batch_size=meta.get("batch_size", 64))
         scorer.classes_ = np.array(meta["classes"])
         scorer.multilabel_ = meta["multilabel"]
@@ -209,17 +255,22 @@ class FineTunedScorer:
 
 # --------------------------------------------------------------------------------------------- building the model
 
+
 def check_method(config: FinetuneConfig) -> None:
     """Refuse QLoRA where it cannot run: it needs a CUDA GPU and bitsandbytes."""
     if config.method != "qlora":
         return
     if not torch.cuda.is_available():
-        raise ConfigError("QLoRA quantises the base model to 4 bits with bitsandbytes, which needs a CUDA GPU; "
-                          "none is available here: use --method lora (or full) on CPU")
+        raise ConfigError(
+            "QLoRA quantises the base model to 4 bits with bitsandbytes, which needs a CUDA GPU; "
+            "none is available here: use --method lora (or full) on CPU"
+        )
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise ConfigError("QLoRA needs the bitsandbytes package: pip install bitsandbytes (GPU machines only)") from None
+        raise ConfigError(
+            "QLoRA needs the bitsandbytes package: pip install bitsandbytes (GPU machines only)"
+        ) from None
 
 
 def build_model(config: FinetuneConfig, n_labels: int, classes: Sequence[str]):
@@ -230,7 +281,9 @@ def build_model(config: FinetuneConfig, n_labels: int, classes: Sequence[str]):
     path = resolve_model(config.model)
     arch = detect_architecture(path) if config.architecture == "auto" else config.architecture
     if config.head_init == "label_tokens" and arch != "decoder":
-        raise ConfigError(f"head_init=label_tokens needs a decoder, but {config.model} is an encoder: use head_init=random")
+        raise ConfigError(
+            f"head_init=label_tokens needs a decoder, but {config.model} is an encoder: use head_init=random"
+        )
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # safe: pooling reads the attention mask, not pad ids
@@ -242,8 +295,13 @@ def build_model(config: FinetuneConfig, n_labels: int, classes: Sequence[str]):
             from peft import prepare_model_for_kbit_training
 
             body = prepare_model_for_kbit_training(body)
-        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                          target_modules=config.target_modules, bias="none")
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.target_modules,
+            bias="none",
+        )
         body = get_peft_model(body, lora)
     model = TextClassifier(body, body.config.hidden_size, n_labels, pooling="last" if arch == "decoder" else "mean")
     if config.head_init == "label_tokens":
@@ -255,6 +313,7 @@ def build_model(config: FinetuneConfig, n_labels: int, classes: Sequence[str]):
 
 
 # --------------------------------------------------------------------------------------------- targets and loss
+
 
 def _targets(tuples: list[tuple[str, ...]], classes: list[str], multilabel: bool) -> np.ndarray:
     if multilabel:
@@ -287,8 +346,9 @@ def soft_targets(y: np.ndarray, shares: np.ndarray, weight: float) -> np.ndarray
     return mixed
 
 
-def _loss(config: FinetuneConfig, y: np.ndarray, classes: list[str], multilabel: bool, vote_shares,
-          device: torch.device) -> tuple[np.ndarray, int, torch.nn.Module]:
+def _loss(
+    config: FinetuneConfig, y: np.ndarray, classes: list[str], multilabel: bool, vote_shares, device: torch.device
+) -> tuple[np.ndarray, int, torch.nn.Module]:
     """(training targets, rows with vote shares mixed in, class-weighted loss) for targets `y` ((n,) or (n, k))."""
     weights = class_weights(y, len(classes), config.class_weight, multilabel)
     train_targets, soft_label_rows = y, 0
@@ -299,7 +359,9 @@ def _loss(config: FinetuneConfig, y: np.ndarray, classes: list[str], multilabel:
         train_targets = soft_targets(y, shares, config.soft_labels)
         soft_label_rows = int((~np.isnan(shares).any(axis=1)).sum())
     weights = weights.to(device) if weights is not None else None
-    loss_fn = (torch.nn.BCEWithLogitsLoss(pos_weight=weights) if multilabel else torch.nn.CrossEntropyLoss(weight=weights))
+    loss_fn = (
+        torch.nn.BCEWithLogitsLoss(pos_weight=weights) if multilabel else torch.nn.CrossEntropyLoss(weight=weights)
+    )
     return train_targets, soft_label_rows, loss_fn
 
 
@@ -314,8 +376,15 @@ def _resample_weights(y: np.ndarray, k: int, multilabel: bool) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- validation
 
-def _validation_metric(logits: np.ndarray, y_val: np.ndarray, pos_idx: list[int], multilabel: bool,
-                       loss_fn: torch.nn.Module, device: torch.device) -> tuple[float, float]:
+
+def _validation_metric(
+    logits: np.ndarray,
+    y_val: np.ndarray,
+    pos_idx: list[int],
+    multilabel: bool,
+    loss_fn: torch.nn.Module,
+    device: torch.device,
+) -> tuple[float, float]:
     """(metric, loss) on the validation split from its logits (n, k): PR AUC of the positive classes' score,
     or, with no positive class named, the mean PR AUC over the classes present in validation."""
     k = logits.shape[1]
@@ -330,15 +399,31 @@ def _validation_metric(logits: np.ndarray, y_val: np.ndarray, pos_idx: list[int]
     return (float(np.mean(values)) if values else 0.0), loss
 
 
-def _training_summary(state: LoopState, model: torch.nn.Module, calibrator: Calibrator, *, n_train: int, n_val: int,
-                      device: torch.device, soft_label_rows: int) -> dict:
+def _training_summary(
+    state: LoopState,
+    model: torch.nn.Module,
+    calibrator: Calibrator,
+    *,
+    n_train: int,
+    n_val: int,
+    device: torch.device,
+    soft_label_rows: int,
+) -> dict:
     """What the run manifest records about training (`training_`)."""
-    return {"steps": state.step, "epochs_started": state.epoch + (1 if state.batch_in_epoch else 0),
-            "best_step": state.best_step, "best_val_metric": state.best_metric,
-            "stopped_early": state.stopped_early, "history": state.history, "seconds": round(state.seconds, 1),
-            "train_messages_per_second": round(state.messages_seen / max(state.seconds, 1e-9), 1),
-            "n_train": n_train, "n_val": n_val, "device": str(device),
-            "soft_label_rows": soft_label_rows,
-            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "total_parameters": sum(p.numel() for p in model.parameters()),
-            "temperature": calibrator.temperature_.tolist()}
+    return {
+        "steps": state.step,
+        "epochs_started": state.epoch + (1 if state.batch_in_epoch else 0),
+        "best_step": state.best_step,
+        "best_val_metric": state.best_metric,
+        "stopped_early": state.stopped_early,
+        "history": state.history,
+        "seconds": round(state.seconds, 1),
+        "train_messages_per_second": round(state.messages_seen / max(state.seconds, 1e-9), 1),
+        "n_train": n_train,
+        "n_val": n_val,
+        "device": str(device),
+        "soft_label_rows": soft_label_rows,
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "total_parameters": sum(p.numel() for p in model.parameters()),
+        "temperature": calibrator.temperature_.tolist(),
+    }

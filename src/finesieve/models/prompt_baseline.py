@@ -66,34 +66,64 @@ class EndpointError(FinesieveError):
 class PromptBaselineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="'hf': Hugging Face model id or local path of a causal LM; 'openai': the model name to request.")
-    prompt: str | TaskPrompt = Field("builtin:davidson", description="Task prompt: builtin:NAME, a YAML path, or the prompt itself.")
-    backend: Literal["hf", "openai"] = Field("hf", description="Local Hugging Face model, or an OpenAI-compatible endpoint.")
+    model: str = Field(
+        description="'hf': Hugging Face model id or local path of a causal LM; 'openai': the model name to request."
+    )
+    prompt: str | TaskPrompt = Field(
+        "builtin:davidson", description="Task prompt: builtin:NAME, a YAML path, or the prompt itself."
+    )
+    backend: Literal["hf", "openai"] = Field(
+        "hf", description="Local Hugging Face model, or an OpenAI-compatible endpoint."
+    )
     few_shot: bool = Field(False, description="Put the prompt's examples before the message.")
-    calibrate: bool = Field(False, description="fit() also fits a temperature and bias on its data; False keeps the raw zero-shot scores.")
-    max_message_chars: int = Field(2000, gt=0, description="Longer messages are cut to this many characters before rendering.")
+    calibrate: bool = Field(
+        False, description="fit() also fits a temperature and bias on its data; False keeps the raw zero-shot scores."
+    )
+    max_message_chars: int = Field(
+        2000, gt=0, description="Longer messages are cut to this many characters before rendering."
+    )
     # hf backend
     batch_size: int = Field(8, gt=0, description="'hf': prompts per forward pass.")
     device: str = Field("cpu", description="'hf': torch device.")
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="'hf': weight dtype.")
-    padding_side: Literal["left", "right"] = Field("left", description="'hf': padding side of a batch (scores do not depend on it).")
+    padding_side: Literal["left", "right"] = Field(
+        "left", description="'hf': padding side of a batch (scores do not depend on it)."
+    )
     progress: bool = Field(True, description="Show a progress bar while scoring.")
     # openai backend
-    base_url: str = Field("https://api.openai.com/v1", description="'openai': endpoint root ({base_url}/completions, /chat/completions).")
-    api: Literal["completions", "chat"] = Field("completions", description="'openai': legacy completions, or chat (one user message).")
-    api_key_env: str = Field("OPENAI_API_KEY", description="'openai': environment variable holding the API key (none sent when unset).")
-    top_logprobs: int = Field(20, ge=1, le=20, description="'openai': alternatives asked for the first token (OpenAI's legacy API allows 5).")
-    missing_logprob: float | None = Field(None, description=(
-        "'openai': log-probability of a label word absent from the top alternatives; None uses the lowest returned one (an upper bound)."))
+    base_url: str = Field(
+        "https://api.openai.com/v1", description="'openai': endpoint root ({base_url}/completions, /chat/completions)."
+    )
+    api: Literal["completions", "chat"] = Field(
+        "completions", description="'openai': legacy completions, or chat (one user message)."
+    )
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="'openai': environment variable holding the API key (none sent when unset)."
+    )
+    top_logprobs: int = Field(
+        20, ge=1, le=20, description="'openai': alternatives asked for the first token (OpenAI's legacy API allows 5)."
+    )
+    missing_logprob: float | None = Field(
+        None,
+        description=(
+            "'openai': log-probability of a label word absent from the top alternatives; None uses the lowest returned one (an upper bound)."
+        ),
+    )
     timeout_s: float = Field(30.0, gt=0, description="'openai': seconds per request.")
-    max_retries: int = Field(4, ge=0, description="'openai': retries on 429, 5xx and connection errors, with exponential backoff.")
-    backoff_s: float = Field(1.0, ge=0, description="'openai': first backoff in seconds (doubles each retry; Retry-After wins when given).")
+    max_retries: int = Field(
+        4, ge=0, description="'openai': retries on 429, 5xx and connection errors, with exponential backoff."
+    )
+    backoff_s: float = Field(
+        1.0, ge=0, description="'openai': first backoff in seconds (doubles each retry; Retry-After wins when given)."
+    )
     concurrency: int = Field(4, ge=1, le=64, description="'openai': requests in flight at once.")
 
     @model_validator(mode="after")
     def _check(self) -> PromptBaselineConfig:
         if self.backend == "hf" and self.api != "completions":
-            raise ValueError(f"api={self.api!r} applies to backend='openai' only, but backend='hf': drop api or set backend='openai'")
+            raise ValueError(
+                f"api={self.api!r} applies to backend='openai' only, but backend='hf': drop api or set backend='openai'"
+            )
         return self
 
 
@@ -102,12 +132,29 @@ class PromptBaseline:
 
     kind = "prompt_baseline"  # the run kind written in manifest.json (finesieve.models.kinds)
 
-    def __init__(self, model: str, prompt: str | TaskPrompt = "builtin:davidson", backend: str = "hf", few_shot: bool = False,
-                 calibrate: bool = False, max_message_chars: int = 2000, batch_size: int = 8, device: str = "cpu",
-                 dtype: str = "float32", padding_side: str = "left", progress: bool = True,
-                 base_url: str = "https://api.openai.com/v1", api: str = "completions", api_key_env: str = "OPENAI_API_KEY",
-                 top_logprobs: int = 20, missing_logprob: float | None = None, timeout_s: float = 30.0, max_retries: int = 4,
-                 backoff_s: float = 1.0, concurrency: int = 4):
+    def __init__(
+        self,
+        model: str,
+        prompt: str | TaskPrompt = "builtin:davidson",
+        backend: str = "hf",
+        few_shot: bool = False,
+        calibrate: bool = False,
+        max_message_chars: int = 2000,
+        batch_size: int = 8,
+        device: str = "cpu",
+        dtype: str = "float32",
+        padding_side: str = "left",
+        progress: bool = True,
+        base_url: str = "https://api.openai.com/v1",
+        api: str = "completions",
+        api_key_env: str = "OPENAI_API_KEY",
+        top_logprobs: int = 20,
+        missing_logprob: float | None = None,
+        timeout_s: float = 30.0,
+        max_retries: int = 4,
+        backoff_s: float = 1.0,
+        concurrency: int = 4,
+    ):
         self.model = model
         self.prompt = prompt
         self.backend = backend
@@ -200,7 +247,7 @@ class PromptBaseline:
         with_special = tok("Answer:")["input_ids"]
         plain = tok("Answer:", add_special_tokens=False)["input_ids"]
         # Keep the tokenizer's leading special tokens (BOS) but never a trailing EOS: the answer follows the prompt.
-        starts = [i for i in range(len(with_special) - len(plain) + 1) if with_special[i: i + len(plain)] == plain]
+        starts = [i for i in range(len(with_special) - len(plain) + 1) if with_special[i : i + len(plain)] == plain]
         self._lead = with_special[: starts[0]] if starts else []
         words = [self.prompt_.label_words[c] for c in self.classes_]
         probe = self.prompt_.render("a message", few_shot=self.few_shot)
@@ -212,19 +259,25 @@ class PromptBaseline:
             # pre-tokenizers) or a token of its own, which then belongs to the prompt: the word starts after it.
             full = tok(probe + " " + word, add_special_tokens=False)["input_ids"]
             if full[: len(base)] != base or len(full) == len(base):
-                raise ConfigError(f"tokenizer of {self.model} merges the label word {word!r} into the prompt's last token: "
-                                  "end the prompt differently or choose another label word")
-            rest = full[len(base):]
+                raise ConfigError(
+                    f"tokenizer of {self.model} merges the label word {word!r} into the prompt's last token: "
+                    "end the prompt differently or choose another label word"
+                )
+            rest = full[len(base) :]
             if len(rest) > 1 and not tok.decode(rest[:1]).strip():
                 space, rest = rest[:1], rest[1:]
             ids.append(rest[0])
         self._answer_prefix = space
         tokens = tok.convert_ids_to_tokens(ids)
-        clashes = [(words[i], words[j], tokens[i]) for i in range(len(ids)) for j in range(i + 1, len(ids)) if ids[i] == ids[j]]
+        clashes = [
+            (words[i], words[j], tokens[i]) for i in range(len(ids)) for j in range(i + 1, len(ids)) if ids[i] == ids[j]
+        ]
         if clashes:
             detail = "; ".join(f"{a!r} and {b!r} both start with token {t!r}" for a, b, t in clashes)
-            raise ConfigError(f"label words cannot be told apart by their first token with the tokenizer of {self.model}: {detail}. "
-                              f"Change label_words in prompt '{self.prompt_.name}' so each starts differently")
+            raise ConfigError(
+                f"label words cannot be told apart by their first token with the tokenizer of {self.model}: {detail}. "
+                f"Change label_words in prompt '{self.prompt_.name}' so each starts differently"
+            )
         self.label_token_ids_ = ids
         self.label_tokens_ = tokens
 
@@ -248,16 +301,23 @@ class PromptBaseline:
         limit = getattr(model.config, "max_position_embeddings", None)
         longest = max(len(e) for e in encoded)
         if limit and longest > limit:
-            raise ConfigError(f"a prompt is {longest} tokens long, more than {self.model} takes ({limit}): "
-                              "lower max_message_chars, turn off few_shot, or shorten the prompt")
+            raise ConfigError(
+                f"a prompt is {longest} tokens long, more than {self.model} takes ({limit}): "
+                "lower max_message_chars, turn off few_shot, or shorten the prompt"
+            )
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
         label_ids = torch.tensor(self.label_token_ids_)
         order = np.argsort([-len(e) for e in encoded], kind="stable")  # similar lengths together: less padding
         out = np.zeros((len(prompts), len(label_ids)))
         with torch.inference_mode():
-            for start in tqdm(range(0, len(order), self.batch_size), desc="prompt baseline", unit="batch",
-                              disable=not self.progress, leave=False):
-                rows = order[start: start + self.batch_size]
+            for start in tqdm(
+                range(0, len(order), self.batch_size),
+                desc="prompt baseline",
+                unit="batch",
+                disable=not self.progress,
+                leave=False,
+            ):
+                rows = order[start : start + self.batch_size]
                 seqs = [encoded[i] for i in rows]
                 width = max(len(s) for s in seqs)
                 ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -286,10 +346,14 @@ class PromptBaseline:
         params = inspect.signature(model.forward).parameters
         if "logits_to_keep" in params:
             keep = 1 if bool((last == width - 1).all()) else last[:, None]  # int: the last column; (b, 1): per row
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids, logits_to_keep=keep, use_cache=False).logits
+            logits = model(
+                input_ids=ids, attention_mask=mask, position_ids=position_ids, logits_to_keep=keep, use_cache=False
+            ).logits
             return logits[:, -1]
         # Older or custom models: run the body, gather the last hidden state, apply the output embeddings to it.
-        hidden = model.base_model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False).last_hidden_state
+        hidden = model.base_model(
+            input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state
         rows = hidden[torch.arange(len(ids), device=ids.device), last]  # (b, hidden)
         return model.get_output_embeddings()(rows)
 
@@ -300,31 +364,55 @@ class PromptBaseline:
 
         words = [self.prompt_.label_words[c] for c in self.classes_]
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            tops = list(tqdm(pool.map(self._first_token_top_logprobs, prompts), total=len(prompts),
-                             desc="prompt baseline", unit="msg", disable=not self.progress, leave=False))
+            tops = list(
+                tqdm(
+                    pool.map(self._first_token_top_logprobs, prompts),
+                    total=len(prompts),
+                    desc="prompt baseline",
+                    unit="msg",
+                    disable=not self.progress,
+                    leave=False,
+                )
+            )
         return np.array([map_top_logprobs(top, words, self.missing_logprob) for top in tops])
 
     def _first_token_top_logprobs(self, prompt: str) -> dict[str, float]:
         """{token: logprob} of the first generated token's alternatives (several tokens may share a string)."""
         base = self.base_url.rstrip("/")
         if self.api == "chat":
-            payload = {"model": self.model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 1,
-                       "temperature": 0, "logprobs": True, "top_logprobs": self.top_logprobs}
+            payload = {
+                "model": self.model,
+                "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": 1,
+                "temperature": 0,
+                "logprobs": True,
+                "top_logprobs": self.top_logprobs,
+            }
             body = self._post(f"{base}/chat/completions", payload)
             try:
                 first = body["choices"][0]["logprobs"]["content"][0]
                 pairs = [(alt["token"], alt["logprob"]) for alt in first["top_logprobs"]]
             except (KeyError, IndexError, TypeError):
-                raise EndpointError(f"{base}/chat/completions answered without logprobs.content[0].top_logprobs "
-                                    f"({_excerpt(json.dumps(body))}): use a model and server that return log-probabilities") from None
+                raise EndpointError(
+                    f"{base}/chat/completions answered without logprobs.content[0].top_logprobs "
+                    f"({_excerpt(json.dumps(body))}): use a model and server that return log-probabilities"
+                ) from None
         else:
-            payload = {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0, "logprobs": self.top_logprobs}
+            payload = {
+                "model": self.model,
+                "prompt": prompt,
+                "max_tokens": 1,
+                "temperature": 0,
+                "logprobs": self.top_logprobs,
+            }
             body = self._post(f"{base}/completions", payload)
             try:
                 pairs = list(body["choices"][0]["logprobs"]["top_logprobs"][0].items())
             except (KeyError, IndexError, TypeError, AttributeError):
-                raise EndpointError(f"{base}/completions answered without logprobs.top_logprobs[0] ({_excerpt(json.dumps(body))}): "
-                                    "use a server that supports the legacy completions 'logprobs' option, or api='chat'") from None
+                raise EndpointError(
+                    f"{base}/completions answered without logprobs.top_logprobs[0] ({_excerpt(json.dumps(body))}): "
+                    "use a server that supports the legacy completions 'logprobs' option, or api='chat'"
+                ) from None
         top: dict[str, float] = {}
         for token, logprob in pairs:
             if logprob is None:
@@ -339,7 +427,7 @@ class PromptBaseline:
             headers["Authorization"] = f"Bearer {key}"
         data = json.dumps(payload).encode()
         for attempt in range(self.max_retries + 1):
-            wait = self.backoff_s * 2 ** attempt
+            wait = self.backoff_s * 2**attempt
             try:
                 req = urllib.request.Request(url, data=data, headers=headers, method="POST")
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
@@ -347,11 +435,15 @@ class PromptBaseline:
             except urllib.error.HTTPError as err:
                 detail = _excerpt(err.read().decode("utf-8", "replace"))
                 if err.code in (401, 403):
-                    raise EndpointError(f"{url} refused the request ({err.code} {err.reason}: {detail}): set the environment "
-                                        f"variable {self.api_key_env} (api_key_env) to a valid API key for this endpoint") from None
+                    raise EndpointError(
+                        f"{url} refused the request ({err.code} {err.reason}: {detail}): set the environment "
+                        f"variable {self.api_key_env} (api_key_env) to a valid API key for this endpoint"
+                    ) from None
                 if err.code != 429 and err.code < 500:
-                    raise EndpointError(f"{url} rejected the request ({err.code} {err.reason}: {detail}): check model "
-                                        f"{self.model!r}, api={self.api!r} and top_logprobs={self.top_logprobs}") from None
+                    raise EndpointError(
+                        f"{url} rejected the request ({err.code} {err.reason}: {detail}): check model "
+                        f"{self.model!r}, api={self.api!r} and top_logprobs={self.top_logprobs}"
+                    ) from None
                 problem = f"{err.code} {err.reason}: {detail}"
                 retry_after = err.headers.get("Retry-After") if err.headers else None
                 if retry_after and retry_after.replace(".", "", 1).isdigit():
@@ -360,8 +452,10 @@ class PromptBaseline:
                 problem = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
             if attempt < self.max_retries:
                 time.sleep(wait)
-        raise EndpointError(f"{url} failed after {self.max_retries + 1} attempts (last: {problem}): check base_url and the "
-                            "server, or raise max_retries / timeout_s")
+        raise EndpointError(
+            f"{url} failed after {self.max_retries + 1} attempts (last: {problem}): check base_url and the "
+            "server, or raise max_retries / timeout_s"
+        )
 
     # ------------------------------------------------------------------------------------------- save / load
 
@@ -369,12 +463,19 @@ class PromptBaseline:
         check_is_fitted(self)
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "scorer_config.json").write_text(json.dumps(self.get_config().model_dump(), indent=2, sort_keys=True))
+        (directory / "scorer_config.json").write_text(
+            json.dumps(self.get_config().model_dump(), indent=2, sort_keys=True)
+        )
         # The prompt as scored, whatever happens to the file or built-in it came from.
         (directory / "prompt.yaml").write_text(self.prompt_.to_yaml(), encoding="utf-8")
-        state = {"classes": self.classes_.tolist(), "multilabel": self.multilabel_, "calibration": self.calibration_,
-                 "label_tokens": getattr(self, "label_tokens_", None), "label_token_ids": getattr(self, "label_token_ids_", None),
-                 "note": "Model weights are not copied: 'model' in scorer_config.json names them."}
+        state = {
+            "classes": self.classes_.tolist(),
+            "multilabel": self.multilabel_,
+            "calibration": self.calibration_,
+            "label_tokens": getattr(self, "label_tokens_", None),
+            "label_token_ids": getattr(self, "label_token_ids_", None),
+            "note": "Model weights are not copied: 'model' in scorer_config.json names them.",
+        }
         (directory / "prompt_baseline.json").write_text(json.dumps(state, indent=2, sort_keys=True))
 
     @classmethod
@@ -395,7 +496,8 @@ class PromptBaseline:
                 raise ConfigError(
                     f"{directory}: the tokenizer of {scorer.model} now starts the label words with tokens "
                     f"{scorer.label_tokens_}, not {state.get('label_tokens')} as when this scorer was saved: the model "
-                    "files changed. Fix: point 'model' in scorer_config.json at the model the run was made with")
+                    "files changed. Fix: point 'model' in scorer_config.json at the model the run was made with"
+                )
         return scorer
 
 

@@ -52,7 +52,9 @@ class TaskPrompt(BaseModel):
     instruction: str = Field(description="What the model is asked to do; the first paragraph of the prompt.")
     labels: dict[str, str] = Field(description="Class name -> its definition (the policy text), in display order.")
     label_words: dict[str, str] = Field(description="Class name -> the single word the model answers with.")
-    examples: list[PromptExample] = Field(default_factory=list, description="Few-shot examples, used when few_shot=True.")
+    examples: list[PromptExample] = Field(
+        default_factory=list, description="Few-shot examples, used when few_shot=True."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TaskPrompt:
@@ -66,18 +68,26 @@ class TaskPrompt(BaseModel):
                 problems.append(f"class '{name}' has an empty description in 'labels': write its definition")
         missing = [c for c in self.labels if c not in self.label_words]
         if missing:
-            problems.append(f"classes {missing} have no entry in 'label_words': give each class the word the model answers with")
+            problems.append(
+                f"classes {missing} have no entry in 'label_words': give each class the word the model answers with"
+            )
         unknown = [c for c in self.label_words if c not in self.labels]
         if unknown:
-            problems.append(f"'label_words' names {unknown}, which are not classes in 'labels' {list(self.labels)}: add them or fix the name")
+            problems.append(
+                f"'label_words' names {unknown}, which are not classes in 'labels' {list(self.labels)}: add them or fix the name"
+            )
         seen: dict[str, str] = {}
         for name, word in self.label_words.items():
             if not word or not word.strip() or len(word.split()) != 1 or word != word.strip():
-                problems.append(f"label word {word!r} of class '{name}' must be one word without spaces (the model answers with it)")
+                problems.append(
+                    f"label word {word!r} of class '{name}' must be one word without spaces (the model answers with it)"
+                )
                 continue
             key = word.casefold()
             if key in seen:
-                problems.append(f"classes '{seen[key]}' and '{name}' share the label word {word!r}: label words must be distinct")
+                problems.append(
+                    f"classes '{seen[key]}' and '{name}' share the label word {word!r}: label words must be distinct"
+                )
             seen[key] = name
         for i, ex in enumerate(self.examples):
             if ex.label not in self.labels:
@@ -132,14 +142,18 @@ def load_prompt(path: str | Path | TaskPrompt) -> TaskPrompt:
         text = (resources.files("finesieve") / "prompts" / f"{name}.yaml").read_text(encoding="utf-8")
     else:
         if not Path(path).is_file():
-            raise ConfigError(f"{path}: prompt file not found: check the path, or use builtin:NAME ({builtin_prompts()})")
+            raise ConfigError(
+                f"{path}: prompt file not found: check the path, or use builtin:NAME ({builtin_prompts()})"
+            )
         text = Path(path).read_text(encoding="utf-8")
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a prompt file must be a YAML mapping with name, instruction, labels and label_words")
+        raise ConfigError(
+            f"{path}: a prompt file must be a YAML mapping with name, instruction, labels and label_words"
+        )
     return validate_prompt(raw, source=path)
 
 
@@ -176,5 +190,7 @@ def prompt_for_classes(classes: Sequence[str]) -> str:
         prompt = load_prompt(f"builtin:{name}")
         if set(classes) <= set(prompt.classes):
             return f"builtin:{name}"
-    raise ConfigError(f"no built-in prompt defines the classes {sorted(classes)}: write one (see "
-                      f"src/finesieve/prompts/*.yaml) and pass it with --prompt")
+    raise ConfigError(
+        f"no built-in prompt defines the classes {sorted(classes)}: write one (see "
+        f"src/finesieve/prompts/*.yaml) and pass it with --prompt"
+    )

@@ -53,8 +53,11 @@ def deciding_rule(fired: Iterable[str], modes: Mapping[str, str]) -> tuple[str, 
         # -> ("review", "pay-outside")
     """
     active = [(modes.get(name, "off"), name) for name in fired]
-    return max(((mode, name) for mode, name in active if mode != "off"),
-               key=lambda a: (ACTION_PRIORITY[a[0]], a[1]), default=None)
+    return max(
+        ((mode, name) for mode, name in active if mode != "off"),
+        key=lambda a: (ACTION_PRIORITY[a[0]], a[1]),
+        default=None,
+    )
 
 
 class Rule(BaseModel):
@@ -104,7 +107,9 @@ class Policy(BaseModel):
             raise ValueError(f"rule names {dupes} are used more than once: give each rule a unique name")
         unknown = sorted({r.category for r in self.rules} - set(self.categories))
         if unknown:
-            raise ValueError(f"rules use categories {unknown} that are not in 'categories' {self.categories}: add them or fix the rule")
+            raise ValueError(
+                f"rules use categories {unknown} that are not in 'categories' {self.categories}: add them or fix the rule"
+            )
         return self
 
 
@@ -138,8 +143,12 @@ def _read_policy_text(path: str) -> str:
 class RulesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    policy: str | Policy = Field("builtin:marketplace", description="The policy: builtin:NAME, a YAML path, or the policy itself.")
-    smoothing: float = Field(1.0, ge=0, description="Pseudo-count pulling each rule group's class shares towards the overall shares.")
+    policy: str | Policy = Field(
+        "builtin:marketplace", description="The policy: builtin:NAME, a YAML path, or the policy itself."
+    )
+    smoothing: float = Field(
+        1.0, ge=0, description="Pseudo-count pulling each rule group's class shares towards the overall shares."
+    )
 
 
 class RulesScorer:
@@ -198,14 +207,18 @@ class RulesScorer:
         for rule in usable:
             hits = np.array([rule.name in f for f in fired])
             pos = y[hits, classes.index(rule.category)].sum() if hits.any() else 0.0
-            self.rule_precision_[rule.name] = float((pos + a * y[:, classes.index(rule.category)].mean()) / (hits.sum() + a))
+            self.rule_precision_[rule.name] = float(
+                (pos + a * y[:, classes.index(rule.category)].mean()) / (hits.sum() + a)
+            )
         # Single-label: one table, keyed by the most precise fired rule, of class distributions (rows sum to 1).
         # Multi-label: one table per category, keyed by that category's most precise fired rule, since a
         # message can break several policies at once.
         category_of = {r.name: r.category for r in usable}
         if multilabel:
-            self.table_ = {c: self._group_table([self._key([n for n in f if category_of[n] == c]) for f in fired], y[:, j])
-                           for j, c in enumerate(classes)}
+            self.table_ = {
+                c: self._group_table([self._key([n for n in f if category_of[n] == c]) for f in fired], y[:, j])
+                for j, c in enumerate(classes)
+            }
         else:
             self.table_ = {"*": self._group_table([self._key(f) for f in fired], y)}
         self.classes_ = np.array(classes)
@@ -260,20 +273,31 @@ class RulesScorer:
         cascade that applies the policy as written."""
         check_is_fitted(self)
         ignored, positive = set(self.ignored_rules_), set(positive)
-        return {r.name: r.action for r in self.policy_.rules
-                if r.name not in ignored and (r.action == "clear" or r.category in positive)}
+        return {
+            r.name: r.action
+            for r in self.policy_.rules
+            if r.name not in ignored and (r.action == "clear" or r.category in positive)
+        }
 
     def save(self, directory: str | Path) -> None:
         check_is_fitted(self)
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "policy.yaml").write_text(yaml.safe_dump(self.policy_.model_dump(), sort_keys=False, allow_unicode=True))
-        state = {"smoothing": self.smoothing, "classes": self.classes_.tolist(), "multilabel": self.multilabel_,
-                 "ignored_rules": self.ignored_rules_,
-                 "rule_precision": self.rule_precision_, "table": self.table_}
+        (directory / "policy.yaml").write_text(
+            yaml.safe_dump(self.policy_.model_dump(), sort_keys=False, allow_unicode=True)
+        )
+        state = {
+            "smoothing": self.smoothing,
+            "classes": self.classes_.tolist(),
+            "multilabel": self.multilabel_,
+            "ignored_rules": self.ignored_rules_,
+            "rule_precision": self.rule_precision_,
+            "table": self.table_,
+        }
         (directory / "rules_calibration.json").write_text(json.dumps(state, indent=2, sort_keys=True))
         (directory / "scorer_config.json").write_text(
-            json.dumps(self.get_config().model_dump(mode="json"), indent=2, sort_keys=True))
+            json.dumps(self.get_config().model_dump(mode="json"), indent=2, sort_keys=True)
+        )
 
     @classmethod
     def load(cls, directory: str | Path) -> RulesScorer:

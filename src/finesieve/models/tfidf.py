@@ -31,7 +31,9 @@ class TfidfConfig(BaseModel):
     max_features: int = Field(200_000, gt=0, description="Vocabulary cap per analyser.")
     min_df: int = Field(2, ge=1, description="Ignore n-grams seen in fewer documents.")
     C: float = Field(4.0, gt=0, description="Inverse regularisation strength of the logistic regression.")
-    class_weight: Literal["balanced"] | None = Field(None, description="'balanced' up-weights rare classes (less calibrated).")
+    class_weight: Literal["balanced"] | None = Field(
+        None, description="'balanced' up-weights rare classes (less calibrated)."
+    )
     max_iter: int = Field(2000, gt=0, description="Solver iterations.")
 
 
@@ -40,8 +42,16 @@ class TfidfLogReg:
 
     kind = "tfidf"  # the run kind written in manifest.json (finesieve.models.kinds)
 
-    def __init__(self, word_ngrams=(1, 2), char_ngrams=(2, 5), max_features=200_000, min_df=2, C=4.0,
-                 class_weight=None, max_iter=2000):
+    def __init__(
+        self,
+        word_ngrams=(1, 2),
+        char_ngrams=(2, 5),
+        max_features=200_000,
+        min_df=2,
+        C=4.0,
+        class_weight=None,
+        max_iter=2000,
+    ):
         self.word_ngrams = word_ngrams
         self.char_ngrams = char_ngrams
         self.max_features = max_features
@@ -55,19 +65,39 @@ class TfidfLogReg:
         return cls(**config.model_dump())
 
     def get_config(self) -> TfidfConfig:
-        return TfidfConfig(word_ngrams=self.word_ngrams, char_ngrams=self.char_ngrams, max_features=self.max_features,
-                           min_df=self.min_df, C=self.C, class_weight=self.class_weight, max_iter=self.max_iter)
+        return TfidfConfig(
+            word_ngrams=self.word_ngrams,
+            char_ngrams=self.char_ngrams,
+            max_features=self.max_features,
+            min_df=self.min_df,
+            C=self.C,
+            class_weight=self.class_weight,
+            max_iter=self.max_iter,
+        )
 
     def _features(self, min_df: int):
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.pipeline import FeatureUnion
 
-        common = dict(preprocessor=normalize_for_scoring, lowercase=False, sublinear_tf=True, dtype=np.float32,
-                      max_features=self.max_features, min_df=min_df)
-        return FeatureUnion([
-            ("word", TfidfVectorizer(analyzer="word", ngram_range=tuple(self.word_ngrams), token_pattern=r"(?u)<?\b\w+\b>?", **common)),
-            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(self.char_ngrams), **common)),
-        ])
+        common = dict(
+            preprocessor=normalize_for_scoring,
+            lowercase=False,
+            sublinear_tf=True,
+            dtype=np.float32,
+            max_features=self.max_features,
+            min_df=min_df,
+        )
+        return FeatureUnion(
+            [
+                (
+                    "word",
+                    TfidfVectorizer(
+                        analyzer="word", ngram_range=tuple(self.word_ngrams), token_pattern=r"(?u)<?\b\w+\b>?", **common
+                    ),
+                ),
+                ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(self.char_ngrams), **common)),
+            ]
+        )
 
     def fit(self, texts: Sequence[str], labels: Sequence, multilabel: bool | None = None) -> TfidfLogReg:
         from sklearn.linear_model import LogisticRegression
@@ -105,9 +135,19 @@ class TfidfLogReg:
         directory.mkdir(parents=True, exist_ok=True)
         # Trusted, self-written artifact; the config beside it says how it was built.
         with open(directory / "tfidf_logreg.pkl", "wb") as fh:
-            pickle.dump({"features": self.features_, "model": self.model_, "classes": self.classes_.tolist(),
-                         "multilabel": self.multilabel_, "min_df": self.min_df_}, fh)
-        (directory / "scorer_config.json").write_text(json.dumps(self.get_config().model_dump(), indent=2, sort_keys=True))
+            pickle.dump(
+                {
+                    "features": self.features_,
+                    "model": self.model_,
+                    "classes": self.classes_.tolist(),
+                    "multilabel": self.multilabel_,
+                    "min_df": self.min_df_,
+                },
+                fh,
+            )
+        (directory / "scorer_config.json").write_text(
+            json.dumps(self.get_config().model_dump(), indent=2, sort_keys=True)
+        )
 
     @classmethod
     def load(cls, directory: str | Path) -> TfidfLogReg:

@@ -108,7 +108,7 @@ class Batches:
         for start in range(0, len(order), span):
             part = slice(start, start + span)
             order[part] = order[part][np.argsort(lengths[part], kind="stable")]
-        batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def collate(self, rows: np.ndarray, device) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -167,7 +167,9 @@ def _schedule(settings: LoopSettings, total_steps: int) -> Callable[[int], float
     if settings.schedule == "constant":
         return lambda s: 1.0
     warmup = int(total_steps * settings.warmup_ratio)
-    return lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup))
+    return lambda s: (
+        (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup))
+    )
 
 
 def train_loop(
@@ -207,8 +209,10 @@ def train_loop(
     if resume and path is not None and path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=False)
         if saved["config"] != settings.resume_key:
-            raise FinesieveError(f"{path} was written with a different configuration: resume with the same settings, "
-                                 "or start afresh without --resume")
+            raise FinesieveError(
+                f"{path} was written with a different configuration: resume with the same settings, "
+                "or start afresh without --resume"
+            )
         load_trainable_state(model, saved["weights"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -220,9 +224,18 @@ def train_loop(
         if path is None:
             return
         tmp = path.with_suffix(".tmp")
-        torch.save({"weights": trainable_state(model), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "best_weights": best_weights, "state": state.__dict__,
-                    "rng": torch.get_rng_state(), "config": settings.resume_key}, tmp)
+        torch.save(
+            {
+                "weights": trainable_state(model),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "best_weights": best_weights,
+                "state": state.__dict__,
+                "rng": torch.get_rng_state(),
+                "config": settings.resume_key,
+            },
+            tmp,
+        )
         tmp.replace(path)  # atomic: a crash mid-write never leaves a broken checkpoint
 
     interrupted = {"flag": False}
@@ -248,12 +261,23 @@ def train_loop(
             model.train()
         train_loss = state.loss_sum / state.loss_count if state.loss_count else None
         state.loss_sum, state.loss_count = 0.0, 0
-        state.history.append({"step": state.step, "epoch": state.epoch, "train_loss": train_loss,
-                              "val_metric": metric, "val_loss": val_loss})
+        state.history.append(
+            {
+                "step": state.step,
+                "epoch": state.epoch,
+                "train_loss": train_loss,
+                "val_metric": metric,
+                "val_loss": val_loss,
+            }
+        )
         if bar.disable:  # no terminal: one line per validation, so logs still show progress
             shown = "n/a" if metric is None else f"{metric:.4f} (best {max(metric, state.best_metric):.4f})"
-            print(f"{settings.desc}: step {state.step}/{total_steps} epoch {state.epoch}: validation metric {shown}, "
-                  f"{state.messages_seen / max(state.seconds, 1e-9):.0f} msgs/s", file=sys.stderr, flush=True)
+            print(
+                f"{settings.desc}: step {state.step}/{total_steps} epoch {state.epoch}: validation metric {shown}, "
+                f"{state.messages_seen / max(state.seconds, 1e-9):.0f} msgs/s",
+                file=sys.stderr,
+                flush=True,
+            )
         if on_eval:
             on_eval(state, metric)
         if metric is None:  # nothing to select on: keep the latest weights
@@ -271,13 +295,20 @@ def train_loop(
 
     model.train()
     # disable=None: a bar on a terminal, silence in logs and CI.
-    bar = tqdm(total=total_steps, initial=state.step, desc=settings.desc, unit="step", dynamic_ncols=True,
-               mininterval=1.0, disable=None)
+    bar = tqdm(
+        total=total_steps,
+        initial=state.step,
+        desc=settings.desc,
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=1.0,
+        disable=None,
+    )
     started = time.perf_counter() - state.seconds
     try:
         while state.step < total_steps and not state.stopped_early:
             micro = batches.epoch_batches(state.epoch, settings.seed, settings.batch_size)
-            groups = [micro[i: i + settings.grad_accum] for i in range(0, len(micro), settings.grad_accum)]
+            groups = [micro[i : i + settings.grad_accum] for i in range(0, len(micro), settings.grad_accum)]
             for g in range(state.batch_in_epoch, len(groups)):
                 optimizer.zero_grad(set_to_none=True)
                 loss_value, n_rows = 0.0, sum(len(r) for r in groups[g])
@@ -305,8 +336,11 @@ def train_loop(
                 state.loss_count += n_rows
                 state.seconds = time.perf_counter() - started
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.4f}", msgs_s=f"{state.messages_seen / max(state.seconds, 1e-9):.0f}",
-                                best=f"{state.best_metric:.4f}" if state.best_metric > -math.inf else "-")
+                bar.set_postfix(
+                    loss=f"{loss_value:.4f}",
+                    msgs_s=f"{state.messages_seen / max(state.seconds, 1e-9):.0f}",
+                    best=f"{state.best_metric:.4f}" if state.best_metric > -math.inf else "-",
+                )
                 if settings.eval_every and state.step % settings.eval_every == 0 and evaluate_now():
                     state.stopped_early = True
                 epoch_done = state.batch_in_epoch == len(groups)
@@ -315,14 +349,14 @@ def train_loop(
                     state.batch_in_epoch = 0
                     if (not state.history or state.history[-1]["step"] != state.step) and evaluate_now():
                         state.stopped_early = True
-                if (state.step % settings.checkpoint_every == 0 if settings.checkpoint_every
-                        else epoch_done):
+                if state.step % settings.checkpoint_every == 0 if settings.checkpoint_every else epoch_done:
                     save_checkpoint()
                 if interrupted["flag"]:
                     save_checkpoint()
                     raise TrainingInterrupted(
                         f"interrupted at step {state.step}: checkpoint written to {path}; run the same command "
-                        "with --resume to continue")
+                        "with --resume to continue"
+                    )
                 if state.stopped_early or state.step >= total_steps or epoch_done:
                     break
         if not state.history or state.history[-1]["step"] != state.step:
@@ -348,14 +382,17 @@ def pr_auc(y_true, scores) -> float:
     if y.shape != s.shape or y.ndim != 1:
         raise ValueError(f"y_true {y.shape} and scores {s.shape} must be 1-D and of one length: one score per label")
     if np.isnan(s).any():
-        raise ValueError(f"scores contain {int(np.isnan(s).sum())} NaN value(s): the model diverged; lower the "
-                         "learning rate")
+        raise ValueError(
+            f"scores contain {int(np.isnan(s).sum())} NaN value(s): the model diverged; lower the learning rate"
+        )
     if not ((y == 0) | (y == 1)).all():
         raise ValueError(f"y_true must hold only 0/1 or booleans, got {np.unique(y)[:5].tolist()}")
     y = y.astype(bool)
     if y.all() or not y.any():
-        raise ValueError(f"PR AUC is undefined: y_true holds one class only among {len(y)} items; validate on "
-                         "data holding both classes")
+        raise ValueError(
+            f"PR AUC is undefined: y_true holds one class only among {len(y)} items; validate on "
+            "data holding both classes"
+        )
     order = np.argsort(-s, kind="mergesort")
     s_sorted, y_sorted = s[order], y[order]
     last = np.r_[np.flatnonzero(np.diff(s_sorted)), len(s_sorted) - 1]  # last index of each run of equal scores

@@ -122,8 +122,10 @@ class BatchSummary:
             where = f"; rows in {self.rejects_path}" if self.rejects_path else "; list them with --rejects FILE"
             rejected = f" ({self.n_rejected:,} rejected: {kinds}{where})"
         actions = ", ".join(f"{self.actions[a]:,} {a}" for a in ACTIONS)
-        return (f"scored {self.n_scored:,} of {self.n_rows:,} rows{rejected}: {actions}; "
-                f"{self.rows_per_second:,.0f} rows/s; written to {self.out}")
+        return (
+            f"scored {self.n_scored:,} of {self.n_rows:,} rows{rejected}: {actions}; "
+            f"{self.rows_per_second:,.0f} rows/s; written to {self.out}"
+        )
 
 
 def score_file(
@@ -162,8 +164,15 @@ def score_file(
     cascade = as_cascade(loaded)
     scoring_spec = _scoring_spec(spec)
     chunks = _first_read(iter_chunks(data, scoring_spec, chunk_rows, labelled=False))
-    identity = job_identity(run, data, spec=scoring_spec, include_text=include_text, out_format=out_format,
-                            rejects_path=rejects, preprocessing=preprocessing)
+    identity = job_identity(
+        run,
+        data,
+        spec=scoring_spec,
+        include_text=include_text,
+        out_format=out_format,
+        rejects_path=rejects,
+        preprocessing=preprocessing,
+    )
     partial, rejects_partial, record = partial_path(out), partial_path(rejects) if rejects else None, progress_path(out)
     summary = BatchSummary(run=str(run), data=str(data), out=str(out), rejects_path=str(rejects) if rejects else None)
     saved = _resume_point(record, identity, partial, rejects_partial, out) if resume else None
@@ -189,12 +198,27 @@ def score_file(
         checkpoint = _Checkpoint(record, identity, out_fh, rejects_fh)
         if saved is None:
             checkpoint.save(summary)  # the header alone: a job stopped in its first chunk can resume too
-        bar = stack.enter_context(tqdm(total=_estimate_rows(data, scoring_spec) if progress else None,
-                                       initial=summary.n_rows, disable=not progress, unit="rows",
-                                       dynamic_ncols=True, desc=f"scoring {data.name}"))
+        bar = stack.enter_context(
+            tqdm(
+                total=_estimate_rows(data, scoring_spec) if progress else None,
+                initial=summary.n_rows,
+                disable=not progress,
+                unit="rows",
+                dynamic_ncols=True,
+                desc=f"scoring {data.name}",
+            )
+        )
         for chunk in _skip_rows(chunks, summary.n_rows):
-            _score_chunk(chunk, cascade=cascade, validator=validator, preprocessing=preprocessing, redactor=redactor,
-                         writer=writer, rejects_fh=rejects_fh, summary=summary)
+            _score_chunk(
+                chunk,
+                cascade=cascade,
+                validator=validator,
+                preprocessing=preprocessing,
+                redactor=redactor,
+                writer=writer,
+                rejects_fh=rejects_fh,
+                summary=summary,
+            )
             summary.seconds = seconds_before + time.perf_counter() - start
             checkpoint.save(summary)
             bar.update(len(chunk))
@@ -210,8 +234,17 @@ def score_file(
     return summary
 
 
-def _score_chunk(chunk: pd.DataFrame, *, cascade: Cascade, validator: RowValidator, preprocessing: Preprocessing,
-                 redactor: Redactor, writer: _Writer, rejects_fh: TextIO | None, summary: BatchSummary) -> None:
+def _score_chunk(
+    chunk: pd.DataFrame,
+    *,
+    cascade: Cascade,
+    validator: RowValidator,
+    preprocessing: Preprocessing,
+    redactor: Redactor,
+    writer: _Writer,
+    rejects_fh: TextIO | None,
+    summary: BatchSummary,
+) -> None:
     """Validate, preprocess, decide, write and count one chunk. A function of its own, so that nothing derived
     from this chunk is still referenced while the next one is read: memory holds one chunk, not two."""
     result = validator.validate(chunk)
@@ -233,8 +266,16 @@ def progress_path(out: str | Path) -> Path:
     return partial.with_name(partial.name + PROGRESS_SUFFIX)
 
 
-def job_identity(run: str | Path, data: str | Path, *, spec: ColumnSpec, include_text: bool, out_format: str,
-                 rejects_path: str | Path | None, preprocessing: Preprocessing) -> dict:
+def job_identity(
+    run: str | Path,
+    data: str | Path,
+    *,
+    spec: ColumnSpec,
+    include_text: bool,
+    out_format: str,
+    rejects_path: str | Path | None,
+    preprocessing: Preprocessing,
+) -> dict:
     """What makes two scoring passes the same job: a resumed pass must match the interrupted one on every key.
 
     The data file is recognised by its size, modification time and the sha256 of its first MiB (hashing the
@@ -291,17 +332,29 @@ class _Checkpoint:
             fh.flush()
             os.fsync(fh.fileno())
             sizes[key] = os.fstat(fh.fileno()).st_size
-        record = {"format": PROGRESS_FORMAT, "finesieve_version": finesieve.__version__, "identity": self.identity,
-                  "rows_done": summary.n_rows, **sizes, "counters": _counters(summary)}
+        record = {
+            "format": PROGRESS_FORMAT,
+            "finesieve_version": finesieve.__version__,
+            "identity": self.identity,
+            "rows_done": summary.n_rows,
+            **sizes,
+            "counters": _counters(summary),
+        }
         with atomic_file(self.path) as fh:
             fh.write(json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def _counters(summary: BatchSummary) -> dict:
     """The summary's running totals, unrounded (to_dict rounds seconds), so a resumed pass adds on exactly."""
-    return {"n_rows": summary.n_rows, "n_scored": summary.n_scored, "rejected": dict(summary.rejected),
-            "actions": dict(summary.actions), "decided_by": dict(summary.decided_by),
-            "stage_seconds": dict(summary.stage_seconds), "seconds": summary.seconds}
+    return {
+        "n_rows": summary.n_rows,
+        "n_scored": summary.n_scored,
+        "rejected": dict(summary.rejected),
+        "actions": dict(summary.actions),
+        "decided_by": dict(summary.decided_by),
+        "stage_seconds": dict(summary.stage_seconds),
+        "seconds": summary.seconds,
+    }
 
 
 def _restore_counters(summary: BatchSummary, counters: dict) -> None:
@@ -319,36 +372,52 @@ def _resume_point(record_path: Path, identity: dict, partial: Path, rejects_part
     start_over = "Fix: start over without --resume (the partial output is then replaced)"
     if not partial.exists():
         finished = f"; {out} exists, so the job it was writing finished" if out.exists() else ""
-        raise ConfigError(f"--resume: there is no partial output {partial} to continue{finished}. Fix: drop "
-                          "--resume to score the file from the beginning")
+        raise ConfigError(
+            f"--resume: there is no partial output {partial} to continue{finished}. Fix: drop "
+            "--resume to score the file from the beginning"
+        )
     if not record_path.exists():
-        raise ConfigError(f"--resume: {partial} has no progress record {record_path.name} beside it, so how much "
-                          f"of it is complete is unknown (written by an older finesieve?). {start_over}")
+        raise ConfigError(
+            f"--resume: {partial} has no progress record {record_path.name} beside it, so how much "
+            f"of it is complete is unknown (written by an older finesieve?). {start_over}"
+        )
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
         saved, counters, out_bytes = record["identity"], record["counters"], int(record["out_partial_bytes"])
         if int(record["rows_done"]) != int(counters["n_rows"]):
             raise ValueError(f"rows_done {record['rows_done']} differs from the counted rows {counters['n_rows']}")
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ConfigError(f"--resume: the progress record {record_path} cannot be read ({type(err).__name__}: "
-                          f"{err}). {start_over}") from None
+        raise ConfigError(
+            f"--resume: the progress record {record_path} cannot be read ({type(err).__name__}: {err}). {start_over}"
+        ) from None
     changed = [key for key in dict.fromkeys([*saved, *identity]) if saved.get(key) != identity.get(key)]
     if changed:
-        what = "; ".join(f"{_IDENTITY_NAMES.get(key, key)} was {_shown(saved.get(key))}, now "
-                         f"{_shown(identity.get(key))}" for key in changed)
-        raise ConfigError(f"--resume: {partial} was written by another job: {what}. {start_over}, or resume with "
-                          "the interrupted job's run, data file and options")
+        what = "; ".join(
+            f"{_IDENTITY_NAMES.get(key, key)} was {_shown(saved.get(key))}, now {_shown(identity.get(key))}"
+            for key in changed
+        )
+        raise ConfigError(
+            f"--resume: {partial} was written by another job: {what}. {start_over}, or resume with "
+            "the interrupted job's run, data file and options"
+        )
     if partial.stat().st_size < out_bytes:
-        raise ConfigError(f"--resume: {partial} holds {partial.stat().st_size:,} bytes but its progress record "
-                          f"counts {out_bytes:,} (the file was cut or edited). {start_over}")
+        raise ConfigError(
+            f"--resume: {partial} holds {partial.stat().st_size:,} bytes but its progress record "
+            f"counts {out_bytes:,} (the file was cut or edited). {start_over}"
+        )
     if rejects_partial is not None:
         rejects_bytes = record.get("rejects_partial_bytes")
         have = rejects_partial.stat().st_size if rejects_partial.exists() else None
         if rejects_bytes is None or have is None or have < rejects_bytes:
-            raise ConfigError(f"--resume: the partial rejects file {rejects_partial} is missing or shorter than "
-                              f"its progress record counts ({have} of {rejects_bytes} bytes). {start_over}")
-    return {"out_partial_bytes": out_bytes, "rejects_partial_bytes": record.get("rejects_partial_bytes"),
-            "counters": counters}
+            raise ConfigError(
+                f"--resume: the partial rejects file {rejects_partial} is missing or shorter than "
+                f"its progress record counts ({have} of {rejects_bytes} bytes). {start_over}"
+            )
+    return {
+        "out_partial_bytes": out_bytes,
+        "rejects_partial_bytes": record.get("rejects_partial_bytes"),
+        "counters": counters,
+    }
 
 
 def _shown(value, limit: int = 80) -> str:
@@ -366,15 +435,17 @@ def _skip_rows(chunks: Iterator[pd.DataFrame], n: int) -> Iterator[pd.DataFrame]
         elif done + len(chunk) <= n:
             done += len(chunk)
         else:
-            yield chunk.iloc[n - done:]
+            yield chunk.iloc[n - done :]
             done = n
 
 
 def output_format(out: Path) -> str:
     suffix = out.suffix.lower()
     if suffix not in OUTPUT_FORMATS:
-        raise ConfigError(f"{out}: cannot tell the output format from the extension {suffix or '(none)'!r}: "
-                          f"name the output file with one of {sorted(OUTPUT_FORMATS)}, e.g. decisions.csv")
+        raise ConfigError(
+            f"{out}: cannot tell the output format from the extension {suffix or '(none)'!r}: "
+            f"name the output file with one of {sorted(OUTPUT_FORMATS)}, e.g. decisions.csv"
+        )
     return OUTPUT_FORMATS[suffix]
 
 
@@ -398,8 +469,10 @@ def as_cascade(run: Run) -> Cascade:
 def decisions_frame(cascade: Cascade, decisions: Decisions, accepted: pd.DataFrame) -> pd.DataFrame:
     """One output row per decided message, in COLUMNS order; a stage the cascade lacks gets a NaN column."""
     frame = decisions.to_frame().assign(
-        id=accepted["id"].to_numpy(), row=accepted["row"].to_numpy(),
-        score=positive_scores(decisions.proba, cascade.classes_, cascade.positive, cascade.multilabel_))
+        id=accepted["id"].to_numpy(),
+        row=accepted["row"].to_numpy(),
+        score=positive_scores(decisions.proba, cascade.classes_, cascade.positive, cascade.multilabel_),
+    )
     return frame.reindex(columns=COLUMNS)
 
 
@@ -448,8 +521,7 @@ def _first_read(chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
 
 def _scoring_spec(spec: ColumnSpec) -> ColumnSpec:
     # Scoring reads the text and the id only: time, user, thread and meta columns are neither needed nor checked.
-    return ColumnSpec(text_col=spec.text_col, id_col=spec.id_col,
-                      file_format=spec.file_format, encoding=spec.encoding)
+    return ColumnSpec(text_col=spec.text_col, id_col=spec.id_col, file_format=spec.file_format, encoding=spec.encoding)
 
 
 def _estimate_rows(path: Path, spec: ColumnSpec) -> int | None:

@@ -18,8 +18,16 @@ from finesieve.train.recipe import FittedRun, fit_and_save
 BASELINE_KINDS = {"embedding": "embedding_zero_shot", "llm": "prompt_baseline"}  # kind -> the run's kind
 
 
-def prompt_baseline(kind: str, *, prompt: str, model: str | None = None, backend: str = "hf",
-                    base_url: str | None = None, api: str = "completions", few_shot: bool = False):
+def prompt_baseline(
+    kind: str,
+    *,
+    prompt: str,
+    model: str | None = None,
+    backend: str = "hf",
+    base_url: str | None = None,
+    api: str = "completions",
+    few_shot: bool = False,
+):
     """An unfitted prompt baseline of `kind` (a key of BASELINE_KINDS); `llm` needs `model`."""
     if kind == "embedding":
         from finesieve.models.embedding_zero_shot import EmbeddingZeroShot
@@ -31,16 +39,35 @@ def prompt_baseline(kind: str, *, prompt: str, model: str | None = None, backend
     return PromptBaseline(model, prompt=prompt, backend=backend, few_shot=few_shot, api=api, progress=False, **extra)
 
 
-def fit_prompt_baseline(dataset: Dataset, *, kind: str, positive: Sequence[str], out: str | Path,
-                        prompt: str | None = None, model: str | None = None, backend: str = "hf",
-                        base_url: str | None = None, api: str = "completions", few_shot: bool = False,
-                        split_config: SplitConfig | None = None, overwrite: bool = False) -> tuple[FittedRun, str]:
+def fit_prompt_baseline(
+    dataset: Dataset,
+    *,
+    kind: str,
+    positive: Sequence[str],
+    out: str | Path,
+    prompt: str | None = None,
+    model: str | None = None,
+    backend: str = "hf",
+    base_url: str | None = None,
+    api: str = "completions",
+    few_shot: bool = False,
+    split_config: SplitConfig | None = None,
+    overwrite: bool = False,
+) -> tuple[FittedRun, str]:
     """Split, threshold on validation, evaluate on test, save the run. `prompt` defaults to the built-in prompt
     that defines the data's classes. Returns the run and the prompt used."""
     task_prompt = prompt or prompt_for_classes(dataset.classes)
-    scorer = prompt_baseline(kind, prompt=task_prompt, model=model, backend=backend, base_url=base_url, api=api,
-                             few_shot=few_shot)
+    scorer = prompt_baseline(
+        kind, prompt=task_prompt, model=model, backend=backend, base_url=base_url, api=api, few_shot=few_shot
+    )
     splits = make_splits(dataset, split_config or SplitConfig())
-    fitted = fit_and_save(scorer, BASELINE_KINDS[kind], splits, positive=positive, out=out,
-                          name=f"{kind} {'few' if few_shot else 'zero'}-shot", overwrite=overwrite)
+    fitted = fit_and_save(
+        scorer,
+        BASELINE_KINDS[kind],
+        splits,
+        positive=positive,
+        out=out,
+        name=f"{kind} {'few' if few_shot else 'zero'}-shot",
+        overwrite=overwrite,
+    )
     return fitted, task_prompt

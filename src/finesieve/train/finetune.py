@@ -29,41 +29,83 @@ from finesieve.train.replay import replay_rows
 from finesieve.train.tracking import Tracker
 
 
-def train_finetune(config: FinetuneConfig, dataset: Dataset, *, positive: Sequence[str], out: str | Path,
-                   split_config: SplitConfig | None = None, splits: Splits | None = None,
-                   corner_sets: dict[str, Dataset] | None = None, resume: bool = False, n_boot: int = 1000,
-                   name: str = "fine-tuned", overwrite: bool = False) -> FittedRun:
+def train_finetune(
+    config: FinetuneConfig,
+    dataset: Dataset,
+    *,
+    positive: Sequence[str],
+    out: str | Path,
+    split_config: SplitConfig | None = None,
+    splits: Splits | None = None,
+    corner_sets: dict[str, Dataset] | None = None,
+    resume: bool = False,
+    n_boot: int = 1000,
+    name: str = "fine-tuned",
+    overwrite: bool = False,
+) -> FittedRun:
     """Checkpoints are written into the run's staging folder `OUT.partial`, which becomes OUT when the run is
     complete; `resume` continues from the checkpoint an interrupted run left there."""
     out = Path(out)
     checkpoint = partial_path(out) / CHECKPOINTS / CHECKPOINT
     if checkpoint.exists() and not (resume or overwrite):
-        raise ConfigError(f"{checkpoint} holds the checkpoint of an interrupted run: pass --resume to continue it, "
-                          "or --overwrite to start afresh")
+        raise ConfigError(
+            f"{checkpoint} holds the checkpoint of an interrupted run: pass --resume to continue it, "
+            "or --overwrite to start afresh"
+        )
     staging = start_run_dir(out, overwrite=overwrite, keep_partial=resume)
     splits = splits or make_splits(dataset, split_config or SplitConfig())
     train, val = splits.dataset("train"), splits.dataset("val")
     replay_info, parent = None, None
     if config.replay_from:
-        train, replay_info = replay_rows(config.replay_from, train, exclude=[val, splits.dataset("test")],
-                                         fraction=config.replay_fraction, seed=config.seed)
+        train, replay_info = replay_rows(
+            config.replay_from,
+            train,
+            exclude=[val, splits.dataset("test")],
+            fraction=config.replay_fraction,
+            seed=config.seed,
+        )
         parent = str(config.replay_from)
     tracker = Tracker(config, out)
     scorer = FineTunedScorer(config)
     shares = train.vote_shares()
     vote_shares = pd.DataFrame(shares, columns=train.classes) if shares is not None and config.soft_labels > 0 else None
     with tracker:
-        tracker.log_params({**config.model_dump(), "n_train": len(train), "data_hash": dataset.content_hash,
-                            "split_hash": splits.split_hash})
+        tracker.log_params(
+            {
+                **config.model_dump(),
+                "n_train": len(train),
+                "data_hash": dataset.content_hash,
+                "split_hash": splits.split_hash,
+            }
+        )
         fitted = fit_and_save(
-            scorer, "finetuned", splits, positive=positive, out=out, train=train,
-            fit_kwargs={"val_texts": val.texts, "val_labels": val.labels, "out_dir": staging, "resume": resume,
-                        "positive": positive, "tracker": tracker, "vote_shares": vote_shares},
-            corner_sets=corner_sets, n_boot=n_boot, name=name, parent_run=parent, overwrite=overwrite, staging=staging,
+            scorer,
+            "finetuned",
+            splits,
+            positive=positive,
+            out=out,
+            train=train,
+            fit_kwargs={
+                "val_texts": val.texts,
+                "val_labels": val.labels,
+                "out_dir": staging,
+                "resume": resume,
+                "positive": positive,
+                "tracker": tracker,
+                "vote_shares": vote_shares,
+            },
+            corner_sets=corner_sets,
+            n_boot=n_boot,
+            name=name,
+            parent_run=parent,
+            overwrite=overwrite,
+            staging=staging,
             extra=lambda s: {"training": s.training_, "replay": replay_info, "tracking": tracker.info()},
             base_model=BaseWeights(name=config.model, content_hash=weights_hash(config.model)),
         )
         m = fitted.test_result.to_dict()
-        tracker.log_metrics({f"test_{k}": m[k] for k in ("roc_auc", "pr_auc", "precision", "recall", "f1") if m[k] is not None})
+        tracker.log_metrics(
+            {f"test_{k}": m[k] for k in ("roc_auc", "pr_auc", "precision", "recall", "f1") if m[k] is not None}
+        )
         tracker.log_artifact(out / "manifest.json")
     return fitted

@@ -29,13 +29,30 @@ def prefilter_scorer(kind: str, settings: Sequence[str] = ()):
     return scorer_cls.from_config(config)
 
 
-def fit_prefilter(scorer, kind: str, dataset: Dataset, *, positive: Sequence[str], out: str | Path,
-                  split_config: SplitConfig | None = None, corner_sets: dict[str, Dataset] | None = None,
-                  overwrite: bool = False) -> FittedRun:
+def fit_prefilter(
+    scorer,
+    kind: str,
+    dataset: Dataset,
+    *,
+    positive: Sequence[str],
+    out: str | Path,
+    split_config: SplitConfig | None = None,
+    corner_sets: dict[str, Dataset] | None = None,
+    overwrite: bool = False,
+) -> FittedRun:
     """Split, fit on train, choose the threshold on validation, evaluate on test and the corner-case sets, save.
     The character CNN also gets the validation split for early stopping and calibration."""
     splits = make_splits(dataset, split_config or SplitConfig())
     val = splits.dataset("val")
     fit_kwargs = {"val_texts": val.texts, "val_labels": val.labels} if kind == "char_cnn" else {}
-    return fit_and_save(scorer, kind, splits, positive=positive, out=out, fit_kwargs=fit_kwargs,
-                        corner_sets=corner_sets, name=kind, overwrite=overwrite)
+    return fit_and_save(
+        scorer,
+        kind,
+        splits,
+        positive=positive,
+        out=out,
+        fit_kwargs=fit_kwargs,
+        corner_sets=corner_sets,
+        name=kind,
+        overwrite=overwrite,
+    )

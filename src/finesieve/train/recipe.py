@@ -39,21 +39,51 @@ class FittedRun:
     test_result: EvalResult
 
 
-def train_reference(ref: str, dataset: Dataset, *, positive: Sequence[str], out: str | Path | None = None,
-                    split_config: SplitConfig | None = None, splits: Splits | None = None,
-                    corner_sets: dict[str, Dataset] | None = None, n_boot: int = 1000,
-                    name: str | None = None, overwrite: bool = False) -> FittedRun:
+def train_reference(
+    ref: str,
+    dataset: Dataset,
+    *,
+    positive: Sequence[str],
+    out: str | Path | None = None,
+    split_config: SplitConfig | None = None,
+    splits: Splits | None = None,
+    corner_sets: dict[str, Dataset] | None = None,
+    n_boot: int = 1000,
+    name: str | None = None,
+    overwrite: bool = False,
+) -> FittedRun:
     splits = splits or make_splits(dataset, split_config or SplitConfig())
-    return fit_and_save(new_reference_scorer(ref), ref.split(":")[0], splits, positive=positive, out=out,
-                        corner_sets=corner_sets, n_boot=n_boot, name=name or ref, overwrite=overwrite)
+    return fit_and_save(
+        new_reference_scorer(ref),
+        ref.split(":")[0],
+        splits,
+        positive=positive,
+        out=out,
+        corner_sets=corner_sets,
+        n_boot=n_boot,
+        name=name or ref,
+        overwrite=overwrite,
+    )
 
 
-def fit_and_save(scorer: Scorer, kind: str, splits: Splits, *, positive: Sequence[str], out: str | Path | None = None,
-                 train: Dataset | None = None, fit_kwargs: dict | None = None,
-                 corner_sets: dict[str, Dataset] | None = None, n_boot: int = 1000, name: str | None = None,
-                 extra: dict | Callable[[object], dict] | None = None, parent_run: str | None = None,
-                 overwrite: bool = False, staging: str | Path | None = None,
-                 base_model: BaseWeights | None = None) -> FittedRun:
+def fit_and_save(
+    scorer: Scorer,
+    kind: str,
+    splits: Splits,
+    *,
+    positive: Sequence[str],
+    out: str | Path | None = None,
+    train: Dataset | None = None,
+    fit_kwargs: dict | None = None,
+    corner_sets: dict[str, Dataset] | None = None,
+    n_boot: int = 1000,
+    name: str | None = None,
+    extra: dict | Callable[[object], dict] | None = None,
+    parent_run: str | None = None,
+    overwrite: bool = False,
+    staging: str | Path | None = None,
+    base_model: BaseWeights | None = None,
+) -> FittedRun:
     """Fit `scorer` on `train` (default: the training split), threshold on val, evaluate, save the run.
 
     `extra` (or a function of the fitted scorer returning it) adds sections to the manifest, e.g. training history.
@@ -69,28 +99,50 @@ def fit_and_save(scorer: Scorer, kind: str, splits: Splits, *, positive: Sequenc
     scorer.fit(train.texts, train.labels, multilabel=train.multilabel, **(fit_kwargs or {}))
     val_proba = np.asarray(scorer.predict_proba(val.texts), dtype=float)
     threshold, source = choose_threshold(scorer, val, positive, proba=val_proba)
-    test_result = evaluate(scorer, test, positive=positive, threshold=threshold, threshold_source=source,
-                           n_boot=n_boot, name=name)
+    test_result = evaluate(
+        scorer, test, positive=positive, threshold=threshold, threshold_source=source, n_boot=n_boot, name=name
+    )
     metrics = {"test": test_result.to_dict()}
     for corner_name, corner in (corner_sets or {}).items():
-        metrics[f"corner:{corner_name}"] = evaluate(scorer, corner, positive=positive, threshold=threshold,
-                                                    threshold_source=source, n_boot=n_boot, name=name).to_dict()
+        metrics[f"corner:{corner_name}"] = evaluate(
+            scorer, corner, positive=positive, threshold=threshold, threshold_source=source, n_boot=n_boot, name=name
+        ).to_dict()
     run_dir = None
     if out is not None:
         run_dir = save_run(
-            out, scorer, kind=kind,
-            task=ClassificationTask(classes=[str(c) for c in scorer.classes_], multilabel=scorer.multilabel_,
-                                    positive=list(positive), threshold=threshold, threshold_source=source),
-            preprocessing=dataset.preprocessing or Preprocessing.none(), base_model=base_model,
+            out,
+            scorer,
+            kind=kind,
+            task=ClassificationTask(
+                classes=[str(c) for c in scorer.classes_],
+                multilabel=scorer.multilabel_,
+                positive=list(positive),
+                threshold=threshold,
+                threshold_source=source,
+            ),
+            preprocessing=dataset.preprocessing or Preprocessing.none(),
+            base_model=base_model,
             reference=validation_reference(scorer, val, val_proba, positive, threshold),
-            data={"source": dataset.source, "content_hash": dataset.content_hash, "n_rows": len(dataset),
-                  "rejected": dataset.rejected.to_dict(), "column_spec": dataset.spec.model_dump(),
-                  "votes_hash": dataset.votes_hash, "label_normalisation": dataset.label_normalisation,
-                  "label_normalised_rows": dataset.label_normalised_rows,
-                  "corner_sets": {k: {"source": v.source, "content_hash": v.content_hash, "n_rows": len(v)}
-                                  for k, v in (corner_sets or {}).items()}},
-            metrics=_strip(metrics), splits=splits, parent_run=parent_run,
-            extra=extra(scorer) if callable(extra) else extra, overwrite=overwrite, staging=staging,
+            data={
+                "source": dataset.source,
+                "content_hash": dataset.content_hash,
+                "n_rows": len(dataset),
+                "rejected": dataset.rejected.to_dict(),
+                "column_spec": dataset.spec.model_dump(),
+                "votes_hash": dataset.votes_hash,
+                "label_normalisation": dataset.label_normalisation,
+                "label_normalised_rows": dataset.label_normalised_rows,
+                "corner_sets": {
+                    k: {"source": v.source, "content_hash": v.content_hash, "n_rows": len(v)}
+                    for k, v in (corner_sets or {}).items()
+                },
+            },
+            metrics=_strip(metrics),
+            splits=splits,
+            parent_run=parent_run,
+            extra=extra(scorer) if callable(extra) else extra,
+            overwrite=overwrite,
+            staging=staging,
         )
     return FittedRun(scorer, threshold, source, splits, run_dir, test_result)
 
@@ -98,13 +150,16 @@ def fit_and_save(scorer: Scorer, kind: str, splits: Splits, *, positive: Sequenc
 def _classification(dataset: Dataset | RankingDataset | GenerationDataset) -> Dataset:
     """The recipe fits classifiers; ranking and generation data are split and evaluated, not trained on, here."""
     if not isinstance(dataset, Dataset):
-        raise ConfigError(f"{dataset.source}: a {type(dataset).__name__}; the training recipe fits classification "
-                          "scorers only: evaluate ranking or generation data with evals.harness.evaluate_task")
+        raise ConfigError(
+            f"{dataset.source}: a {type(dataset).__name__}; the training recipe fits classification "
+            "scorers only: evaluate ranking or generation data with evals.harness.evaluate_task"
+        )
     return dataset
 
 
-def validation_reference(scorer: Scorer, val: Dataset, proba: np.ndarray, positive: Sequence[str],
-                         threshold: float) -> ReferenceStats:
+def validation_reference(
+    scorer: Scorer, val: Dataset, proba: np.ndarray, positive: Sequence[str], threshold: float
+) -> ReferenceStats:
     """What monitoring compares traffic against: the validation split's score histograms, text lengths and flag
     rate at the operating threshold."""
     scores = positive_scores(proba, [str(c) for c in scorer.classes_], positive, scorer.multilabel_)
@@ -113,6 +168,18 @@ def validation_reference(scorer: Scorer, val: Dataset, proba: np.ndarray, positi
 
 def _strip(metrics: dict) -> dict:
     """Keep the run manifest readable: headline figures, not every slice."""
-    keep = ("n", "n_positive", "roc_auc", "pr_auc", "precision", "recall", "f1", "flag_rate", "threshold", "ci95", "targets", "cost")
+    keep = (
+        "n",
+        "n_positive",
+        "roc_auc",
+        "pr_auc",
+        "precision",
+        "recall",
+        "f1",
+        "flag_rate",
+        "threshold",
+        "ci95",
+        "targets",
+        "cost",
+    )
     return {split: {k: v for k, v in m.items() if k in keep} for split, m in metrics.items()}
-

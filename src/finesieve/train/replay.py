@@ -29,16 +29,23 @@ def replay_source(source: str | Path, spec: ColumnSpec) -> tuple[Dataset, str]:
         manifest = run_manifest(source)
         data = manifest.data
         if not data.get("source") or not Path(data["source"]).exists():
-            raise ConfigError(f"{source}: the run's training file {data.get('source')!r} is not available to replay: "
-                              "pass the data file itself with --replay-from")
+            raise ConfigError(
+                f"{source}: the run's training file {data.get('source')!r} is not available to replay: "
+                "pass the data file itself with --replay-from"
+            )
         # Read the parent's file as the parent read it: its redaction, and its labels normalised if they were then.
-        parent = load_dataset(data["source"], ColumnSpec.model_validate(data["column_spec"]),
-                              redaction=manifest.preprocessing.redaction,
-                              normalise_labels=bool(data.get("label_normalisation")))
+        parent = load_dataset(
+            data["source"],
+            ColumnSpec.model_validate(data["column_spec"]),
+            redaction=manifest.preprocessing.redaction,
+            normalise_labels=bool(data.get("label_normalisation")),
+        )
         splits_path = run_splits_path(source)
         if splits_path is None:
-            raise ConfigError(f"{source}: the run has no {SPLITS}, so its training split is unknown: pass the data "
-                              "file itself with --replay-from")
+            raise ConfigError(
+                f"{source}: the run has no {SPLITS}, so its training split is unknown: pass the data "
+                "file itself with --replay-from"
+            )
         splits = load_splits(splits_path, parent)
         return splits.dataset("train"), f"training split of run {source}"
     if source.is_file():
@@ -47,8 +54,9 @@ def replay_source(source: str | Path, spec: ColumnSpec) -> tuple[Dataset, str]:
     raise ConfigError(f"--replay-from {source}: neither a run directory (with {MANIFEST}) nor a data file")
 
 
-def replay_rows(source: str | Path, train: Dataset, *, exclude: list[Dataset], fraction: float,
-                seed: int = 0) -> tuple[Dataset, dict]:
+def replay_rows(
+    source: str | Path, train: Dataset, *, exclude: list[Dataset], fraction: float, seed: int = 0
+) -> tuple[Dataset, dict]:
     """`train` plus round(fraction * len(train)) rows sampled from `source`; and what was done, for the manifest."""
     old, described = replay_source(source, train.spec)
     held_out = [t for ds in exclude for t in ds.texts]
@@ -58,15 +66,29 @@ def replay_rows(source: str | Path, train: Dataset, *, exclude: list[Dataset], f
     candidates = old.subset(keep)
     n = min(len(candidates), int(round(fraction * len(train))))
     rng = np.random.default_rng(seed)
-    picked = candidates.subset(np.sort(rng.choice(len(candidates), size=n, replace=False))) if n else candidates.subset(np.zeros(len(candidates), bool))
+    picked = (
+        candidates.subset(np.sort(rng.choice(len(candidates), size=n, replace=False)))
+        if n
+        else candidates.subset(np.zeros(len(candidates), bool))
+    )
     frame = picked.frame.copy()
     frame["id"] = "replay:" + frame["id"].astype(str)  # ids stay unique beside the new data's
     merged = Dataset(
         frame=pd.concat([train.frame, frame[[c for c in train.frame.columns if c in frame]]], ignore_index=True),
-        classes=sorted(set(train.classes) | set(old.classes)), spec=train.spec, source=train.source,
-        rejected=train.rejected, redaction_counts=train.redaction_counts, preprocessing=train.preprocessing,
+        classes=sorted(set(train.classes) | set(old.classes)),
+        spec=train.spec,
+        source=train.source,
+        rejected=train.rejected,
+        redaction_counts=train.redaction_counts,
+        preprocessing=train.preprocessing,
     )
-    info = {"source": described, "fraction": fraction, "n_new": len(train), "n_replayed": n,
-            "n_available": len(old), "n_left_out_overlapping_val_or_test": int(len(old) - keep.sum()),
-            "replayed_class_counts": picked.class_counts()}
+    info = {
+        "source": described,
+        "fraction": fraction,
+        "n_new": len(train),
+        "n_replayed": n,
+        "n_available": len(old),
+        "n_left_out_overlapping_val_or_test": int(len(old) - keep.sum()),
+        "replayed_class_counts": picked.class_counts(),
+    }
     return merged, info

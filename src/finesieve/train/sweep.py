@@ -24,8 +24,15 @@ from finesieve.models.finetuned import FineTunedScorer
 from finesieve.outputs import write_text
 
 
-def run_sweep(base: FinetuneConfig, dataset: Dataset, grid: dict[str, Sequence], *, positive: Sequence[str],
-              out: str | Path, split_config: SplitConfig | None = None) -> list[dict]:
+def run_sweep(
+    base: FinetuneConfig,
+    dataset: Dataset,
+    grid: dict[str, Sequence],
+    *,
+    positive: Sequence[str],
+    out: str | Path,
+    split_config: SplitConfig | None = None,
+) -> list[dict]:
     """Fine-tune once per combination of `grid` values; returns the trials, best validation PR AUC first."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -39,12 +46,27 @@ def run_sweep(base: FinetuneConfig, dataset: Dataset, grid: dict[str, Sequence],
         config = base.model_copy(update={**settings, "tracking_uri": base.tracking_uri or "none"})
         config = FinetuneConfig.model_validate(config.model_dump())  # re-validate the combination
         started = time.perf_counter()
-        scorer = FineTunedScorer(config).fit(train.texts, train.labels, multilabel=train.multilabel,
-                                             val_texts=val.texts, val_labels=val.labels, positive=positive,
-                                             out_dir=out / "_checkpoints")
+        scorer = FineTunedScorer(config).fit(
+            train.texts,
+            train.labels,
+            multilabel=train.multilabel,
+            val_texts=val.texts,
+            val_labels=val.labels,
+            positive=positive,
+            out_dir=out / "_checkpoints",
+        )
         scores, _, _ = score_positive(scorer, val.texts, positive)
-        trials.append({**settings, "val_pr_auc": M.pr_auc(y_val, scores), "val_roc_auc": M.roc_auc(y_val, scores),
-                       "steps": scorer.training_["steps"], "seconds": round(time.perf_counter() - started, 1)})
-        write_text(out / "sweep.json", json.dumps({"base": base.model_dump(), "split_hash": splits.split_hash,
-                                                    "trials": trials}, indent=2))
+        trials.append(
+            {
+                **settings,
+                "val_pr_auc": M.pr_auc(y_val, scores),
+                "val_roc_auc": M.roc_auc(y_val, scores),
+                "steps": scorer.training_["steps"],
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
+        write_text(
+            out / "sweep.json",
+            json.dumps({"base": base.model_dump(), "split_hash": splits.split_hash, "trials": trials}, indent=2),
+        )
     return sorted(trials, key=lambda t: -t["val_pr_auc"])

@@ -37,8 +37,9 @@ class Tracker:
             self._run = mlflow.start_run(run_name=self.out.name)
             self._mlflow = mlflow
         except Exception as err:  # tracking must never cost a training run
-            warnings.warn(f"MLflow tracking is off for this run ({err}); the run directory still records everything",
-                          stacklevel=2)
+            warnings.warn(
+                f"MLflow tracking is off for this run ({err}); the run directory still records everything", stacklevel=2
+            )
         return self
 
     def __exit__(self, *exc) -> None:
