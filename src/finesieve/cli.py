@@ -1163,5 +1163,70 @@ def cascade_fit(
     print(f"run written to {run.run_dir}")
 
 
+serve_key_app = typer.Typer(help="API keys of the moderation service.", no_args_is_help=True)
+app.add_typer(serve_key_app, name="serve-key")
+ServiceDb = Annotated[
+    str, typer.Option("--db", help="The service's database: sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB.")
+]
+
+
+@app.command("serve")
+@_guard
+def serve_command(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories to serve (a cascade or a single scorer each).")],
+    db: ServiceDb = "sqlite:///./finesieve.db",
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; anything but loopback needs an API key.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
+    name: Annotated[
+        list[str] | None, typer.Option("--name", help="Model name per run, in order (default: the run folder's name).")
+    ] = None,
+    audit_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of delivered messages also queued for review.")
+    ] = 0.02,
+    retention_days: Annotated[
+        int | None, typer.Option(min=1, help="Delete stored texts older than this (decisions are kept).")
+    ] = None,
+    model_timeout: Annotated[float, typer.Option(min=0.001, help="Seconds a batch may take in the model.")] = 10.0,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most messages in one request.")] = 256,
+) -> None:
+    """Serve runs over HTTP: POST /v1/moderate decides, stores and queues messages for review."""
+    from finesieve.serve.service import run_service
+    from finesieve.serve.settings import ServiceSettings
+
+    names = list(name or [])
+    if names and len(names) != len(runs):
+        raise ConfigError(f"{len(names)} --name for {len(runs)} runs: give one --name per run, in order, or none")
+    names = names or [run.resolve().name for run in runs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"model names {names} repeat: give each run its own --name")
+    settings = ServiceSettings(
+        database_url=db,
+        runs=dict(zip(names, runs)),
+        host=host,
+        port=port,
+        audit_rate=audit_rate,
+        retention_days=retention_days,
+        model_timeout_s=model_timeout,
+        max_batch=max_batch,
+    )
+    console.print(f"serving {', '.join(names)} on http://{host}:{port} (database {db})", highlight=False)
+    run_service(settings, warn=lambda message: console.print(f"[yellow]warning:[/yellow] {message}", highlight=False))
+
+
+@serve_key_app.command("create")
+@_guard
+def serve_key_create(
+    name: Annotated[str, typer.Argument(help="Who the key is for (unique), e.g. billing-app.")],
+    models: Annotated[str, typer.Option("--models", help="Model names the key may call, comma-separated; '*': all.")],
+    db: ServiceDb = "sqlite:///./finesieve.db",
+) -> None:
+    """Create an API key and print it: it is shown once, and only its hash is stored."""
+    from finesieve.serve.service import create_key
+
+    print(create_key(db, name, models.split(",")))
+
+
 if __name__ == "__main__":
     sys.exit(app())

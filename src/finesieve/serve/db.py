@@ -1,0 +1,143 @@
+"""The moderation service's database: its tables (SQLAlchemy 2, typed), the engine and the migrations.
+
+    from finesieve.serve.db import connect
+    engine = connect("sqlite:///./finesieve.db")      # creates or upgrades the schema (Alembic), then returns
+    engine = connect("postgresql+psycopg://postgres@127.0.0.1:55432/postgres")
+
+The schema is owned by the Alembic scripts in `migrations/` (shipped inside the package): `connect` applies every
+script up to the newest, so a new database and an old one end on the same tables. The classes below must agree
+with the scripts (a test compares them). Queries live in `finesieve.serve.store`.
+
+SQLite runs in WAL mode (readers do not block the writer) with a busy timeout, so several worker threads share one
+file. Times are naive UTC datetimes on both databases.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_MS = 10_000  # how long a writer waits for SQLite's lock before failing
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Message(Base):
+    """One moderated message: the decision, the scores and the redacted text (never the raw one)."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # the client's message id, or a uuid4
+    model: Mapped[str] = mapped_column(String(100), index=True)
+    model_version: Mapped[str] = mapped_column(String(300))  # run directory name @ sha256 of its manifest.json
+    text: Mapped[str | None] = mapped_column(Text)  # redacted; NULL once the retention period has passed
+    text_length: Mapped[int] = mapped_column(Integer)  # characters of the redacted text
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    action: Mapped[str] = mapped_column(String(20))  # deliver | review | block
+    category: Mapped[str] = mapped_column(String(100), default="")
+    decided_by: Mapped[str] = mapped_column(String(20))  # rules | prefilter | model | failure
+    score: Mapped[float | None] = mapped_column(Float)
+    category_scores: Mapped[dict] = mapped_column(JSON, default=dict)
+    stage_scores: Mapped[dict] = mapped_column(JSON, default=dict)  # stage -> score, absent where it did not run
+    rules_fired: Mapped[list] = mapped_column(JSON, default=list)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    failure: Mapped[str | None] = mapped_column(Text)  # why the model did not decide: the error or the timeout
+
+
+class ReviewItem(Base):
+    """A message waiting for (or given) a person's decision."""
+
+    __tablename__ = "review_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    reason: Mapped[str] = mapped_column(String(20))  # flagged | audit | failure
+    priority: Mapped[float] = mapped_column(Float, default=0.0)  # higher first
+    state: Mapped[str] = mapped_column(String(20), default="pending", index=True)  # pending | leased | decided
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    violation: Mapped[bool | None] = mapped_column(Boolean)
+    decided_category: Mapped[str | None] = mapped_column(String(100))
+    note: Mapped[str | None] = mapped_column(Text)
+    reviewer: Mapped[str | None] = mapped_column(String(200))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class AuditEntry(Base):
+    """Who did what to the service, and when (keys created and revoked, texts purged, start-ups)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100))
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class ApiKey(Base):
+    """A client's key: only its sha256 is stored; `models` are the model names it may call ("*": all)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    models: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+def create_db_engine(url: str) -> Engine:
+    """An engine for `url`; SQLite files get WAL mode, a busy timeout and foreign keys."""
+    is_sqlite = url.startswith("sqlite")
+    engine = create_engine(url, pool_pre_ping=not is_sqlite, future=True)
+    if is_sqlite:
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):  # every new connection: pragmas are per connection
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+    return engine
+
+
+def alembic_config(url: str):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # ConfigParser interpolates '%'
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply the migration scripts up to `revision` on the engine's database (idempotent)."""
+    from alembic import command
+
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def connect(url: str) -> Engine:
+    """The engine for `url`, with its schema migrated to the newest version."""
+    engine = create_db_engine(url)
+    upgrade(engine)
+    return engine

@@ -1,0 +1,74 @@
+"""The moderation service's settings: one object, read from keyword arguments or `FINESIEVE_*` environment variables.
+
+    from finesieve.serve.settings import ServiceSettings
+    settings = ServiceSettings(runs={"spam": "runs/cascade"}, database_url="sqlite:///./finesieve.db")
+    # or: FINESIEVE_RUNS='{"spam": "runs/cascade"}' FINESIEVE_PORT=8080 python -c "..."
+
+`finesieve serve` builds it from its flags; `create_app(settings)` (finesieve.serve.app) is the only reader.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """How the service runs: its database, its models, its network address and its limits."""
+
+    model_config = SettingsConfigDict(env_prefix="FINESIEVE_", extra="forbid", protected_namespaces=())
+
+    database_url: str = Field(
+        "sqlite:///./finesieve.db",
+        description="SQLAlchemy URL: sqlite:///PATH (WAL mode) or postgresql+psycopg://USER@HOST:PORT/DB.",
+    )
+    runs: dict[str, Path] = Field(
+        default_factory=dict, description="Model name -> run directory; requests name a model by its key here."
+    )
+    default_model: str | None = Field(None, description="Model used when a request names none; the first of `runs`.")
+    host: str = Field("127.0.0.1", description="Address to listen on; anything but loopback needs API keys.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
+    require_auth: bool = Field(
+        True, description="Refuse requests without a valid API key; off only for a loopback service with no keys."
+    )
+    audit_rate: float = Field(
+        0.02, ge=0.0, le=1.0, description="Share of delivered messages also queued for review, as a quality audit."
+    )
+    retention_days: int | None = Field(
+        None, ge=1, description="Delete stored texts older than this many days (decisions are kept); None: keep."
+    )
+    failure_action: Literal["review", "block"] = Field(
+        "review", description="Action for a message the model failed on (error or timeout); never deliver."
+    )
+    model_timeout_s: float = Field(10.0, gt=0, description="Seconds a batch may take in the model before failing.")
+    max_batch: int = Field(256, ge=1, description="Most messages in one request.")
+    max_text_chars: int = Field(20_000, ge=1, description="Longest message text accepted, in characters.")
+    max_request_bytes: int = Field(1_000_000, ge=1, description="Largest request body accepted, in bytes (else 413).")
+
+    @model_validator(mode="after")
+    def _default_model_is_served(self) -> ServiceSettings:
+        if self.default_model is not None and self.default_model not in self.runs:
+            raise ValueError(
+                f"default_model {self.default_model!r} is not one of the served models {sorted(self.runs)}: "
+                "name one of those, or add its run to `runs`"
+            )
+        return self
+
+    @property
+    def model_names(self) -> list[str]:
+        return list(self.runs)
+
+    @property
+    def fallback_model(self) -> str | None:
+        """The model a request without `model` gets."""
+        return self.default_model or next(iter(self.runs), None)
+
+
+LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK_HOSTS or host.startswith("127.")

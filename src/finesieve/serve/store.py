@@ -1,0 +1,165 @@
+"""The moderation service's queries: every read and write of its database goes through these functions.
+
+    from sqlalchemy.orm import Session
+    from finesieve.serve import store
+    with Session(engine) as session, session.begin():
+        inserted = store.insert_messages(session, rows)      # ids actually inserted; others already existed
+        stored = store.get_messages(session, ids)            # id -> Message
+        store.purge_texts(session, older_than_days=30)       # texts of older messages set to NULL, decisions kept
+
+Idempotency rests on the primary key of `messages`: rows are inserted with INSERT ... ON CONFLICT DO NOTHING
+(SQLite and PostgreSQL both have it), so two requests racing with one message id leave exactly one row; the loser
+reads the winner's decision back. API keys are stored as the sha256 of the key: a key is 32 random bytes, so a
+slow password hash adds nothing against guessing, and lookup stays one indexed query.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import cast
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult, Engine
+from sqlalchemy.orm import Session
+
+from finesieve.data.errors import ConfigError
+from finesieve.serve.db import ApiKey, AuditEntry, Message, ReviewItem, utcnow
+
+KEY_PREFIX = "fsk_"
+ALL_MODELS = "*"
+
+
+def insert_messages(session: Session, rows: Sequence[dict]) -> set[str]:
+    """Insert message rows (dicts of Message columns) unless their id exists; returns the ids inserted."""
+    if not rows:
+        return set()
+    dialect = session.get_bind().dialect.name
+    now = utcnow()
+    values = [{"created_at": now, **row} for row in rows]
+    statement: sqlite.Insert | postgresql.Insert
+    if dialect == "sqlite":
+        statement = sqlite.insert(Message).values(values).on_conflict_do_nothing(index_elements=["id"])
+    elif dialect == "postgresql":
+        statement = postgresql.insert(Message).values(values).on_conflict_do_nothing(index_elements=["id"])
+    else:
+        raise ConfigError(f"database dialect {dialect!r} is not supported: use sqlite:/// or postgresql+psycopg://")
+    return set(session.scalars(statement.returning(Message.id)).all())
+
+
+def get_messages(session: Session, ids: Iterable[str]) -> dict[str, Message]:
+    ids = list(ids)
+    if not ids:
+        return {}
+    return {m.id: m for m in session.scalars(select(Message).where(Message.id.in_(ids)))}
+
+
+def get_message(session: Session, message_id: str) -> Message | None:
+    return session.get(Message, message_id)
+
+
+def enqueue_reviews(session: Session, items: Sequence[dict]) -> None:
+    """Add review items (dicts with message_id, reason, priority); they start pending, unleased."""
+    now = utcnow()
+    session.add_all(ReviewItem(state="pending", created_at=now, **item) for item in items)
+
+
+def review_items(session: Session, message_id: str | None = None) -> list[ReviewItem]:
+    query = select(ReviewItem).order_by(ReviewItem.priority.desc(), ReviewItem.id)
+    if message_id is not None:
+        query = query.where(ReviewItem.message_id == message_id)
+    return list(session.scalars(query))
+
+
+def purge_texts(session: Session, older_than_days: int, *, actor: str = "retention") -> int:
+    """Set the text of messages older than `older_than_days` to NULL, keeping their decisions; returns how many."""
+    if older_than_days < 0:
+        raise ConfigError(f"older_than_days is {older_than_days}: pass 0 or more days")
+    cutoff = utcnow() - timedelta(days=older_than_days)
+    result = cast(
+        CursorResult,
+        session.execute(
+            update(Message).where(Message.created_at < cutoff, Message.text.is_not(None)).values(text=None)
+        ),
+    )
+    count = result.rowcount or 0
+    audit(session, actor, "purge_texts", {"older_than_days": older_than_days, "messages": count})
+    return count
+
+
+def audit(session: Session, actor: str, action: str, details: dict | None = None) -> None:
+    session.add(AuditEntry(actor=actor, action=action, at=utcnow(), details=details or {}))
+
+
+def audit_entries(session: Session) -> list[AuditEntry]:
+    return list(session.scalars(select(AuditEntry).order_by(AuditEntry.id)))
+
+
+def count(session: Session, table) -> int:
+    return session.scalar(select(func.count()).select_from(table)) or 0
+
+
+# ------------------------------------------------------------------------------------------------- API keys
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the key's name and the models it may use ('*' in models: every model)."""
+
+    name: str
+    models: tuple[str, ...]
+
+    def may_use(self, model: str) -> bool:
+        return ALL_MODELS in self.models or model in self.models
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def create_api_key(session: Session, name: str, models: Sequence[str], *, actor: str = "cli") -> str:
+    """Store a new key for `models` under `name` and return it: the only time the key itself is seen."""
+    name = name.strip()
+    if not name:
+        raise ConfigError("an API key needs a name (who it is for), e.g. `finesieve serve-key create billing-app`")
+    models = [m.strip() for m in models if m.strip()]
+    if not models:
+        raise ConfigError(f"API key {name!r}: name the models it may call with --models a,b (or '*' for all)")
+    if session.scalar(select(ApiKey).where(ApiKey.name == name)) is not None:
+        raise ConfigError(f"an API key named {name!r} exists already: choose another name, or revoke it first")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiKey(name=name, key_sha256=hash_key(key), models=models, created_at=utcnow()))
+    audit(session, actor, "create_api_key", {"name": name, "models": models})
+    return key
+
+
+def revoke_api_key(session: Session, name: str, *, actor: str = "cli") -> None:
+    result = cast(
+        CursorResult,
+        session.execute(
+            update(ApiKey).where(ApiKey.name == name, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow())
+        ),
+    )
+    if not result.rowcount:
+        raise ConfigError(f"no active API key named {name!r}: list the keys, or check the name")
+    audit(session, actor, "revoke_api_key", {"name": name})
+
+
+def find_caller(session: Session, key: str) -> Caller | None:
+    """The caller a presented key belongs to; None for an unknown or revoked key."""
+    row = session.scalar(select(ApiKey).where(ApiKey.key_sha256 == hash_key(key), ApiKey.revoked_at.is_(None)))
+    return Caller(name=row.name, models=tuple(row.models)) if row is not None else None
+
+
+def active_key_count(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))) or 0
+
+
+def ping(engine: Engine) -> None:
+    """Raise unless the database answers a trivial query."""
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
