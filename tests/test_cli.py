@@ -1,6 +1,7 @@
 """The real command line, end to end, as scripts and people call it."""
 
 import json
+import sqlite3
 import subprocess
 import sys
 
@@ -235,6 +236,7 @@ def test_demo_small(tmp_path, shared_data):
         "4. Fine-tune",
         "5. Cascade",
         "6. Side by side",
+        "7. The moderation service",
     ):
         assert step in proc.stdout
     for name in ("baseline", "prefilter", "finetuned", "cascade"):
@@ -251,6 +253,14 @@ def test_demo_small(tmp_path, shared_data):
         and systems["prompt baseline on a hosted LLM"]["cost_per_million"] > 0
     )
     assert (demo / "data_review.html").exists()
+    # Step 7 ran the real service on the cascade and stopped it: five test messages stored once each (the retry
+    # was answered from the database), the review queue used through the API, the command to start it printed.
+    assert "duplicate=True" in proc.stdout and "finesieve serve" in proc.stdout and "service stopped" in proc.stdout
+    with sqlite3.connect(demo / "service.db") as db:
+        ids = [row[0] for row in db.execute("SELECT id FROM messages ORDER BY id")]
+        decided = db.execute("SELECT count(*) FROM review_items WHERE state = 'decided'").fetchone()[0]
+    assert ids == [f"demo-{i}" for i in range(5)]
+    assert decided == (1 if "review queue: took item" in proc.stdout else 0)
 
 
 def test_prefilter_train_then_eval(files):

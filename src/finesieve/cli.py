@@ -549,6 +549,33 @@ def data_dedupe(
         )
 
 
+@data_app.command("export-reviews")
+@_guard
+def data_export_reviews(
+    db: Annotated[str, typer.Option("--db", help="The service's database: sqlite:///PATH or postgresql+psycopg://...")],
+    run: Annotated[Path, typer.Option("--run", help="The run whose column and class names the file uses.")],
+    out: Annotated[Path, typer.Option("--out", help="The CSV to write (refused if it exists, unless --overwrite).")],
+    model: Annotated[str | None, typer.Option("--model", help="Only messages this served model decided.")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only reviews decided on or after this day (YYYY-MM-DD, UTC).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
+) -> None:
+    """Write the reviewers' decisions as a labelled CSV for `finesieve train --data` or `--replay-from`."""
+    import datetime as dt
+
+    from finesieve.serve.review_export import export_reviews
+
+    try:
+        since_day = dt.date.fromisoformat(since) if since else None
+    except ValueError as err:
+        raise typer.BadParameter(
+            f"{since!r} is not a day: write YYYY-MM-DD, e.g. 2026-11-30", param_hint="--since"
+        ) from err
+    check_outputs({"--out": out}, {"--run": run})
+    print(export_reviews(db, run, out, model=model, since=since_day, overwrite=overwrite))
+
+
 @app.command("eval")
 @_guard
 @column_options(labelled=True, extras=("meta_col",))
@@ -1190,6 +1217,14 @@ def serve_command(
     ] = None,
     model_timeout: Annotated[float, typer.Option(min=0.001, help="Seconds a batch may take in the model.")] = 10.0,
     max_batch: Annotated[int, typer.Option(min=1, help="Most messages in one request.")] = 256,
+    batch_wait_ms: Annotated[
+        float, typer.Option(min=0.0, help="Most ms a request waits for others to share its model call.")
+    ] = 5.0,
+    batch_max: Annotated[int, typer.Option(min=1, help="Most texts in one model call from concurrent requests.")] = 64,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes (each loads the runs; they share the db).")] = 1,
+    log_format: Annotated[
+        str, typer.Option(help="Log lines: text, or json (one object per line; never message text).")
+    ] = "text",
 ) -> None:
     """Serve runs over HTTP: POST /v1/moderate decides, stores and queues messages for review."""
     from finesieve.serve.service import run_service
@@ -1210,6 +1245,10 @@ def serve_command(
         retention_days=retention_days,
         model_timeout_s=model_timeout,
         max_batch=max_batch,
+        batch_wait_ms=batch_wait_ms,
+        batch_max=batch_max,
+        workers=workers,
+        log_format=log_format,
     )
     console.print(f"serving {', '.join(names)} on http://{host}:{port} (database {db})", highlight=False)
     run_service(settings, warn=lambda message: console.print(f"[yellow]warning:[/yellow] {message}", highlight=False))
@@ -1226,6 +1265,29 @@ def serve_key_create(
     from finesieve.serve.service import create_key
 
     print(create_key(db, name, models.split(",")))
+
+
+serve_user_app = typer.Typer(help="Reviewer and admin accounts of the moderation service.", no_args_is_help=True)
+app.add_typer(serve_user_app, name="serve-user")
+
+
+@serve_user_app.command("create")
+@_guard
+def serve_user_create(
+    name: Annotated[str, typer.Argument(help="The login name (unique).")],
+    role: Annotated[str, typer.Option("--role", help="reviewer (review the queue) or admin (also manage users).")],
+    db: ServiceDb = "sqlite:///./finesieve.db",
+) -> None:
+    """Create a reviewer or admin; the password comes from FINESIEVE_PASSWORD or is asked twice (hidden)."""
+    from finesieve.serve.accounts import ROLES, add_user
+
+    if role not in ROLES:
+        raise typer.BadParameter(f"{role!r}: choose one of {', '.join(ROLES)}", param_hint="--role")
+    password = os.environ.get("FINESIEVE_PASSWORD") or typer.prompt(
+        f"password for {name}", hide_input=True, confirmation_prompt=True
+    )
+    add_user(db, name, password, role)
+    print(f"user {name!r} created with role {role}")
 
 
 if __name__ == "__main__":

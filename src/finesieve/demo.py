@@ -10,16 +10,26 @@ vs the rest, it does what the production case did, each step measured by the sam
      demo fits in minutes on 2 CPU cores (`bench/models_davidson.sh` trains it fully);
   5. fit the cascade (rules -> pre-filter -> fine-tuned model) to the traffic budget on validation;
   6. print the side-by-side table (AUC, precision, recall, share routed to the model, msgs/s, cost per million)
-     and write the HTML report.
+     and write the HTML report;
+  7. start the moderation service (`finesieve serve`) on the cascade, send a few test messages through its API
+     with the Python client (one of them twice: the retry gets the stored decision), take one flagged message
+     through the review queue as a reviewer, print what came back and the command to start it yourself, and stop
+     it again (the demo never blocks).
 Thresholds are always chosen on the validation split; every figure in the table is on the test split.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.table import Table
 
 from finesieve.cascade.build import fit_cascade, legacy_cascade, summary_row, summary_rows
 from finesieve.cascade.cost import PriceTable, StageCost, api_per_million, count_prompt_tokens
@@ -230,9 +240,14 @@ def run_demo(
     )
     console.print(
         f"evaluation report: {report_path} (and {report_path.with_suffix('.json').name}); "
-        f"data review: {review_path}; total {time.perf_counter() - started:.0f} s"
+        f"data review: {review_path}; {time.perf_counter() - started:.0f} s so far"
     )
+
+    step("7. The moderation service: the cascade behind an API, and one message through the review queue")
+    service = service_tour(runs / "cascade", out, test, console)
+    console.print(f"total {time.perf_counter() - started:.0f} s")
     return {
+        "service": service,
         "review": reviewed,
         "comparison": comparison,
         "systems": rows,
@@ -240,6 +255,116 @@ def run_demo(
         "report": str(report_path),
         "review_report": str(review_path),
     }
+
+
+SERVICE_START_S = 180.0  # loading the cascade's three stages takes ~10-30 s on 2 cores; give up well after that
+
+
+def service_tour(cascade_run: Path, out: Path, test, console: Console) -> dict:
+    """Start `finesieve serve` on the cascade (SQLite in `out`), moderate a few test messages through the API with
+    the Python client, review one flagged message as a reviewer would, then stop the service. Returns what came
+    back. The server is a real subprocess on a free loopback port, stopped in every case."""
+    import httpx2 as httpx
+
+    from finesieve.client import ModerationClient
+    from finesieve.serve.accounts import add_user
+    from finesieve.serve.service import create_key
+
+    db_file = out / "service.db"
+    for stale in (db_file, db_file.with_name(db_file.name + "-wal"), db_file.with_name(db_file.name + "-shm")):
+        stale.unlink(missing_ok=True)  # an earlier demo's service database: this demo's queue starts empty
+    db = f"sqlite:///{db_file}"
+    key = create_key(db, "demo", ["*"])
+    password = secrets.token_urlsafe(16)
+    add_user(db, "demo-reviewer", password, "reviewer", actor="demo")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    log_path = out / "service.log"
+    command = ["finesieve", "serve", str(cascade_run), "--name", "cascade", "--db", db, "--port", str(port)]
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "finesieve.cli", *command[1:]], stdout=log, stderr=subprocess.STDOUT, env=os.environ
+        )
+    try:
+        _wait_until_up(server, base, log_path)
+        positives = [t for t, y in zip(test.texts, test.labels) if y == POSITIVE[0]][:2]
+        others = [t for t, y in zip(test.texts, test.labels) if y != POSITIVE[0]][:3]
+        messages = [{"id": f"demo-{i}", "text": t} for i, t in enumerate(positives + others)]
+        with ModerationClient(base, api_key=key, timeout=60) as client:
+            decisions = client.moderate(messages)
+            retry = client.moderate(messages[0])  # the same id again: the stored decision, no second row
+        labels = [POSITIVE[0]] * len(positives) + ["other"] * len(others)
+        console.print(_decisions_table(decisions, labels))
+        console.print(f"sent {messages[0]['id']} again: duplicate={retry.duplicate}, action {retry.action} (stored)")
+        reviewed = _review_one(httpx, base, password)
+        if reviewed is None:
+            console.print("review queue: empty (no test message was flagged)")
+        else:
+            console.print(
+                f"review queue: took item {reviewed['item_id']} (message {reviewed['message_id']}, "
+                f"{reviewed['reason']}, score {reviewed['message']['score']:.3f}) and judged it a violation; "
+                f"queue precision so far {reviewed['stats']['queue_precision']}"
+            )
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    console.print(
+        f"service stopped; its decisions are in {db_file} (log {log_path}). Start it yourself with\n"
+        f"  {' '.join(command[:-2])}\n"
+        f"then create a key (`finesieve serve-key create NAME --models cascade --db {db}`) and a reviewer "
+        f"(`finesieve serve-user create NAME --role reviewer --db {db}`); the review UI is at /ui/",
+        highlight=False,
+    )
+    return {"decisions": [d.model_dump() for d in decisions], "reviewed": reviewed}
+
+
+def _wait_until_up(server: subprocess.Popen, base: str, log_path: Path) -> None:
+    import httpx2 as httpx
+
+    deadline = time.monotonic() + SERVICE_START_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise ConfigError(f"the demo's service exited with code {server.returncode}: see {log_path}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise ConfigError(f"the demo's service did not answer within {SERVICE_START_S:.0f} s: see {log_path}")
+
+
+def _review_one(httpx, base: str, password: str) -> dict | None:
+    """Log in as the demo reviewer, take the next item and judge it a violation; None when the queue is empty."""
+    with httpx.Client(base_url=base, timeout=30) as http:
+        me = http.post("/v1/auth/login", json={"username": "demo-reviewer", "password": password})
+        me.raise_for_status()
+        csrf = {"X-CSRF-Token": me.json()["csrf_token"]}
+        taken = http.post("/v1/review/next", headers=csrf)
+        taken.raise_for_status()
+        if taken.status_code == 204:
+            return None
+        item = taken.json()["item"]
+        body = {"violation": True, "category": (item["categories"] or [None])[0], "note": "finesieve demo"}
+        http.post(f"/v1/review/items/{item['item_id']}/decision", json=body, headers=csrf).raise_for_status()
+        stats = http.get("/v1/review/stats").json()
+    return {**item, "stats": stats}
+
+
+def _decisions_table(decisions, labels: list[str]) -> Table:
+    table = Table(title="POST /v1/moderate through the Python client (test messages)", title_justify="left")
+    for column in ("id", "true label", "action", "decided by", "score", "stages run", "latency ms"):
+        table.add_column(column)
+    for d, label in zip(decisions, labels):
+        score = "" if d.score is None else f"{d.score:.3f}"
+        table.add_row(d.id, label, d.action, d.decided_by, score, ", ".join(d.stage_scores), f"{d.latency_ms:.0f}")
+    return table
 
 
 class _Steps:

@@ -88,6 +88,12 @@ class RunManifest(BaseModel):
     reference: ReferenceStats | None = Field(None, description="Validation statistics for drift monitoring.")
     environment: dict = Field(default_factory=dict, description="Python, platform and package versions.")
     parent_run: str | None = Field(None, description="The run this one continues (replay, cascade).")
+    files: dict[str, str] | None = Field(
+        None,
+        description="sha256 of every file under model/ at save time (path relative to the run directory -> hex "
+        "digest), so a server can refuse changed weights (`runs.verify_run_files`); None for runs written before "
+        "it was recorded.",
+    )
 
 
 def migrate(raw: dict, where: str = "manifest.json") -> dict:

@@ -3,7 +3,8 @@
     RUN_DIR/
       manifest.json   the typed `RunManifest` (finesieve.manifest): scorer kind and config, task, preprocessing,
                       base weights and their hash, data / split / vote hashes, metrics, reference statistics
-                      for drift monitoring, environment, parent run
+                      for drift monitoring, environment, parent run, and the sha256 of every file under
+                      model/ (`files`: `verify_run_files` checks them before serving)
       splits.json     the ids of each split (when the run made its own split)
       model/          the scorer's own files (weights, vectoriser, policy, calibration, adapter)
 
@@ -15,6 +16,7 @@ scorer that still has to be fitted.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import shutil
@@ -143,10 +145,51 @@ def save_run(
     scorer.save(staging / MODEL)
     if splits is not None:
         splits.save(staging / SPLITS)
-    # The manifest goes last: a folder holding one is a complete run.
+    # The manifest goes last: a folder holding one is a complete run. It records the model files' hashes.
+    manifest = manifest.model_copy(update={"files": hash_model_files(staging)})
     write_manifest(manifest, staging / MANIFEST)
     shutil.rmtree(staging / CHECKPOINTS, ignore_errors=True)  # only an unfinished run needs them
     return commit_run_dir(staging, directory)
+
+
+def hash_model_files(directory: str | Path) -> dict[str, str]:
+    """sha256 of every file under the run directory's model/ folder: path relative to `directory` -> hex digest."""
+    directory = Path(directory)
+    out = {}
+    for path in sorted((directory / MODEL).rglob("*")):
+        if path.is_file():
+            digest = hashlib.sha256()
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            out[path.relative_to(directory).as_posix()] = digest.hexdigest()
+    return out
+
+
+def verify_run_files(directory: str | Path) -> bool:
+    """Check the model files against the hashes the manifest recorded at save time.
+
+    True when every recorded file is present and unchanged and no other file lies under model/; False for a run
+    written before hashes were recorded (it cannot be verified: the caller decides whether to warn). A missing,
+    changed or extra file raises a ConfigError naming each file, so a tampered or damaged model is never served.
+    """
+    directory = Path(directory)
+    recorded = run_manifest(directory).files
+    if recorded is None:
+        return False
+    found = hash_model_files(directory)
+    problems = [f"{name}: missing" for name in sorted(set(recorded) - set(found))]
+    changed = [name for name, digest in sorted(recorded.items()) if name in found and found[name] != digest]
+    problems += [f"{name}: changed since the run was saved" for name in changed]
+    problems += [f"{name}: not among the files saved with the run" for name in sorted(set(found) - set(recorded))]
+    if problems:
+        raise ConfigError(
+            f"{directory}: the model files differ from the sha256 hashes recorded in {MANIFEST} ("
+            + "; ".join(problems)
+            + "). Fix: restore the run directory from a trusted copy, or train the run again; never serve "
+            "weights that changed after training"
+        )
+    return True
 
 
 def _scorer_config(scorer: Scorer) -> dict:

@@ -23,7 +23,7 @@ from finesieve.data.load import load_dataset
 from finesieve.data.preprocess import prepare
 from finesieve.data.spec import ColumnSpec
 from finesieve.data.split import SplitConfig, make_splits
-from finesieve.models.adapters import AdapterBody, load_shared, load_sharing_bases
+from finesieve.models.adapters import AdapterBody, load_shared, load_sharing_bases, predict_proba_mixed
 from finesieve.models.cascade import Cascade, CascadeThresholds
 from finesieve.models.checks import check_fitted_scorer
 from finesieve.models.finetune_config import FinetuneConfig
@@ -201,6 +201,46 @@ def test_a_shared_run_meets_the_scorer_contract(shared, texts, tmp_path):
         batch_atol=1e-5,
         reload_atol=ATOL,
     )
+
+
+# ----------------------------------------------------------------------------------------------- mixed batches
+
+
+def test_a_mixed_batch_scores_each_row_as_its_own_run_alone(shared, texts):
+    a, b = shared
+    calls = []
+    adapters = a.model_.body.adapters
+    hook = adapters.register_forward_hook(lambda *_: calls.append("single-adapter pass"))  # `forward` only
+    mixed_passes = []
+    forward_mixed = adapters.forward_mixed
+
+    def counted(names, **inputs):
+        mixed_passes.append(list(names))
+        return forward_mixed(names, **inputs)
+
+    adapters.forward_mixed = counted
+    try:
+        # Interleaved requests: A's first texts, B's, then A again, in one call.
+        got = predict_proba_mixed([(a, texts[:7]), (b, texts[3:12]), (a, texts[-4:])], batch_size=64)
+    finally:
+        hook.remove()
+        del adapters.forward_mixed
+    assert calls == [] and len(mixed_passes) == 1  # 20 rows, three requests, two adapters: one pass of the base
+    assert sorted(set(mixed_passes[0])) == [a.model_.body.name, b.model_.body.name]
+    np.testing.assert_allclose(got[0], a.predict_proba(texts[:7]), atol=ATOL)
+    np.testing.assert_allclose(got[1], b.predict_proba(texts[3:12]), atol=ATOL)
+    np.testing.assert_allclose(got[2], a.predict_proba(texts[-4:]), atol=ATOL)
+    # Passes of a few rows each (every one mixing both runs) give the same rows.
+    again = predict_proba_mixed([(a, texts), (b, texts)], batch_size=5)
+    np.testing.assert_allclose(again[0], a.predict_proba(texts), atol=ATOL)
+    np.testing.assert_allclose(again[1], b.predict_proba(texts), atol=ATOL)
+    assert not np.allclose(again[0], again[1], atol=1e-3)  # each row really went through its own adapter
+
+
+def test_a_mixed_batch_refuses_scorers_of_different_sets(shared, merged, texts):
+    with pytest.raises(ValueError, match="loaded together by load_shared"):
+        predict_proba_mixed([(shared[0], texts[:2]), (merged[1], texts[:2])])
+    assert predict_proba_mixed([]) == []
 
 
 # ----------------------------------------------------------------------------------------------- refusals

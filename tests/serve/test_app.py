@@ -426,3 +426,11 @@ def test_settings_read_the_environment_and_check_the_default_model(monkeypatch, 
         ServiceSettings()
     with pytest.raises(ValueError, match="audit_rate"):
         ServiceSettings(audit_rate=1.5)
+
+
+def test_the_openapi_document_needs_a_key_and_the_cdn_docs_pages_are_off(service):
+    client, keys = service
+    assert client.get("/openapi.json").status_code == 401
+    document = client.get("/openapi.json", headers=auth(keys["spam"]))
+    assert document.status_code == 200 and "/v1/moderate" in document.json()["paths"]
+    assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404

@@ -12,8 +12,12 @@ Routes (every one but /healthz needs `Authorization: Bearer KEY`, a key made by 
     GET  /healthz             the process answers (no key needed)
     GET  /readyz              models loaded and the database reachable (503 otherwise)
     GET  /metrics             Prometheus text format
+    GET  /ui/                 the reviewer's web pages (login, queue, dashboard; no key: they log in)
+    /v1/auth/*, /v1/review/*, /v1/admin/*   reviewers and admins, with a login session and not a key
+                              (finesieve.serve.review_routes; users made by `finesieve serve-user create`)
 
-A key may call only the models it was created for (403 otherwise). Bodies over `max_request_bytes` get 413, and
+A key may call only the models it was created for (403 otherwise), at most `rate_limit_per_s` requests a second
+(429 with Retry-After; finesieve.serve.ratelimit). Bodies over `max_request_bytes` get 413, and
 every 422 names the field (`body.messages.3.text: ...`). Decisions are stored before they are answered
 (`finesieve.serve.moderation`).
 """
@@ -30,13 +34,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy.orm import Session
 
-from finesieve.serve import store
+from finesieve.serve import logs, store
 from finesieve.serve.db import connect
 from finesieve.serve.metrics import ServiceMetrics
 from finesieve.serve.moderation import MessageIn, Moderator, Outcome, ServedModel, load_models
+from finesieve.serve.ratelimit import retry_after
+from finesieve.serve.review_routes import install as install_review_routes
 from finesieve.serve.schemas import (
     Decision,
     ModerateRequest,
@@ -47,6 +53,7 @@ from finesieve.serve.schemas import (
     StoredMessage,
 )
 from finesieve.serve.settings import ServiceSettings
+from finesieve.serve.ui_routes import ui_router
 
 RETENTION_EVERY_S = 3600.0  # how often stored texts past the retention period are deleted
 
@@ -72,23 +79,45 @@ def create_app(settings: ServiceSettings, *, models: dict[str, ServedModel] | No
             moderator.close()
             engine.dispose()
 
-    app = FastAPI(title="finesieve moderation service", lifespan=lifespan)
+    # The OpenAPI document is served to key holders only (nothing but /healthz and the login answers without
+    # credentials); the interactive /docs and /redoc pages are off: they load scripts from a CDN.
+    app = FastAPI(
+        title="finesieve moderation service", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None
+    )
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_document(caller: CallerDep) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
     app.state.settings, app.state.moderator, app.state.metrics, app.state.engine = settings, moderator, metrics, engine
     app.include_router(health_router)
     app.include_router(moderation_router)
     app.include_router(messages_router)
+    install_review_routes(app, settings)  # /v1/auth, /v1/review, /v1/admin: reviewer sessions, not API keys
+    app.include_router(ui_router)  # the reviewer's web pages (/ui); they call the review API
     app.add_exception_handler(RequestValidationError, _validation_error)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):
         start = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.observe_request(route, request.method, response.status_code, time.perf_counter() - start)
+        request_id = logs.request_id(request)
+        try:
+            response = await call_next(request)
+        except Exception:
+            logs.log_failed_request(request, _route(request), time.perf_counter() - start)
+            raise
+        route, seconds = _route(request), time.perf_counter() - start
+        metrics.observe_request(route, request.method, response.status_code, seconds)
+        logs.log_request(request, route, response.status_code, seconds)  # one line per request, never its text
+        response.headers[logs.REQUEST_ID_HEADER] = request_id
         return response
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)  # outermost: before anything reads
     return app
+
+
+def _route(request: Request) -> str:
+    return getattr(request.scope.get("route"), "path", "unmatched")  # the template: no ids in logs or labels
 
 
 async def _purge_periodically(engine, days: int) -> None:
@@ -129,6 +158,14 @@ def get_caller(
     if caller is None:
         raise HTTPException(
             401, "unknown or revoked API key: create one with `finesieve serve-key create`", headers=challenge
+        )
+    wait = request.app.state.key_buckets.take(caller.name)  # in-process: see finesieve.serve.ratelimit
+    if wait:
+        raise HTTPException(
+            429,
+            f"API key {caller.name!r} is over its rate limit ({settings.rate_limit_per_s:g}/s, burst "
+            f"{settings.rate_limit_burst:g}): retry after {retry_after(wait)} s",
+            headers={"Retry-After": retry_after(wait)},
         )
     return caller
 
@@ -227,13 +264,15 @@ def readyz(request: Request, caller: CallerDep, moderator: Moder) -> JSONRespons
     return JSONResponse(status_code=503 if problems else 200, content=body)
 
 
-@health_router.get("/metrics")
+@health_router.get("/metrics", response_class=PlainTextResponse)  # documented as text, as Prometheus serves it
 def metrics_route(request: Request, caller: CallerDep) -> Response:
+    request.app.state.metrics.refresh_queue(request.app.state.engine)  # queue gauges are read at scrape time
     payload, content_type = request.app.state.metrics.render()
     return Response(payload, media_type=content_type)
 
 
 def _moderate(request: Request, moderator: Moderator, model: str, messages: list[MessageIn]) -> list[Outcome]:
+    request.state.model, request.state.n_messages = model, len(messages)  # for the request's log line
     outcomes = moderator.moderate(model, messages)
     metrics: ServiceMetrics = request.app.state.metrics
     for outcome in outcomes:

@@ -6,7 +6,8 @@
 
 The schema is owned by the Alembic scripts in `migrations/` (shipped inside the package): `connect` applies every
 script up to the newest, so a new database and an old one end on the same tables. The classes below must agree
-with the scripts (a test compares them). Queries live in `finesieve.serve.store`.
+with the scripts (a test compares them). Queries live in `finesieve.serve.store` (messages, API keys, the audit
+log), `finesieve.serve.queue` (review items) and `finesieve.serve.accounts` (users and their sessions).
 
 SQLite runs in WAL mode (readers do not block the writer) with a busy timeout, so several worker threads share one
 file. Times are naive UTC datetimes on both databases.
@@ -73,6 +74,9 @@ class ReviewItem(Base):
     reviewer: Mapped[str | None] = mapped_column(String(200))
     decided_at: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # The queue's order (oldest first): created_at moved earlier by the priority (finesieve.serve.queue.due_at).
+    # Set on enqueue; NULL only on rows written before migration 0002, which backfills it.
+    due_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
 
 
 class AuditEntry(Base):
@@ -98,6 +102,31 @@ class ApiKey(Base):
     models: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class User(Base):
+    """A person who reviews (role `reviewer`) or also manages users and reads the audit log (role `admin`)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(200), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(300))  # argon2id, with its parameters and salt
+    role: Mapped[str] = mapped_column(String(20))  # reviewer | admin
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class UserSession(Base):
+    """A logged-in browser: only the sha256 of its cookie token is stored, beside the CSRF token it must echo."""
+
+    __tablename__ = "sessions"
+
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    username: Mapped[str] = mapped_column(ForeignKey("users.username", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
 
 
 def create_db_engine(url: str) -> Engine:

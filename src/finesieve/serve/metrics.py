@@ -4,12 +4,20 @@ finesieve_requests_total{route, method, status}     requests answered
 finesieve_request_seconds{route}                    latency histogram per route template (/v1/messages/{id})
 finesieve_decisions_total{model, action}            messages decided (duplicates not counted again)
 finesieve_model_errors_total{model}                 messages the model failed on (error or timeout)
+finesieve_queue_items{reason, state}                review items by reason and state, counted at scrape time
+finesieve_queue_oldest_seconds                      age of the oldest review item not yet decided (0: none)
 """
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
+from finesieve.serve.db import ReviewItem, utcnow
+
+QUEUE_REASONS, QUEUE_STATES = ("flagged", "audit", "failure"), ("pending", "leased", "decided")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)  # seconds
 
 
@@ -28,6 +36,27 @@ class ServiceMetrics:
         self.model_errors = Counter(
             "finesieve_model_errors", "Messages the model failed on.", ["model"], registry=self.registry
         )
+
+        self.queue_items = Gauge(
+            "finesieve_queue_items", "Review items by reason and state.", ["reason", "state"], registry=self.registry
+        )
+        self.queue_oldest = Gauge(
+            "finesieve_queue_oldest_seconds", "Age of the oldest undecided review item.", registry=self.registry
+        )
+
+    def refresh_queue(self, engine: Engine) -> None:
+        """Set the queue gauges from the database: every worker process reports the same shared queue."""
+        with Session(engine) as session:
+            counts = session.execute(
+                select(ReviewItem.reason, ReviewItem.state, func.count()).group_by(ReviewItem.reason, ReviewItem.state)
+            ).all()
+            oldest = session.scalar(select(func.min(ReviewItem.created_at)).where(ReviewItem.state != "decided"))
+        for reason in QUEUE_REASONS:  # known series report 0 rather than vanish when they empty
+            for state in QUEUE_STATES:
+                self.queue_items.labels(reason=reason, state=state).set(0)
+        for reason, state, n in counts:
+            self.queue_items.labels(reason=reason, state=state).set(n)
+        self.queue_oldest.set((utcnow() - oldest).total_seconds() if oldest is not None else 0.0)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route=route, method=method, status=str(status)).inc()

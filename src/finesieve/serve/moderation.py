@@ -17,18 +17,27 @@ What is stored, in one transaction, before the caller hears anything:
 A model that raises or runs past `model_timeout_s` never delivers silently: its messages get `failure_action`
 (review by default), decided_by "failure", and the reason in `failure`. When a batch raises, each message is
 retried alone, so one poisonous message does not send its whole batch to review.
+
+Every request reaches its model through the model's `Batcher` (finesieve.serve.batcher): requests arriving within
+`batch_wait_ms` of each other are decided in one `decide` call of up to `batch_max` texts, on the model's one
+worker thread. Loading (`load_models`) refuses a run whose model files differ from the sha256 hashes its manifest
+recorded (`runs.verify_run_files`), and serves a run saved before hashes were recorded with a warning. LoRA
+fine-tunes among the runs (a fine-tuned run, or a cascade stage) that were trained on one base are loaded on one
+copy of that base, each keeping its own adapter, head and calibrator (`models.adapters.load_sharing_bases`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 import uuid
+import warnings
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +49,14 @@ from sqlalchemy.orm import Session
 from finesieve.data.errors import ConfigError, FinesieveError
 from finesieve.data.preprocess import prepare
 from finesieve.data.redact import Redactor
-from finesieve.models.cascade import STAGES, Cascade
-from finesieve.runs import MANIFEST, Run, load_run
+from finesieve.models.adapters import load_sharing_bases
+from finesieve.models.base import set_preprocessing
+from finesieve.models.cascade import STAGES, Cascade, Decisions
+from finesieve.models.finetuned import FineTunedScorer
+from finesieve.runs import MANIFEST, MODEL, Run, load_run, verify_run_files
 from finesieve.serve import store
 from finesieve.serve.batch import as_cascade, decisions_frame
+from finesieve.serve.batcher import Batcher
 from finesieve.serve.db import Message
 from finesieve.serve.settings import ServiceSettings
 
@@ -53,18 +66,19 @@ AUDIT_PRIORITY = 0.0
 
 @dataclass
 class ServedModel:
-    """One run loaded for serving. Its decide calls run one at a time on its own worker thread, which bounds them
-    with a timeout and keeps a scorer that is not thread-safe from being entered twice."""
+    """One run loaded for serving. The Moderator decides its messages through a `Batcher`: one worker thread per
+    model, which merges concurrent requests and keeps a scorer that is not thread-safe from being entered twice."""
 
     name: str
     run: Run
     cascade: Cascade
     version: str  # run directory name @ sha256 of its manifest.json
     redactor: Redactor
-    worker: ThreadPoolExecutor = field(repr=False)
+    verified: bool = False  # its model files matched the hashes in its manifest (False: an older, unhashed run)
 
-    def close(self) -> None:
-        self.worker.shutdown(wait=False, cancel_futures=True)
+    def decide(self, texts: list[str]) -> Decisions:
+        # Looked up at each call, not bound once: the cascade (or a stage of it) may be replaced after start-up.
+        return self.cascade.decide(texts)
 
 
 def model_version(run_dir: str | Path) -> str:
@@ -79,6 +93,13 @@ def load_models(runs: Mapping[str, str | Path]) -> dict[str, ServedModel]:
     models, problems = {}, []
     for name, path in runs.items():
         try:
+            verified = verify_run_files(path)
+            if not verified:
+                warnings.warn(
+                    f"model {name!r} ({path}) was saved before finesieve recorded model file hashes: its weights "
+                    "cannot be verified. Fix: save the run again (e.g. retrain it) to record them",
+                    stacklevel=2,
+                )
             run = load_run(path)
             models[name] = ServedModel(
                 name=name,
@@ -86,15 +107,49 @@ def load_models(runs: Mapping[str, str | Path]) -> dict[str, ServedModel]:
                 cascade=as_cascade(run),
                 version=model_version(path),
                 redactor=Redactor(run.preprocessing.redaction),
-                worker=ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}"),
+                verified=verified,
             )
         except (FinesieveError, ValidationError, OSError) as err:
             problems.append(f"model {name!r} ({path}): {err}")
     if problems:
-        for served in models.values():
-            served.close()
         raise ConfigError("cannot start the service: " + " | ".join(problems))
+    try:
+        _share_bases(models)
+    except (FinesieveError, ValidationError, OSError, ValueError) as err:
+        raise ConfigError(
+            f"cannot start the service: loading the LoRA runs {sorted(models)} on shared bases failed ({err}). "
+            "Fix: serve the runs named in the error one per service"
+        ) from err
     return models
+
+
+def _share_bases(models: dict[str, ServedModel]) -> None:
+    """Reload the LoRA fine-tunes of all served runs that were trained on one base onto one copy of it.
+
+    Each run was loaded on its own first (merged: validated, and the fast path for a LoRA run alone on its base);
+    the groups found here replace those copies, so N adapters on one base hold the base once in memory."""
+    folders: dict[str, Path] = {}  # adapter key -> a fine-tuned scorer's folder
+    owners: dict[str, tuple[str, str]] = {}  # adapter key -> (model name, "run" or the cascade stage)
+    for name, served in models.items():
+        kind, model_dir = served.run.manifest.kind, served.run.path / MODEL
+        stages = {"run": model_dir} if kind == FineTunedScorer.kind else {}
+        if kind == Cascade.kind:
+            stage_kinds = json.loads((model_dir / "cascade.json").read_text())["stage_kinds"]
+            stages = {stage: model_dir / stage for stage, k in stage_kinds.items() if k == FineTunedScorer.kind}
+        for stage, folder in stages.items():
+            key = f"m{len(folders)}_{stage}"  # PEFT module names: no '.', and not a single letter
+            folders[key], owners[key] = folder, (name, stage)
+    if len(folders) < 2:
+        return
+    for key, scorer in load_sharing_bases(folders).items():
+        name, stage = owners[key]
+        served = models[name]
+        if stage == "run":
+            set_preprocessing(scorer, served.run.manifest.preprocessing)
+            served.run.scorer = scorer
+            served.cascade = as_cascade(served.run)
+        else:
+            setattr(served.cascade, stage, scorer)
 
 
 @dataclass(frozen=True)
@@ -153,10 +208,17 @@ class Moderator:
         self.models = models
         self.engine = engine
         self.settings = settings
+        self.batchers = {
+            name: Batcher(
+                served.decide, name=name, max_texts=settings.batch_max, wait_s=settings.batch_wait_ms / 1000.0
+            )
+            for name, served in models.items()
+        }
 
     def close(self) -> None:
-        for served in self.models.values():
-            served.close()
+        """Take no new requests; decide the queued ones (each model waits up to `model_timeout_s` for its own)."""
+        for batcher in self.batchers.values():
+            batcher.close(timeout=self.settings.model_timeout_s)
 
     def moderate(self, model: str, messages: Sequence[MessageIn]) -> list[Outcome]:
         """Decide and store every message (known ids are answered from the database), in request order."""
@@ -186,23 +248,43 @@ class Moderator:
         """Message rows for `ids`: decided by the model, or marked as failures with the reason."""
         start = time.perf_counter()
         texts, _ = prepare(raw_texts, served.run.preprocessing, redactor=served.redactor)
+        batcher = self.batchers[served.name]
         try:
-            rows = self._decide_prepared(served, ids, texts)
+            rows = self._rows(served, ids, texts, self._wait(batcher.submit(texts)))
         except FutureTimeout:
             reason = f"timeout: the model did not answer within {self.settings.model_timeout_s:g} s"
             rows = [self._failure_row(served, i, t, reason) for i, t in zip(ids, texts)]
         except Exception as err:  # noqa: BLE001 - any stage error must still end in a stored, reviewed message
-            if len(ids) > 1:  # find the message(s) at fault: retry each alone
-                return [row for i, t in zip(ids, raw_texts) for row in self._decide(served, [i], [t])]
-            rows = [self._failure_row(served, ids[0], texts[0], f"{type(err).__name__}: {err}"[:2000])]
+            if len(ids) > 1:
+                # Find the message(s) at fault: each alone. Submitted together, the batcher tries them merged once
+                # more, then each alone, so only the poisonous ones fail.
+                futures = [batcher.submit([t]) for t in texts]
+                rows = [self._decide_alone(served, i, t, f) for i, t, f in zip(ids, texts, futures)]
+            else:
+                rows = [self._failure_row(served, ids[0], texts[0], _reason(err))]
         latency_ms = (time.perf_counter() - start) * 1000.0
         for row in rows:
             row["latency_ms"] = latency_ms  # the batch's wall time: every message in it waited that long
         return rows
 
-    def _decide_prepared(self, served: ServedModel, ids: list[str], texts: list[str]) -> list[dict]:
+    def _wait(self, future: Future) -> Decisions:
+        try:
+            return future.result(timeout=self.settings.model_timeout_s)
+        except FutureTimeout:
+            future.cancel()  # still queued: dropped, not decided for nobody
+            raise
+
+    def _decide_alone(self, served: ServedModel, message_id: str, text: str, future: Future) -> dict:
+        try:
+            return self._rows(served, [message_id], [text], self._wait(future))[0]
+        except FutureTimeout:
+            reason = f"timeout: the model did not answer within {self.settings.model_timeout_s:g} s"
+            return self._failure_row(served, message_id, text, reason)
+        except Exception as err:  # noqa: BLE001
+            return self._failure_row(served, message_id, text, _reason(err))
+
+    def _rows(self, served: ServedModel, ids: list[str], texts: list[str], decisions: Decisions) -> list[dict]:
         cascade = served.cascade
-        decisions = served.worker.submit(cascade.decide, texts).result(timeout=self.settings.model_timeout_s)
         frame = decisions_frame(cascade, decisions, pd.DataFrame({"id": ids, "row": np.arange(1, len(ids) + 1)}))
         classes = [str(c) for c in cascade.classes_]
         positive = [str(p) for p in cascade.positive]
@@ -256,6 +338,10 @@ class Moderator:
             elif audit_sampled(row["id"], self.settings.audit_rate):
                 items.append({"message_id": row["id"], "reason": "audit", "priority": AUDIT_PRIORITY})
         return items
+
+
+def _reason(err: Exception) -> str:
+    return f"{type(err).__name__}: {err}"[:2000]
 
 
 def _number(value) -> float | None:

@@ -9,9 +9,9 @@ Requests refuse unknown fields, so a misspelt field is a 422 naming it rather th
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ID_MAX = 200  # the messages.id column's width
 
@@ -76,9 +76,15 @@ class ModerateResponse(BaseModel):
 
 
 class StoredMessage(Decision):
-    created_at: datetime
+    created_at: datetime = Field(description="When it was decided, UTC (RFC 3339).")
     text_length: int = Field(description="Characters of the redacted text.")
     text_stored: bool = Field(description="False once the retention period has deleted the text.")
+
+    @field_validator("created_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        # The database keeps naive UTC; answered without a zone it would not be an RFC 3339 date-time.
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class OpenAIModerationRequest(BaseModel):

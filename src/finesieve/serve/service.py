@@ -3,21 +3,36 @@
     from finesieve.serve.service import create_key, run_service
     key = create_key("sqlite:///./finesieve.db", "billing-app", ["spam"])   # shown once; only its hash is stored
     run_service(ServiceSettings(runs={"spam": "runs/cascade"}, host="127.0.0.1", port=8000))   # blocks (uvicorn)
+    run_service(ServiceSettings(runs={"spam": "runs/cascade"}, workers=2, log_format="json"))  # two processes
 
 A service on a loopback address with no API keys answers without one (a local trial); on any other address it
-refuses to start until a key exists.
+refuses to start until a key exists. SIGTERM stops accepting connections and lets requests in flight finish
+(uvicorn's graceful shutdown, bounded by `shutdown_timeout_s`): their decisions are stored and answered.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
 from finesieve.data.errors import ConfigError
 from finesieve.serve import store
 from finesieve.serve.db import connect
+from finesieve.serve.logs import log_config
+from finesieve.serve.moderation import load_models
 from finesieve.serve.settings import ServiceSettings, is_loopback
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+# A worker answers uvicorn's health pings only once its interpreter has started and imported the app's modules
+# (torch among them), which takes seconds on a busy machine; uvicorn's default of 5 s kills and restarts it forever.
+WORKER_HEALTHCHECK_S = 120
 
 
 def create_key(database_url: str, name: str, models: Sequence[str]) -> str:
@@ -54,7 +69,12 @@ def with_auth_decided(settings: ServiceSettings) -> tuple[ServiceSettings, str |
 
 
 def run_service(settings: ServiceSettings, *, warn: Callable[[str], None] = print) -> None:
-    """Decide auth, build the app (loading every run, refusing any that cannot be served) and serve it with uvicorn."""
+    """Decide auth, then serve with uvicorn until SIGTERM or Ctrl-C (in-flight requests get `shutdown_timeout_s`).
+
+    One worker: the app is built here, so a run that cannot be served fails before the port opens. Several: each
+    worker process builds its own app from FINESIEVE_* variables (`app_from_environment`); they share nothing but
+    the database, which is what keeps idempotency and the review queue right across processes.
+    """
     import uvicorn
 
     from finesieve.serve.app import create_app
@@ -62,5 +82,40 @@ def run_service(settings: ServiceSettings, *, warn: Callable[[str], None] = prin
     settings, warning = with_auth_decided(settings)
     if warning:
         warn(warning)
-    app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+    options = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": log_config(settings.log_format),
+        "access_log": False,  # the app logs each request itself, with its route, model and batch size
+        "timeout_graceful_shutdown": settings.shutdown_timeout_s,
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **options)
+        return
+    load_models(settings.runs)  # fail here, once, on a run that cannot be served, not in every worker (restarted
+    # by uvicorn over and over); the copies are dropped at once, each worker loads its own
+    os.environ.update(settings_environment(settings))
+    uvicorn.run(
+        f"{__name__}:app_from_environment",
+        factory=True,
+        workers=settings.workers,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
+        **options,
+    )
+
+
+def settings_environment(settings: ServiceSettings) -> dict[str, str]:
+    """The FINESIEVE_* variables that rebuild `settings` in another process (run paths made absolute)."""
+    fields = settings.model_dump(mode="json", exclude_none=True)
+    fields["runs"] = {name: str(Path(path).resolve()) for name, path in settings.runs.items()}
+    return {
+        f"FINESIEVE_{name.upper()}": value if isinstance(value, str) else json.dumps(value)
+        for name, value in fields.items()
+    }
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process, from the FINESIEVE_* variables `run_service` set (uvicorn's factory)."""
+    from finesieve.serve.app import create_app
+
+    return create_app(ServiceSettings())

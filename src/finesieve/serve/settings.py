@@ -45,8 +45,27 @@ class ServiceSettings(BaseSettings):
     )
     model_timeout_s: float = Field(10.0, gt=0, description="Seconds a batch may take in the model before failing.")
     max_batch: int = Field(256, ge=1, description="Most messages in one request.")
+    batch_wait_ms: float = Field(
+        5.0,
+        ge=0,
+        description="Most milliseconds a request waits for others to share its model call (dynamic batching).",
+    )
+    batch_max: int = Field(64, ge=1, description="Most texts gathered into one model call from concurrent requests.")
     max_text_chars: int = Field(20_000, ge=1, description="Longest message text accepted, in characters.")
     max_request_bytes: int = Field(1_000_000, ge=1, description="Largest request body accepted, in bytes (else 413).")
+    workers: int = Field(1, ge=1, description="Server processes; above 1 each loads the runs itself (needs RAM).")
+    log_format: Literal["text", "json"] = Field("text", description="Log lines: readable text, or one JSON object.")
+    shutdown_timeout_s: float = Field(
+        30.0, gt=0, description="On SIGTERM, seconds in-flight requests get to finish before they are cut off."
+    )
+    review_lease_s: float = Field(600.0, gt=0, description="Seconds a reviewer holds a leased item before it returns.")
+    undo_window_s: float = Field(120.0, ge=0, description="Seconds after a decision in which its reviewer may undo it.")
+    session_ttl_s: float = Field(43_200.0, gt=0, description="Seconds a reviewer's login session lasts (12 h).")
+    rate_limit_per_s: float = Field(1000.0, gt=0, description="Requests per second each API key may make (refill).")
+    rate_limit_burst: float = Field(2000.0, ge=1, description="Requests an API key may make at once (bucket size).")
+    login_failures_per_minute: int = Field(
+        5, ge=1, description="Failed logins allowed per username and per client address in a minute (then 429)."
+    )
 
     @model_validator(mode="after")
     def _default_model_is_served(self) -> ServiceSettings:

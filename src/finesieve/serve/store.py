@@ -19,7 +19,7 @@ import hashlib
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import cast
 
 from sqlalchemy import func, select, text, update
@@ -62,10 +62,24 @@ def get_message(session: Session, message_id: str) -> Message | None:
     return session.get(Message, message_id)
 
 
+# The review queue's order. An item is served as if it had arrived `priority * AGE_SCALE_S` seconds earlier:
+# sorting by due_at ascending is sorting by `priority + age_s / AGE_SCALE_S` descending, so one priority point
+# (a whole score range) is worth an hour of waiting, and an item that waits long enough overtakes any newer one
+# (no starvation). Failures (priority 2) start two hours ahead, a flagged message its score in hours, audits none.
+AGE_SCALE_S = 3600.0
+
+
+def due_at(created_at: datetime, priority: float) -> datetime:
+    return created_at - timedelta(seconds=priority * AGE_SCALE_S)
+
+
 def enqueue_reviews(session: Session, items: Sequence[dict]) -> None:
     """Add review items (dicts with message_id, reason, priority); they start pending, unleased."""
     now = utcnow()
-    session.add_all(ReviewItem(state="pending", created_at=now, **item) for item in items)
+    session.add_all(
+        ReviewItem(state="pending", created_at=now, due_at=due_at(now, item.get("priority", 0.0)), **item)
+        for item in items
+    )
 
 
 def review_items(session: Session, message_id: str | None = None) -> list[ReviewItem]:

@@ -1,0 +1,251 @@
+"""Dynamic batching (`finesieve.serve.batcher`), alone and through the Moderator on SQLite and PostgreSQL.
+
+    source /tmp/pg.env && OMP_NUM_THREADS=1 .venv/bin/pytest -q -p no:randomly tests/serve/test_batcher.py
+
+The model is the real SMS spam cascade of tests/serve/conftest.py wrapped by `CountingCascade`, a subclass that
+records the size of every `decide` call, can hold its first call until the test releases it (so the requests that
+arrive meanwhile are queued, and batched, deterministically: no sleeps, no timing), and fails on any text holding
+POISON. Every batched answer is compared with deciding that message alone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from finesieve.data.preprocess import prepare
+from finesieve.models.base import set_preprocessing
+from finesieve.models.cascade import Cascade, Decisions
+from finesieve.runs import load_run
+from finesieve.serve.batcher import Batcher
+from finesieve.serve.db import connect
+from finesieve.serve.moderation import MessageIn, Moderator, load_models
+from finesieve.serve.settings import ServiceSettings
+
+POISON = "POISON"
+
+
+class CountingCascade(Cascade):
+    """The same stages and thresholds as `cascade`; counts decide calls, may hold the first, fails on POISON."""
+
+    def __init__(self, cascade: Cascade, gate: threading.Event | None = None):
+        super().__init__(
+            cascade.model,
+            positive=cascade.positive,
+            thresholds=cascade.thresholds,
+            prefilter=cascade.prefilter,
+            rules=cascade.rules,
+        )
+        set_preprocessing(self, getattr(cascade, "preprocessing_", None))  # the run's, as load_run set it
+        self.gate = gate
+        self.sizes: list[int] = []
+
+    def decide(self, texts) -> Decisions:
+        self.sizes.append(len(texts))
+        if self.gate is not None and len(self.sizes) == 1:
+            assert self.gate.wait(60), "the test never released the first call"
+        if any(POISON in t for t in texts):
+            raise RuntimeError("the model's tokenizer crashed")
+        return super().decide(texts)
+
+
+def wait_until(condition, what: str, limit_s: float = 60.0) -> None:
+    """Poll `condition` until true; fail after `limit_s` (a bound against hanging, not a speed check)."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.005)
+
+
+@pytest.fixture(scope="module")
+def cascade(service_cascade_run) -> Cascade:
+    return load_run(service_cascade_run).scorer
+
+
+@pytest.fixture(scope="module")
+def texts(sms_unseen) -> list[str]:
+    return sms_unseen["text"].head(40).tolist()
+
+
+def assert_same_decisions(got: Decisions, want: Decisions) -> None:
+    assert list(got.action) == list(want.action) and list(got.category) == list(want.category)
+    assert list(got.decided_by) == list(want.decided_by) and got.rules_fired == want.rules_fired
+    np.testing.assert_allclose(got.proba, want.proba, rtol=0, atol=1e-12)
+    assert set(got.stage_scores) == set(want.stage_scores)
+    for stage, scores in want.stage_scores.items():
+        np.testing.assert_allclose(got.stage_scores[stage], scores, rtol=0, atol=1e-12, err_msg=stage)
+
+
+# ----------------------------------------------------------------------------------------------- the batcher alone
+
+
+def test_single_messages_from_many_threads_share_one_call_and_get_their_own_rows(cascade, texts):
+    counting = CountingCascade(cascade, gate=threading.Event())
+    batcher = Batcher(counting.decide, name="spam", max_texts=64, wait_s=0.005)
+    try:
+        blocker = batcher.submit(["hold the worker"])
+        wait_until(lambda: counting.sizes == [1], "the first call to start")
+        futures: dict[int, object] = {}
+
+        def send(i: int) -> None:
+            futures[i] = batcher.submit([texts[i]])
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(len(texts))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert batcher.pending == len(texts)
+        counting.gate.set()
+        results = {i: f.result(timeout=60) for i, f in futures.items()}
+        blocker.result(timeout=60)
+    finally:
+        batcher.close(timeout=60)
+    assert counting.sizes == [1, len(texts)]  # 40 messages, one merged call
+    assert batcher.calls == 2
+    for i, got in results.items():
+        assert len(got.action) == 1
+        assert_same_decisions(got, cascade.decide([texts[i]]))
+
+
+def test_a_request_is_never_split_and_a_batch_holds_at_most_max_texts(cascade, texts):
+    counting = CountingCascade(cascade, gate=threading.Event())
+    batcher = Batcher(counting.decide, name="spam", max_texts=4)
+    try:
+        batcher.submit(["hold"])
+        wait_until(lambda: counting.sizes == [1], "the first call to start")
+        big = batcher.submit(texts[:6])  # larger than max_texts: decided alone, whole
+        small = [batcher.submit([t]) for t in texts[6:11]]
+        counting.gate.set()
+        assert_same_decisions(big.result(timeout=60), cascade.decide(texts[:6]))
+        for future, text in zip(small, texts[6:11]):
+            assert_same_decisions(future.result(timeout=60), cascade.decide([text]))
+    finally:
+        batcher.close(timeout=60)
+    assert counting.sizes == [1, 6, 4, 1]
+
+
+def test_a_failing_request_in_a_merged_call_fails_only_itself(cascade, texts):
+    counting = CountingCascade(cascade, gate=threading.Event())
+    batcher = Batcher(counting.decide, name="spam")
+    try:
+        batcher.submit(["hold"])
+        wait_until(lambda: counting.sizes == [1], "the first call to start")
+        before = batcher.submit(texts[:2])
+        bad = batcher.submit([f"{POISON} pill", texts[2]])
+        after = batcher.submit(texts[3:5])
+        counting.gate.set()
+        with pytest.raises(RuntimeError, match="tokenizer crashed"):
+            bad.result(timeout=60)
+        assert_same_decisions(before.result(timeout=60), cascade.decide(texts[:2]))
+        assert_same_decisions(after.result(timeout=60), cascade.decide(texts[3:5]))
+    finally:
+        batcher.close(timeout=60)
+    assert counting.sizes == [1, 6, 2, 2, 2]  # merged once, then each request alone
+
+
+def test_close_drains_the_queue_then_refuses_new_requests(cascade, texts):
+    counting = CountingCascade(cascade, gate=threading.Event())
+    batcher = Batcher(counting.decide, name="spam", max_texts=2)
+    blocker = batcher.submit(["hold"])
+    wait_until(lambda: counting.sizes == [1], "the first call to start")
+    queued = [batcher.submit([t]) for t in texts[:5]]
+    closing = threading.Thread(target=batcher.close, kwargs={"timeout": 60})
+    closing.start()
+    wait_until(lambda: batcher._closed, "close to begin")
+    with pytest.raises(RuntimeError, match="'spam' is shutting down"):
+        batcher.submit(["too late"])
+    counting.gate.set()
+    closing.join()
+    assert not closing.is_alive() and not batcher._thread.is_alive()
+    blocker.result(timeout=0)
+    for future, text in zip(queued, texts[:5]):
+        assert future.done() and not future.cancelled()
+        assert_same_decisions(future.result(timeout=0), cascade.decide([text]))
+    assert counting.sizes == [1, 2, 2, 1]
+
+
+def test_a_request_cancelled_while_queued_is_never_decided(cascade, texts):
+    counting = CountingCascade(cascade, gate=threading.Event())
+    batcher = Batcher(counting.decide, name="spam")
+    try:
+        batcher.submit(["hold"])
+        wait_until(lambda: counting.sizes == [1], "the first call to start")
+        gave_up = batcher.submit(texts[:3])
+        kept = batcher.submit(texts[3:4])
+        assert gave_up.cancel()  # what the Moderator does when model_timeout_s passes
+        counting.gate.set()
+        assert_same_decisions(kept.result(timeout=60), cascade.decide(texts[3:4]))
+    finally:
+        batcher.close(timeout=60)
+    assert counting.sizes == [1, 1]
+
+
+# ----------------------------------------------------------------------------------------------- through the Moderator
+
+
+@pytest.fixture
+def moderator(db_url, service_cascade_run):
+    """A Moderator over the real spam run, its cascade replaced by a held CountingCascade."""
+    settings = ServiceSettings(database_url=db_url, runs={"spam": service_cascade_run}, audit_rate=0.0)
+    models = load_models(settings.runs)
+    models["spam"].cascade = CountingCascade(models["spam"].cascade, gate=threading.Event())
+    engine = connect(db_url)
+    moderator = Moderator(models, engine, settings)
+    yield moderator
+    moderator.close()
+    engine.dispose()
+
+
+def _send_concurrently(moderator: Moderator, requests: list[list[MessageIn]]) -> list:
+    """Hold the model's first call, send every request from its own thread, release once all are queued."""
+    counting = moderator.models["spam"].cascade
+    batcher = moderator.batchers["spam"]
+    first = threading.Thread(target=moderator.moderate, args=("spam", [MessageIn("hold", id="hold")]))
+    first.start()
+    wait_until(lambda: counting.sizes == [1], "the first call to start")
+    results: list = [None] * len(requests)
+
+    def send(i: int) -> None:
+        results[i] = moderator.moderate("spam", requests[i])
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: batcher.pending == len(requests), "every request to reach the queue")
+    counting.gate.set()
+    for thread in [first, *threads]:
+        thread.join(timeout=120)
+        assert not thread.is_alive()
+    return results
+
+
+def test_concurrent_requests_through_the_moderator_are_batched_and_decided_as_alone(moderator, sms_unseen):
+    rows = sms_unseen.head(24)
+    requests = [[MessageIn(text=t, id=i)] for t, i in zip(rows["text"], rows["msg_id"])]
+    results = _send_concurrently(moderator, requests)
+    counting = moderator.models["spam"].cascade
+    assert counting.sizes == [1, len(requests)]  # 24 requests, one model call
+    served = moderator.models["spam"]
+    prepared, _ = prepare(rows["text"].tolist(), served.run.preprocessing, redactor=served.redactor)
+    for (outcome,), text, message_id in zip(results, prepared, rows["msg_id"]):
+        alone = Cascade.decide(counting, [text])  # the real cascade, uncounted, on this message alone
+        assert outcome.id == message_id and outcome.failure is None and not outcome.duplicate
+        assert (outcome.action, outcome.decided_by) == (alone.action[0], alone.decided_by[0])
+        assert outcome.category == alone.category[0]
+        np.testing.assert_allclose(outcome.category_scores["spam"], alone.proba[0, 1], rtol=0, atol=1e-12)
+
+
+def test_a_poisonous_message_in_a_merged_batch_fails_only_itself(moderator, sms_unseen):
+    rows = sms_unseen.head(6)
+    requests = [[MessageIn(text=t, id=i)] for t, i in zip(rows["text"], rows["msg_id"])]
+    requests.append([MessageIn(text="see you soon", id="ok-1"), MessageIn(text=f"{POISON} pill", id="bad")])
+    results = _send_concurrently(moderator, requests)
+    *singles, (ok, bad) = results
+    assert bad.decided_by == "failure" and bad.action == "review" and bad.score is None
+    assert bad.failure == "RuntimeError: the model's tokenizer crashed"
+    assert ok.failure is None and ok.decided_by != "failure"
+    assert all(outcome.failure is None for (outcome,) in singles)
