@@ -91,15 +91,15 @@ def free_port() -> int:
 class Server:
     """`finesieve serve RUN` on loopback (JSON logs to a file); `start` waits for /healthz."""
 
-    def __init__(self, run: Path, db: str, log: Path, port: int | None = None):
-        self.run, self.db, self.log, self.port = run, db, log, port or free_port()
+    def __init__(self, run: Path, db: str, log: Path, port: int | None = None, workers: int = 1):
+        self.run, self.db, self.log, self.port, self.workers = run, db, log, port or free_port(), workers
         self.child: subprocess.Popen | None = None
 
     def start(self) -> Server:
         command = [sys.executable, "-m", "finesieve.cli", "serve", str(self.run), "--name", "m", "--db", self.db]
         with open(self.log, "ab") as out:
             self.child = subprocess.Popen(
-                [*command, "--port", str(self.port), "--log-format", "json"],
+                [*command, "--port", str(self.port), "--log-format", "json", "--workers", str(self.workers)],
                 env={**os.environ, "OMP_NUM_THREADS": "1"},
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -234,14 +234,21 @@ def auth(key: str) -> dict:
 
 def measure(run: Path, kind: str, args, texts: list[str], workdir: Path, label: str) -> dict:
     db = Database(kind, workdir, args.pg_url)
-    server = Server(run, db.url, workdir / f"{label}-{kind}.log")
+    server = Server(run, db.url, workdir / f"{label}-{kind}.log", workers=args.workers)
     try:
         key = create_key(db.url, "bench", ["*"])
         server.start()
         warm = asyncio.run(single_load(server.base, key, texts, 50, 4, 30))  # first requests pay lazy set-ups
         single = asyncio.run(single_load(server.base, key, texts, args.requests, args.concurrency, args.time_limit_s))
         batch = asyncio.run(batch_load(server.base, key, texts, args.batches, args.batch, args.time_limit_s))
-        return {"model": label, "database": kind, "warmup_errors": warm["errors"], "single": single, "batch": batch}
+        return {
+            "model": label,
+            "database": kind,
+            "workers": args.workers,
+            "warmup_errors": warm["errors"],
+            "single": single,
+            "batch": batch,
+        }
     finally:
         server.stop()
         db.drop()
@@ -321,6 +328,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=60, help="batch requests per measurement")
     parser.add_argument("--batch", type=int, default=64, help="messages per batch request")
     parser.add_argument("--time-limit-s", type=float, default=60.0, help="bound on each measurement, seconds")
+    parser.add_argument("--workers", type=int, default=1, help="server processes (`finesieve serve --workers`)")
     parser.add_argument("--kill", action="store_true", help="run the kill/restart scenario instead")
     parser.add_argument("--kill-messages", type=int, default=5000)
     parser.add_argument("--out", type=Path, default=Path("bench-serve-load.json"))

@@ -41,14 +41,17 @@ def insert_messages(session: Session, rows: Sequence[dict]) -> set[str]:
     dialect = session.get_bind().dialect.name
     now = utcnow()
     values = [{"created_at": now, **row} for row in rows]
-    statement: sqlite.Insert | postgresql.Insert
-    if dialect == "sqlite":
-        statement = sqlite.insert(Message).values(values).on_conflict_do_nothing(index_elements=["id"])
-    elif dialect == "postgresql":
-        statement = postgresql.insert(Message).values(values).on_conflict_do_nothing(index_elements=["id"])
-    else:
+    if dialect not in _INSERT_IGNORING_KNOWN_IDS:
         raise ConfigError(f"database dialect {dialect!r} is not supported: use sqlite:/// or postgresql+psycopg://")
-    return set(session.scalars(statement.returning(Message.id)).all())
+    # One statement without the values in it, executed over the rows: SQLAlchemy compiles it once and caches it
+    # (inlining the values compiled it anew per request, ~5 ms of a single message's time).
+    return set(session.scalars(_INSERT_IGNORING_KNOWN_IDS[dialect], values).all())
+
+
+_INSERT_IGNORING_KNOWN_IDS = {
+    "sqlite": sqlite.insert(Message).on_conflict_do_nothing(index_elements=["id"]).returning(Message.id),
+    "postgresql": postgresql.insert(Message).on_conflict_do_nothing(index_elements=["id"]).returning(Message.id),
+}
 
 
 def get_messages(session: Session, ids: Iterable[str]) -> dict[str, Message]:
