@@ -49,13 +49,18 @@ def service_stages(sms_csv):
 
 
 @pytest.fixture(scope="session")
-def service_cascade_run(tmp_path_factory, service_stages):
-    """A cascade run (spam rules -> small TF-IDF -> TF-IDF) in which every stage and every action occurs."""
+def service_cascade(service_stages) -> Cascade:
+    """The cascade (spam rules -> small TF-IDF -> TF-IDF) in memory, in which every stage and every action occurs."""
     model, prefilter, rules = service_stages
-    cascade = Cascade(model, positive=["spam"], thresholds=THRESHOLDS, prefilter=prefilter, rules=rules)
+    return Cascade(model, positive=["spam"], thresholds=THRESHOLDS, prefilter=prefilter, rules=rules)
+
+
+@pytest.fixture(scope="session")
+def service_cascade_run(tmp_path_factory, service_cascade):
+    """`service_cascade` saved as a run directory."""
     return save_run(
         tmp_path_factory.mktemp("runs") / "cascade",
-        cascade,
+        service_cascade,
         kind="cascade",
         task={**TASK, "threshold": THRESHOLDS.review},
         data={},

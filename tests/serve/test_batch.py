@@ -24,21 +24,13 @@ from finesieve.data.errors import ConfigError, DataError
 from finesieve.data.load import load_dataset
 from finesieve.data.spec import ColumnSpec
 from finesieve.models.base import positive_scores
-from finesieve.models.cascade import ACTIONS, Cascade, CascadeThresholds
-from finesieve.models.rules import RulesScorer
-from finesieve.models.tfidf import TfidfLogReg
+from finesieve.models.cascade import ACTIONS, Cascade
 from finesieve.outputs import partial_path
 from finesieve.runs import save_run
 from finesieve.serve.batch import COLUMNS, progress_path, score_file
 
-FIT_ROWS = 600
+FIT_ROWS = 600  # the stages of tests/serve/conftest.py are fitted on the first 600 rows
 TASK = {"classes": ["ham", "spam"], "multilabel": False, "positive": ["spam"]}
-THRESHOLDS = CascadeThresholds(
-    escalate=0.2,
-    review=0.5,
-    block={"spam": 0.9},
-    rule_modes={"prize": "block", "money": "review", "call-to-action": "off"},
-)
 SCORE_SPEC = ColumnSpec(text_col="text", id_col="msg_id")
 
 
@@ -49,45 +41,25 @@ def sms(sms_csv) -> pd.DataFrame:
     return df.assign(msg_id=[f"sms-{i}" for i in range(len(df))])
 
 
+# The fitted stages, the cascade and its runs are the service tests' (tests/serve/conftest.py), fitted once.
 @pytest.fixture(scope="module")
-def stages(sms_csv):
-    ds = load_dataset(sms_csv, ColumnSpec(text_col="text", label_cols=("label",)), max_rows=FIT_ROWS)
-    labels = ds.labels  # class names: a single-label task
-    model = TfidfLogReg().fit(ds.texts, labels)
-    prefilter = TfidfLogReg(word_ngrams=(1, 1), char_ngrams=(3, 3), max_features=2000).fit(ds.texts, labels)
-    rules = RulesScorer(policy="builtin:spam").fit(ds.texts, labels)
-    return model, prefilter, rules
+def stages(service_stages):
+    return service_stages
 
 
 @pytest.fixture(scope="module")
-def cascade(stages) -> Cascade:
-    model, prefilter, rules = stages
-    return Cascade(model, positive=["spam"], thresholds=THRESHOLDS, prefilter=prefilter, rules=rules)
+def cascade(service_cascade) -> Cascade:
+    return service_cascade
 
 
 @pytest.fixture(scope="module")
-def cascade_run(tmp_path_factory, cascade):
-    return save_run(
-        tmp_path_factory.mktemp("runs") / "cascade",
-        cascade,
-        kind="cascade",
-        task={**TASK, "threshold": THRESHOLDS.review},
-        data={},
-        metrics={},
-    )
+def cascade_run(service_cascade_run):
+    return service_cascade_run
 
 
 @pytest.fixture(scope="module")
-def tfidf_run(tmp_path_factory, stages):
-    """The small TF-IDF alone, as a single-scorer run with its own threshold."""
-    return save_run(
-        tmp_path_factory.mktemp("runs") / "tfidf",
-        stages[1],
-        kind="tfidf",
-        task={**TASK, "threshold": 0.3},
-        data={},
-        metrics={},
-    )
+def tfidf_run(service_tfidf_run):
+    return service_tfidf_run
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +108,7 @@ def test_cascade_run_matches_in_memory_decisions(cascade_run, cascade, unseen, t
     assert (out["score_model"].isna() == by.isin(["rules", "prefilter"])).all()
     for stage in ("rules", "prefilter", "model"):
         np.testing.assert_allclose(out.loc[by == stage, "score"], out.loc[by == stage, f"score_{stage}"])
-    assert (out.loc[by == "prefilter", "score_prefilter"] < THRESHOLDS.escalate).all()
+    assert (out.loc[by == "prefilter", "score_prefilter"] < cascade.thresholds.escalate).all()
     assert (out.loc[out["action"] == "deliver", "category"] == "").all()
     assert (out.loc[out["action"] != "deliver", "category"] == "spam").all()
 
