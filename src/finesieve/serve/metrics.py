@@ -11,11 +11,11 @@ finesieve_queue_oldest_seconds                      age of the oldest review ite
 from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from finesieve.serve.db import ReviewItem, utcnow
+from finesieve.serve import store
+from finesieve.serve.db import utcnow
 
 QUEUE_REASONS, QUEUE_STATES = ("flagged", "audit", "failure"), ("pending", "leased", "decided")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)  # seconds
@@ -47,14 +47,11 @@ class ServiceMetrics:
     def refresh_queue(self, engine: Engine) -> None:
         """Set the queue gauges from the database: every worker process reports the same shared queue."""
         with Session(engine) as session:
-            counts = session.execute(
-                select(ReviewItem.reason, ReviewItem.state, func.count()).group_by(ReviewItem.reason, ReviewItem.state)
-            ).all()
-            oldest = session.scalar(select(func.min(ReviewItem.created_at)).where(ReviewItem.state != "decided"))
+            counts, oldest = store.queue_depth(session)
         for reason in QUEUE_REASONS:  # known series report 0 rather than vanish when they empty
             for state in QUEUE_STATES:
                 self.queue_items.labels(reason=reason, state=state).set(0)
-        for reason, state, n in counts:
+        for (reason, state), n in counts.items():
             self.queue_items.labels(reason=reason, state=state).set(n)
         self.queue_oldest.set((utcnow() - oldest).total_seconds() if oldest is not None else 0.0)
 

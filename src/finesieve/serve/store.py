@@ -92,6 +92,15 @@ def review_items(session: Session, message_id: str | None = None) -> list[Review
     return list(session.scalars(query))
 
 
+def queue_depth(session: Session) -> tuple[dict[tuple[str, str], int], datetime | None]:
+    """Review items counted by (reason, state), and when the oldest undecided one was queued (None: none)."""
+    counts = session.execute(
+        select(ReviewItem.reason, ReviewItem.state, func.count()).group_by(ReviewItem.reason, ReviewItem.state)
+    ).all()
+    oldest = session.scalar(select(func.min(ReviewItem.created_at)).where(ReviewItem.state != "decided"))
+    return {(reason, state): n for reason, state, n in counts}, oldest
+
+
 def purge_texts(session: Session, older_than_days: int, *, actor: str = "retention") -> int:
     """Set the text of messages older than `older_than_days` to NULL, keeping their decisions; returns how many."""
     if older_than_days < 0:
