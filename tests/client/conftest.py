@@ -30,6 +30,7 @@ assert _spec is not None and _spec.loader is not None
 _serve_fixtures = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_serve_fixtures)
 service_stages = _serve_fixtures.service_stages
+service_cascade = _serve_fixtures.service_cascade
 service_cascade_run = _serve_fixtures.service_cascade_run
 service_tfidf_run = _serve_fixtures.service_tfidf_run
 sms_unseen = _serve_fixtures.sms_unseen
