@@ -1225,6 +1225,13 @@ def serve_command(
     log_format: Annotated[
         str, typer.Option(help="Log lines: text, or json (one object per line; never message text).")
     ] = "text",
+    sqlite_sync: Annotated[
+        str,
+        typer.Option(
+            help="SQLite: full (every commit synced to disk; survives power loss) or normal (synced at checkpoints: "
+            "survives a killed process, not a power loss; lower tail latency)."
+        ),
+    ] = "full",
 ) -> None:
     """Serve runs over HTTP: POST /v1/moderate decides, stores and queues messages for review."""
     from finesieve.serve.service import run_service
@@ -1249,6 +1256,7 @@ def serve_command(
         batch_max=batch_max,
         workers=workers,
         log_format=log_format,
+        sqlite_synchronous=sqlite_sync,
     )
     console.print(f"serving {', '.join(names)} on http://{host}:{port} (database {db})", highlight=False)
     run_service(settings, warn=lambda message: console.print(f"[yellow]warning:[/yellow] {message}", highlight=False))
@@ -1265,6 +1273,30 @@ def serve_key_create(
     from finesieve.serve.service import create_key
 
     print(create_key(db, name, models.split(",")))
+
+
+@serve_key_app.command("revoke")
+@_guard
+def serve_key_revoke(
+    name: Annotated[str, typer.Argument(help="The key's name, as given to `serve-key create`.")],
+    db: ServiceDb = "sqlite:///./finesieve.db",
+) -> None:
+    """Revoke an API key: a running service refuses it within its key_cache_s (5 s by default)."""
+    from finesieve.serve.service import revoke_key
+
+    revoke_key(db, name)
+    print(f"API key {name!r} revoked")
+
+
+@serve_key_app.command("list")
+@_guard
+def serve_key_list(db: ServiceDb = "sqlite:///./finesieve.db") -> None:
+    """List the API keys: name, models, created, revoked (the keys themselves are never stored)."""
+    from finesieve.serve.service import list_keys
+
+    for key in list_keys(db):
+        revoked = f"revoked {key['revoked_at']}" if key["revoked_at"] else "active"
+        print(f"{key['name']}\tmodels={','.join(key['models'])}\tcreated {key['created_at']}\t{revoked}")
 
 
 serve_user_app = typer.Typer(help="Reviewer and admin accounts of the moderation service.", no_args_is_help=True)

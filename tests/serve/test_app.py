@@ -226,7 +226,24 @@ def test_auth_missing_wrong_and_out_of_scope_keys(service):
     assert client.get("/v1/messages/s-1", headers=auth(keys["spam"])).status_code == 200
     with db_session(client) as session, session.begin():
         store.revoke_api_key(session, "spam-only")
+    client.app.state.callers.ttl_s, client.app.state.callers._found = 0.0, {}  # as after key_cache_s passed
     assert client.post("/v1/moderate", json=body, headers=auth(keys["spam"])).status_code == 401
+
+
+def test_a_revoked_key_is_refused_once_its_cached_lookup_expires(make_client):
+    client, keys = make_client(key_cache_s=0.5)
+    body = {"model": "spam", "text": "hello"}
+    assert client.post("/v1/moderate", json=body, headers=auth(keys["spam"])).status_code == 200
+    revoked_at = time.monotonic()
+    with db_session(client) as session, session.begin():
+        store.revoke_api_key(session, "spam-only")
+    # Within key_cache_s the key found a moment ago is still trusted (the documented price of not querying the
+    # database on every request); after it, the database is asked again and the key is refused.
+    within = client.post("/v1/moderate", json=body, headers=auth(keys["spam"])).status_code
+    assert within == 200 or time.monotonic() - revoked_at >= 0.5
+    time.sleep(max(0.0, 0.55 - (time.monotonic() - revoked_at)))
+    refused = client.post("/v1/moderate", json=body, headers=auth(keys["spam"]))
+    assert refused.status_code == 401 and "unknown or revoked" in refused.json()["detail"]
 
 
 def test_limits_and_validation_errors_name_the_field(make_client):
@@ -316,6 +333,8 @@ def test_health_readiness_and_metrics(service):
     assert 'finesieve_decisions_total{action="block",model="spam"} 1.0' in metrics.text
     assert 'finesieve_requests_total{method="POST",route="/v1/moderate",status="200"} 1.0' in metrics.text
     assert 'finesieve_request_seconds_count{route="/readyz"} 1.0' in metrics.text
+    assert 'finesieve_deciding_stage_total{model="spam",stage="rules"} 1.0' in metrics.text  # the prize rule blocks
+    assert 'finesieve_stage_seconds_count{model="spam",stage="rules"} 1.0' in metrics.text
     client.app.state.engine.dispose()
     client.app.state.moderator.engine = _broken_engine()
     down = client.get("/readyz", headers=auth(keys["all"]))
@@ -371,6 +390,9 @@ def test_finesieve_serve_answers_over_http(service_cascade_run, tmp_path):
     created = CliRunner().invoke(cli_app, ["serve-key", "create", "ci", "--models", "spam", "--db", db])
     assert created.exit_code == 0, created.output
     key = created.stdout.strip()
+    listed = CliRunner().invoke(cli_app, ["serve-key", "list", "--db", db])
+    assert listed.exit_code == 0 and "ci\tmodels=spam" in listed.stdout and "active" in listed.stdout
+    assert key not in listed.stdout  # only the hash is stored; the key is never shown again
     port = free_port()
     child = subprocess.Popen(
         [
@@ -407,6 +429,12 @@ def test_finesieve_serve_answers_over_http(service_cascade_run, tmp_path):
             assert [r["action"] for r in results] == ["block", "deliver"]
             assert http.post("/v1/moderate", json=body).json()["results"][0]["duplicate"] is True
             assert httpx.post(f"{base}/v1/moderate", json=body).status_code == 401
+            revoked = CliRunner().invoke(cli_app, ["serve-key", "revoke", "ci", "--db", db])
+            assert revoked.exit_code == 0 and "revoked" in revoked.stdout
+            time.sleep(5.2)  # the server trusts a found key for key_cache_s (5 s by default), then asks again
+            assert http.post("/v1/moderate", json=body).status_code == 401
+        again = CliRunner().invoke(cli_app, ["serve-key", "revoke", "ci", "--db", db])
+        assert again.exit_code != 0 and "no active API key named 'ci'" in again.output
     finally:
         child.terminate()
         output = child.communicate(timeout=30)[0].decode()

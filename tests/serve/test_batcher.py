@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -70,6 +71,32 @@ def texts(sms_unseen) -> list[str]:
     return sms_unseen["text"].head(40).tolist()
 
 
+def rows(decisions: Decisions) -> list[Decisions]:
+    """A batch's Decisions as one-row Decisions, the batcher's results per item."""
+    return [
+        replace(
+            decisions,
+            action=decisions.action[i : i + 1],
+            category=decisions.category[i : i + 1],
+            decided_by=decisions.decided_by[i : i + 1],
+            stage_scores={stage: scores[i : i + 1] for stage, scores in decisions.stage_scores.items()},
+            rules_fired=decisions.rules_fired[i : i + 1],
+            proba=decisions.proba[i : i + 1],
+        )
+        for i in range(len(decisions.action))
+    ]
+
+
+def decide_rows(counting: CountingCascade):
+    return lambda texts: rows(counting.decide(texts))
+
+
+def assert_same_rows(got: list[Decisions], want: Decisions) -> None:
+    assert len(got) == len(want.action)
+    for row, expected in zip(got, rows(want)):
+        assert_same_decisions(row, expected)
+
+
 def assert_same_decisions(got: Decisions, want: Decisions) -> None:
     assert list(got.action) == list(want.action) and list(got.category) == list(want.category)
     assert list(got.decided_by) == list(want.decided_by) and got.rules_fired == want.rules_fired
@@ -84,7 +111,7 @@ def assert_same_decisions(got: Decisions, want: Decisions) -> None:
 
 def test_single_messages_from_many_threads_share_one_call_and_get_their_own_rows(cascade, texts):
     counting = CountingCascade(cascade, gate=threading.Event())
-    batcher = Batcher(counting.decide, name="spam", max_texts=64, wait_s=0.005)
+    batcher = Batcher(decide_rows(counting), name="spam", max_items=64, wait_s=0.005)
     try:
         blocker = batcher.submit(["hold the worker"])
         wait_until(lambda: counting.sizes == [1], "the first call to start")
@@ -107,22 +134,21 @@ def test_single_messages_from_many_threads_share_one_call_and_get_their_own_rows
     assert counting.sizes == [1, len(texts)]  # 40 messages, one merged call
     assert batcher.calls == 2
     for i, got in results.items():
-        assert len(got.action) == 1
-        assert_same_decisions(got, cascade.decide([texts[i]]))
+        assert_same_rows(got, cascade.decide([texts[i]]))
 
 
 def test_a_request_is_never_split_and_a_batch_holds_at_most_max_texts(cascade, texts):
     counting = CountingCascade(cascade, gate=threading.Event())
-    batcher = Batcher(counting.decide, name="spam", max_texts=4)
+    batcher = Batcher(decide_rows(counting), name="spam", max_items=4)
     try:
         batcher.submit(["hold"])
         wait_until(lambda: counting.sizes == [1], "the first call to start")
         big = batcher.submit(texts[:6])  # larger than max_texts: decided alone, whole
         small = [batcher.submit([t]) for t in texts[6:11]]
         counting.gate.set()
-        assert_same_decisions(big.result(timeout=60), cascade.decide(texts[:6]))
+        assert_same_rows(big.result(timeout=60), cascade.decide(texts[:6]))
         for future, text in zip(small, texts[6:11]):
-            assert_same_decisions(future.result(timeout=60), cascade.decide([text]))
+            assert_same_rows(future.result(timeout=60), cascade.decide([text]))
     finally:
         batcher.close(timeout=60)
     assert counting.sizes == [1, 6, 4, 1]
@@ -130,7 +156,7 @@ def test_a_request_is_never_split_and_a_batch_holds_at_most_max_texts(cascade, t
 
 def test_a_failing_request_in_a_merged_call_fails_only_itself(cascade, texts):
     counting = CountingCascade(cascade, gate=threading.Event())
-    batcher = Batcher(counting.decide, name="spam")
+    batcher = Batcher(decide_rows(counting), name="spam")
     try:
         batcher.submit(["hold"])
         wait_until(lambda: counting.sizes == [1], "the first call to start")
@@ -140,8 +166,8 @@ def test_a_failing_request_in_a_merged_call_fails_only_itself(cascade, texts):
         counting.gate.set()
         with pytest.raises(RuntimeError, match="tokenizer crashed"):
             bad.result(timeout=60)
-        assert_same_decisions(before.result(timeout=60), cascade.decide(texts[:2]))
-        assert_same_decisions(after.result(timeout=60), cascade.decide(texts[3:5]))
+        assert_same_rows(before.result(timeout=60), cascade.decide(texts[:2]))
+        assert_same_rows(after.result(timeout=60), cascade.decide(texts[3:5]))
     finally:
         batcher.close(timeout=60)
     assert counting.sizes == [1, 6, 2, 2, 2]  # merged once, then each request alone
@@ -149,7 +175,7 @@ def test_a_failing_request_in_a_merged_call_fails_only_itself(cascade, texts):
 
 def test_close_drains_the_queue_then_refuses_new_requests(cascade, texts):
     counting = CountingCascade(cascade, gate=threading.Event())
-    batcher = Batcher(counting.decide, name="spam", max_texts=2)
+    batcher = Batcher(decide_rows(counting), name="spam", max_items=2)
     blocker = batcher.submit(["hold"])
     wait_until(lambda: counting.sizes == [1], "the first call to start")
     queued = [batcher.submit([t]) for t in texts[:5]]
@@ -164,13 +190,13 @@ def test_close_drains_the_queue_then_refuses_new_requests(cascade, texts):
     blocker.result(timeout=0)
     for future, text in zip(queued, texts[:5]):
         assert future.done() and not future.cancelled()
-        assert_same_decisions(future.result(timeout=0), cascade.decide([text]))
+        assert_same_rows(future.result(timeout=0), cascade.decide([text]))
     assert counting.sizes == [1, 2, 2, 1]
 
 
 def test_a_request_cancelled_while_queued_is_never_decided(cascade, texts):
     counting = CountingCascade(cascade, gate=threading.Event())
-    batcher = Batcher(counting.decide, name="spam")
+    batcher = Batcher(decide_rows(counting), name="spam")
     try:
         batcher.submit(["hold"])
         wait_until(lambda: counting.sizes == [1], "the first call to start")
@@ -178,7 +204,7 @@ def test_a_request_cancelled_while_queued_is_never_decided(cascade, texts):
         kept = batcher.submit(texts[3:4])
         assert gave_up.cancel()  # what the Moderator does when model_timeout_s passes
         counting.gate.set()
-        assert_same_decisions(kept.result(timeout=60), cascade.decide(texts[3:4]))
+        assert_same_rows(kept.result(timeout=60), cascade.decide(texts[3:4]))
     finally:
         batcher.close(timeout=60)
     assert counting.sizes == [1, 1]

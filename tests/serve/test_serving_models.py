@@ -152,3 +152,51 @@ def test_lora_runs_served_together_share_one_base_and_decide_as_served_alone(lor
         for moderator in moderators:
             moderator.close()
         engine.dispose()
+
+
+def test_requests_for_adapters_on_one_base_are_batched_together_in_one_forward_pass(lora_runs, db_url, sms_unseen):
+    shared = load_models({"one": lora_runs[0], "two": lora_runs[1]})
+    alone = {"one": load_models({"one": lora_runs[0]}), "two": load_models({"two": lora_runs[1]})}
+    adapters = shared["one"].cascade.model.model_.body.adapters
+    passes: list[list[str]] = []
+    forward_mixed = adapters.forward_mixed
+
+    def counted(names, **inputs):
+        passes.append(list(names))
+        return forward_mixed(names, **inputs)
+
+    adapters.forward_mixed = counted  # type: ignore[method-assign]
+    texts = {"one": sms_unseen["text"].head(10).tolist(), "two": sms_unseen["text"].iloc[10:22].tolist()}
+    engine = connect(db_url)
+    # batch_max is both requests together: the worker takes the first and waits (at most 30 s) for the second,
+    # then decides them as one batch at once, so the test does not depend on timing.
+    settings = ServiceSettings(database_url=db_url, audit_rate=0.0, batch_max=22, batch_wait_ms=30_000)
+    moderator = Moderator(shared, engine, settings)
+    own = [
+        Moderator(models, engine, settings.model_copy(update={"batch_max": 64, "batch_wait_ms": 0}))
+        for models in alone.values()
+    ]
+    try:
+        assert moderator.batchers["one"] is moderator.batchers["two"]  # one queue for the models on one base
+        _, first = moderator.submit("one", [MessageIn(t, id=f"one-{i}") for i, t in enumerate(texts["one"])])
+        _, second = moderator.submit("two", [MessageIn(t, id=f"two-{i}") for i, t in enumerate(texts["two"])])
+        together = {"one": first.result(timeout=120), "two": second.result(timeout=120)}
+        assert moderator.batchers["one"].calls == 1
+        assert len(passes) == 1 and sorted(set(passes[0])) == sorted(adapters.names)  # one pass, both adapters
+        assert len(passes[0]) == 22
+        for (name, outcomes), alone_moderator in zip(together.items(), own):
+            expected = alone_moderator.moderate(
+                name, [MessageIn(t, id=f"alone-{name}-{i}") for i, t in enumerate(texts[name])]
+            )
+            assert [o.action for o in outcomes] == [o.action for o in expected]
+            assert all(o.failure is None and o.model == name for o in outcomes)
+            np.testing.assert_allclose(
+                [o.category_scores["spam"] for o in outcomes],
+                [o.category_scores["spam"] for o in expected],
+                atol=ATOL,
+                err_msg=name,
+            )
+    finally:
+        for m in (moderator, *own):
+            m.close()
+        engine.dispose()

@@ -150,3 +150,15 @@ def test_review_items_start_pending_and_unleased(db_url):
         assert (item.message_id, item.state, item.lease_owner, item.violation) == ("m1", "pending", None, None)
         assert store.count(session, ReviewItem) == 1
     engine.dispose()
+
+
+def test_sqlite_syncs_every_commit_unless_told_normal(tmp_path):
+    # PRAGMA synchronous: 2 = FULL (the WAL is synced at every commit), 1 = NORMAL (at checkpoints only).
+    for setting, expected in (("full", 2), ("normal", 1)):
+        engine = connect(f"sqlite:///{tmp_path / setting}.db", setting)
+        with engine.connect() as connection:
+            assert connection.execute(text("PRAGMA synchronous")).scalar() == expected
+            assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        engine.dispose()
+    with pytest.raises(ValueError, match="'fast': use 'full' or 'normal'"):
+        create_db_engine(f"sqlite:///{tmp_path / 'x.db'}", "fast")

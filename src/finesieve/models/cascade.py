@@ -4,6 +4,8 @@
                       prefilter=cnn, rules=lexicon)
     decisions = cascade.decide(texts)        # action, category, deciding stage and per-stage scores per message
     proba = cascade.predict_proba(texts)     # the Scorer interface: the same harness evaluates it
+    screened = cascade.screen(texts)         # decide in two phases: rules and pre-filter, then
+    decisions = cascade.finish(screened)     # the model on `screened.open_texts` (or on probabilities scored elsewhere)
 
 How one message travels:
   1. rules      every rule runs; the strictest *active* rule decides (block > review > clear). Which rules are
@@ -14,6 +16,9 @@ How one message travels:
                 and at or above `block[category]` they are blocked outright (only for categories that have
                 a block threshold).
 The category of a flagged message is the positive class with the highest probability (or the rule's category).
+
+`decide` is `finish(screen(texts))`. The split lets a caller score the model stage of several cascades together:
+`finesieve.models.mixed` runs the open texts of cascades whose models are LoRA adapters on one base in one pass.
 
 `predict_proba` returns the calibrated probabilities of the stage that decided each message, so the
 cascade's ROC curve is real; precision and recall of the cascade are computed from its actions
@@ -115,6 +120,28 @@ class Decisions:
         return frame
 
 
+@dataclass
+class Screened:
+    """n messages after a cascade's rules and pre-filter (`Cascade.screen`), the model stage still to run
+    (`Cascade.finish`). The arrays are those of `Decisions`, filled in for the messages decided so far."""
+
+    texts: list[str]  # (n,) as the cascade prepared them
+    action: np.ndarray
+    category: np.ndarray
+    decided_by: np.ndarray
+    stage_scores: dict[str, np.ndarray]
+    rules_fired: list[list[str]]
+    proba: np.ndarray
+    open: np.ndarray  # (n,) bool: no stage decided the message yet, so the model will
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def open_texts(self) -> list[str]:
+        """The prepared texts the model stage scores, in message order: what `finish`'s `model_proba` must score.
+        A plain list, as `decide` hands it to the model (whose `predict_proba` then applies its own preprocessing)."""
+        return [self.texts[i] for i in np.flatnonzero(self.open)]
+
+
 class Cascade:
     """A scorer made of scorers. `model` is required; `prefilter` and `rules` are optional tiers in front."""
 
@@ -172,7 +199,12 @@ class Cascade:
         return proba[:, order]
 
     def decide(self, texts: Sequence[str]) -> Decisions:
+        """What the cascade does with each message: `finish(screen(texts))`."""
+        return self.finish(self.screen(texts))
 
+    def screen(self, texts: Sequence[str]) -> Screened:
+        """The texts prepared and run through the rules and the pre-filter; the messages neither decided are left
+        open for the model stage (`Screened.open_texts`), which `finish` runs."""
         texts = prepare_inputs(self, texts)
         n, t = len(texts), self.thresholds
         action = np.full(n, "deliver", dtype=object)
@@ -209,11 +241,45 @@ class Cascade:
             proba[stop] = pre[pre_pos < t.escalate]
             decided_by[stop], open_[stop] = "prefilter", False
             seconds["prefilter"] = time.perf_counter() - start
+        return Screened(
+            texts=texts,
+            action=action,
+            category=category,
+            decided_by=decided_by,
+            stage_scores=scores,
+            rules_fired=fired,
+            proba=proba,
+            open=open_,
+            seconds=seconds,
+        )
 
-        if open_.any():
+    def finish(
+        self, screened: Screened, model_proba: np.ndarray | None = None, model_seconds: float | None = None
+    ) -> Decisions:
+        """The decisions for screened messages: the model stage scores `screened.open_texts` and decides them.
+
+        `model_proba`, when given, is the model's own `predict_proba(screened.open_texts)` (columns in the model's
+        `classes_` order), scored elsewhere, e.g. with other cascades' texts in one pass (`finesieve.models.mixed`);
+        it is used instead of calling the model. `model_seconds`, when given (that scoring's wall time), is recorded
+        as the model stage's. `screened` is left as it was."""
+        t = self.thresholds
+        # Copies: `screened` stays reusable, and several `finish` calls on it give the same decisions.
+        action, category, decided_by = screened.action.copy(), screened.category.copy(), screened.decided_by.copy()
+        proba = screened.proba.copy()
+        scores = {stage: s.copy() for stage, s in screened.stage_scores.items()}
+        seconds = dict(screened.seconds)
+        idx = np.flatnonzero(screened.open)
+        if model_proba is not None:
+            shape = np.shape(model_proba)
+            if shape != (len(idx), len(self.model.classes_)):
+                raise ValueError(
+                    f"model_proba has shape {shape} but the model stage scores {len(idx)} open texts over "
+                    f"{len(self.model.classes_)} classes: pass model.predict_proba(screened.open_texts)"
+                )
+
+        if len(idx):
             start = time.perf_counter()
-            idx = np.flatnonzero(open_)
-            p = self._stage_proba(self.model, [texts[i] for i in idx])
+            p = self._stage_proba(self.model, screened.open_texts, model_proba)
             pos = self._positive(p)
             scores["model"][idx], proba[idx] = pos, p
             pos_cols = [list(self.classes_).index(c) for c in self.positive]
@@ -224,13 +290,13 @@ class Cascade:
             for c, threshold in t.block.items():
                 hit = review & (p[:, list(self.classes_).index(c)] >= threshold)
                 action[idx[hit]], category[idx[hit]] = "block", c
-            seconds["model"] = time.perf_counter() - start
+            seconds["model"] = time.perf_counter() - start if model_seconds is None else model_seconds
         return Decisions(
             action=action,
             category=category,
             decided_by=decided_by,
             stage_scores=scores,
-            rules_fired=fired,
+            rules_fired=list(screened.rules_fired),
             proba=proba,
             seconds=seconds,
         )

@@ -129,8 +129,12 @@ class UserSession(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
 
 
-def create_db_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite files get WAL mode, a busy timeout and foreign keys."""
+def create_db_engine(url: str, sqlite_synchronous: str = "full") -> Engine:
+    """An engine for `url`; SQLite files get WAL mode, a busy timeout, foreign keys, and `sqlite_synchronous`:
+    "full" syncs the WAL to disk at every commit (a decision answered survives a power loss), "normal" only at
+    checkpoints (it survives the process being killed, not the machine losing power; commits cost no fsync)."""
+    if sqlite_synchronous not in ("full", "normal"):
+        raise ValueError(f"sqlite_synchronous {sqlite_synchronous!r}: use 'full' or 'normal'")
     is_sqlite = url.startswith("sqlite")
     engine = create_engine(url, pool_pre_ping=not is_sqlite, future=True)
     if is_sqlite:
@@ -141,6 +145,7 @@ def create_db_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA synchronous={sqlite_synchronous.upper()}")
             cursor.close()
 
     return engine
@@ -165,8 +170,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
-def connect(url: str) -> Engine:
+def connect(url: str, sqlite_synchronous: str = "full") -> Engine:
     """The engine for `url`, with its schema migrated to the newest version."""
-    engine = create_db_engine(url)
+    engine = create_db_engine(url, sqlite_synchronous)
     upgrade(engine)
     return engine

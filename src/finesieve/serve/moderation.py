@@ -9,26 +9,29 @@ The run decides as a cascade (`finesieve.serve.batch.as_cascade`: a single score
 its threshold); each message's row carries what `finesieve score` writes for it (action, category, deciding stage,
 scores per stage and category).
 
-What is stored, in one transaction, before the caller hears anything:
+Each request's messages join their model's `Batcher` (finesieve.serve.batcher): requests arriving within
+`batch_wait_ms` of each other, up to `batch_max` messages, are processed together on the batcher's one worker
+thread: one query for the ids already stored, one `decide` call on the new texts, and one transaction that stores
+them all, before any of those callers hears anything:
     messages      one row per new message id (a known id is not decided again: its stored decision is returned
                   with duplicate=True; a race between two requests is settled by the primary key)
     review_items  `flagged` for every review or block (priority: its score); `audit` for a deterministic sample
                   of `audit_rate` of deliveries (by a hash of the message id, so a retry samples the same);
                   `failure` for every message the model could not decide
-A model that raises or runs past `model_timeout_s` never delivers silently: its messages get `failure_action`
-(review by default), decided_by "failure", and the reason in `failure`. When a batch raises, each message is
-retried alone, so one poisonous message does not send its whole batch to review.
+A model that raises or a batch that runs past `model_timeout_s` never delivers silently: its messages get
+`failure_action` (review by default), decided_by "failure", and the reason in `failure`. When a batch raises, each
+message is decided alone, so one poisonous message does not send its whole batch to review. Models whose LoRA
+stages share one base share one batcher, and their mixed batches run the base once (`models.mixed.decide_mixed`).
 
-Every request reaches its model through the model's `Batcher` (finesieve.serve.batcher): requests arriving within
-`batch_wait_ms` of each other are decided in one `decide` call of up to `batch_max` texts, on the model's one
-worker thread. Loading (`load_models`) refuses a run whose model files differ from the sha256 hashes its manifest
-recorded (`runs.verify_run_files`), and serves a run saved before hashes were recorded with a warning. LoRA
-fine-tunes among the runs (a fine-tuned run, or a cascade stage) that were trained on one base are loaded on one
-copy of that base, each keeping its own adapter, head and calibrator (`models.adapters.load_sharing_bases`).
+Loading (`load_models`) refuses a run whose model files differ from the sha256 hashes its manifest recorded
+(`runs.verify_run_files`), and serves a run saved before hashes were recorded with a warning. LoRA fine-tunes among
+the runs (a fine-tuned run, or a cascade stage) that were trained on one base are loaded on one copy of that base,
+each keeping its own adapter, head and calibrator (`models.adapters.load_sharing_bases`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -53,11 +56,13 @@ from finesieve.models.adapters import load_sharing_bases
 from finesieve.models.base import positive_scores, set_preprocessing
 from finesieve.models.cascade import STAGES, Cascade, Decisions
 from finesieve.models.finetuned import FineTunedScorer
+from finesieve.models.mixed import base_group_key, decide_mixed
 from finesieve.runs import MANIFEST, MODEL, Run, load_run, verify_run_files
 from finesieve.serve import store
 from finesieve.serve.batch import as_cascade
 from finesieve.serve.batcher import Batcher
 from finesieve.serve.db import Message
+from finesieve.serve.metrics import ServiceMetrics
 from finesieve.serve.settings import ServiceSettings
 
 FAILURE_PRIORITY = 2.0  # above any score (scores lie in [0, 1]): a message nobody decided is looked at first
@@ -201,33 +206,104 @@ def audit_sampled(message_id: str, rate: float) -> bool:
     return digest / 2**64 < rate
 
 
-class Moderator:
-    """Decides and stores batches of messages for the served models."""
+@dataclass(frozen=True)
+class Pending:
+    """One message on its way through a model's batcher: its model, id, raw text, and when it arrived."""
 
-    def __init__(self, models: dict[str, ServedModel], engine: Engine, settings: ServiceSettings):
+    model: str
+    id: str
+    text: str
+    received: float  # time.perf_counter() when its request was submitted
+
+
+class Moderator:
+    """Decides and stores messages for the served models, a batch at a time, on one worker thread per batcher.
+
+    `moderate` (blocking) and `moderate_async` (for the app's event loop) submit a request's messages to its model's
+    `Batcher`; the batcher's worker runs `_process` on the requests that arrived together: one lookup of known ids,
+    the model's `decide` on the new texts, and one transaction that stores every row and its review items. Models
+    whose LoRA stages share one base share one batcher, and a batch that mixes them runs the base once for all
+    (`finesieve.models.mixed.decide_mixed`)."""
+
+    def __init__(
+        self,
+        models: dict[str, ServedModel],
+        engine: Engine,
+        settings: ServiceSettings,
+        metrics: ServiceMetrics | None = None,
+    ):
         self.models = models
         self.engine = engine
         self.settings = settings
-        self.batchers = {
-            name: Batcher(
-                served.decide, name=name, max_texts=settings.batch_max, wait_s=settings.batch_wait_ms / 1000.0
+        self.metrics = metrics
+        self.batchers: dict[str, Batcher[Pending, Outcome]] = {}
+        for group in batch_groups(models):
+            batcher: Batcher[Pending, Outcome] = Batcher(
+                self._process,
+                name="+".join(group),
+                max_items=settings.batch_max,
+                wait_s=settings.batch_wait_ms / 1000.0,
             )
-            for name, served in models.items()
-        }
+            self.batchers.update(dict.fromkeys(group, batcher))
 
     def close(self) -> None:
-        """Take no new requests; decide the queued ones (each model waits up to `model_timeout_s` for its own)."""
-        for batcher in self.batchers.values():
+        """Take no new requests; decide the queued ones (each batcher waits up to `model_timeout_s` for its own)."""
+        for batcher in {id(b): b for b in self.batchers.values()}.values():
             batcher.close(timeout=self.settings.model_timeout_s)
+
+    def submit(self, model: str, messages: Sequence[MessageIn]) -> tuple[list[Pending], Future]:
+        """Queue a request's messages (a uuid4 for each without an id); the future gets their Outcomes, in order."""
+        now = time.perf_counter()
+        pending = [Pending(model, m.id if m.id is not None else str(uuid.uuid4()), m.text, now) for m in messages]
+        return pending, self.batchers[model].submit(pending)
 
     def moderate(self, model: str, messages: Sequence[MessageIn]) -> list[Outcome]:
         """Decide and store every message (known ids are answered from the database), in request order."""
-        served = self.models[model]
-        ids = [m.id if m.id is not None else str(uuid.uuid4()) for m in messages]
+        pending, future = self.submit(model, messages)
+        try:
+            return future.result(timeout=self.settings.model_timeout_s)
+        except FutureTimeout:
+            future.cancel()  # still queued: dropped, not decided for nobody
+            return self.store_failures(pending, self._timeout_reason())
+
+    async def moderate_async(self, model: str, messages: Sequence[MessageIn]) -> list[Outcome]:
+        """`moderate` for an event loop: the loop waits on the batcher's future without holding a thread."""
+        pending, future = self.submit(model, messages)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.settings.model_timeout_s)
+        except TimeoutError:  # wait_for cancelled the wrapper, and with it the future if still queued
+            return await asyncio.to_thread(self.store_failures, pending, self._timeout_reason())
+
+    def store_failures(self, pending: Sequence[Pending], reason: str) -> list[Outcome]:
+        """Store `pending` as failures (failure_action, to review) unless stored already; their Outcomes, in order.
+
+        For requests whose batch did not finish in time: if the batch finishes later, its inserts of these ids
+        find them stored and change nothing, so each id still holds exactly one decision."""
+        rows = []
+        for model, items in _by_model(pending).items():
+            served = self.models[model]
+            texts, _ = prepare([p.text for p in items], served.run.preprocessing, redactor=served.redactor)
+            rows += [self._failure_row(served, p, text, reason) for p, text in zip(items, texts)]
+        return self._store(pending, rows, {})
+
+    def _timeout_reason(self) -> str:
+        return f"timeout: the model did not answer within {self.settings.model_timeout_s:g} s"
+
+    # ------------------------------------------------------------------------------- on the batcher's thread
+
+    def _process(self, pending: list[Pending]) -> list[Outcome]:
+        """Decide the messages of one batch whose ids are new (each id once), store them in one transaction, and
+        answer every message: the new decision, or the stored one (duplicate=True) for a known or repeated id."""
         with Session(self.engine) as session:
-            known = store.get_messages(session, ids)
-        fresh = [(i, m.text) for i, m in zip(ids, messages) if i not in known]
-        rows = self._decide(served, [i for i, _ in fresh], [t for _, t in fresh]) if fresh else []
+            known = store.get_messages(session, [p.id for p in pending])
+        fresh: dict[str, Pending] = {}
+        for p in pending:
+            if p.id not in known:
+                fresh.setdefault(p.id, p)  # the same id twice in one batch (two racing requests): decided once
+        rows = self._decide(list(fresh.values())) if fresh else []
+        return self._store(pending, rows, known)
+
+    def _store(self, pending: Sequence[Pending], rows: list[dict], known: dict[str, Message]) -> list[Outcome]:
         with Session(self.engine) as session, session.begin():
             inserted = store.insert_messages(session, rows)
             store.enqueue_reviews(session, self._review_items([r for r in rows if r["id"] in inserted]))
@@ -236,88 +312,96 @@ class Moderator:
             with Session(self.engine) as session:
                 known.update(store.get_messages(session, lost))
         decided = {r["id"]: r for r in rows if r["id"] in inserted}
-        outcomes = []
-        for message_id in ids:
-            if message_id in decided:
-                outcomes.append(_outcome(decided[message_id]))
+        outcomes, answered = [], set()
+        for p in pending:
+            if p.id in decided:
+                outcomes.append(_outcome(decided[p.id], duplicate=p.id in answered))
+                answered.add(p.id)
             else:
-                outcomes.append(Outcome.from_row(known[message_id], duplicate=True))
+                outcomes.append(Outcome.from_row(known[p.id], duplicate=True))
         return outcomes
 
-    def _decide(self, served: ServedModel, ids: list[str], raw_texts: list[str]) -> list[dict]:
-        """Message rows for `ids`: decided by the model, or marked as failures with the reason."""
-        start = time.perf_counter()
-        texts, _ = prepare(raw_texts, served.run.preprocessing, redactor=served.redactor)
-        batcher = self.batchers[served.name]
-        try:
-            rows = self._rows(served, ids, texts, self._wait(batcher.submit(texts)))
-        except FutureTimeout:
-            reason = f"timeout: the model did not answer within {self.settings.model_timeout_s:g} s"
-            rows = [self._failure_row(served, i, t, reason) for i, t in zip(ids, texts)]
-        except Exception as err:  # noqa: BLE001 - any stage error must still end in a stored, reviewed message
-            if len(ids) > 1:
-                # Find the message(s) at fault: each alone. Submitted together, the batcher tries them merged once
-                # more, then each alone, so only the poisonous ones fail.
-                futures = [batcher.submit([t]) for t in texts]
-                rows = [self._decide_alone(served, i, t, f) for i, t, f in zip(ids, texts, futures)]
-            else:
-                rows = [self._failure_row(served, ids[0], texts[0], _reason(err))]
-        latency_ms = (time.perf_counter() - start) * 1000.0
-        for row in rows:
-            row["latency_ms"] = latency_ms  # the batch's wall time: every message in it waited that long
+    def _decide(self, pending: list[Pending]) -> list[dict]:
+        """Message rows for `pending` (new ids, any models of one batcher): decided, or failures with the reason."""
+        groups = _by_model(pending)
+        prepared = {}
+        for model, items in groups.items():
+            served = self.models[model]
+            prepared[model], _ = prepare([p.text for p in items], served.run.preprocessing, redactor=served.redactor)
+        decided: dict[str, list[RowOf | str]] = {}
+        if len(groups) > 1:
+            try:
+                mixed = decide_mixed([(self.models[m].cascade, prepared[m]) for m in groups])
+                decided = {m: _rows_of(d) for m, d in zip(groups, mixed)}
+            except Exception:  # noqa: BLE001 - each model alone next, so the failure lands on its own messages
+                decided = {}
+        for model in groups:
+            if model not in decided:
+                decided[model] = self._decide_model(self.models[model], prepared[model])
+        rows = []
+        for model, items in groups.items():
+            served, done = self.models[model], time.perf_counter()
+            scores: dict[int, np.ndarray] = {}  # id of a Decisions -> its positive scores, computed once
+            for p, text, result in zip(items, prepared[model], decided[model]):
+                if isinstance(result, str):
+                    row = self._failure_row(served, p, text, result)
+                else:
+                    decisions, i = result
+                    if id(decisions) not in scores:
+                        cascade = served.cascade
+                        scores[id(decisions)] = positive_scores(
+                            decisions.proba, cascade.classes_, cascade.positive, cascade.multilabel_
+                        )
+                    row = self._row(served, p, text, decisions, i, scores[id(decisions)][i])
+                row["latency_ms"] = (done - p.received) * 1000.0  # arrival to decision, queueing included
+                rows.append(row)
+            if self.metrics is not None:  # the batch's seconds per stage (every row holds them)
+                seconds = next((r[0].seconds for r in decided[model] if not isinstance(r, str)), {})
+                self.metrics.observe_stages(model, seconds)
         return rows
 
-    def _wait(self, future: Future) -> Decisions:
+    def _decide_model(self, served: ServedModel, texts: list[str]) -> list[RowOf | str]:
+        """Each text's row of a Decisions, or the failure reason where the model raised. When the whole batch
+        raises, each text is decided alone, so one poisonous message does not send its whole batch to review."""
         try:
-            return future.result(timeout=self.settings.model_timeout_s)
-        except FutureTimeout:
-            future.cancel()  # still queued: dropped, not decided for nobody
-            raise
+            return _rows_of(served.decide(texts))
+        except Exception as err:  # noqa: BLE001 - any stage error must still end in a stored, reviewed message
+            if len(texts) == 1:
+                return [_reason(err)]
+        results: list[RowOf | str] = []
+        for text in texts:
+            try:
+                results += _rows_of(served.decide([text]))
+            except Exception as err:  # noqa: BLE001
+                results.append(_reason(err))
+        return results
 
-    def _decide_alone(self, served: ServedModel, message_id: str, text: str, future: Future) -> dict:
-        try:
-            return self._rows(served, [message_id], [text], self._wait(future))[0]
-        except FutureTimeout:
-            reason = f"timeout: the model did not answer within {self.settings.model_timeout_s:g} s"
-            return self._failure_row(served, message_id, text, reason)
-        except Exception as err:  # noqa: BLE001
-            return self._failure_row(served, message_id, text, _reason(err))
-
-    def _rows(self, served: ServedModel, ids: list[str], texts: list[str], decisions: Decisions) -> list[dict]:
-        # Built from the Decisions arrays directly, not through `batch.decisions_frame`: a DataFrame per request cost
-        # ~40 ms of a single message's ~50 ms in the service (profiled on the demo cascade).
+    def _row(self, served: ServedModel, p: Pending, text: str, decisions: Decisions, i: int, score) -> dict:
+        """The message row of one message: row `i` of `decisions`, `score` its positive score."""
         cascade = served.cascade
         classes = [str(c) for c in cascade.classes_]
-        positive = [str(p) for p in cascade.positive]
-        columns = [classes.index(c) for c in positive]
-        scores = positive_scores(decisions.proba, cascade.classes_, cascade.positive, cascade.multilabel_)
-        stage_scores = {
-            s: np.asarray(decisions.stage_scores[s], dtype=float) for s in STAGES if s in decisions.stage_scores
-        }
-        rows = []
-        for i, (message_id, text) in enumerate(zip(ids, texts)):
-            rows.append(
-                {
-                    "id": message_id,
-                    "model": served.name,
-                    "model_version": served.version,
-                    "text": text,
-                    "text_length": len(text),
-                    "action": str(decisions.action[i]),
-                    "category": str(decisions.category[i] or ""),
-                    "decided_by": str(decisions.decided_by[i]),
-                    "score": _number(scores[i]),
-                    "category_scores": {c: float(decisions.proba[i, j]) for c, j in zip(positive, columns)},
-                    "stage_scores": {s: float(v[i]) for s, v in stage_scores.items() if not math.isnan(v[i])},
-                    "rules_fired": list(decisions.rules_fired[i]),
-                    "failure": None,
-                }
-            )
-        return rows
-
-    def _failure_row(self, served: ServedModel, message_id: str, text: str, reason: str) -> dict:
+        positive = [str(c) for c in cascade.positive]
         return {
-            "id": message_id,
+            "id": p.id,
+            "model": served.name,
+            "model_version": served.version,
+            "text": text,
+            "text_length": len(text),
+            "action": str(decisions.action[i]),
+            "category": str(decisions.category[i] or ""),
+            "decided_by": str(decisions.decided_by[i]),
+            "score": _number(score),
+            "category_scores": {c: float(decisions.proba[i, classes.index(c)]) for c in positive},
+            "stage_scores": {
+                s: float(v[i]) for s, v in decisions.stage_scores.items() if s in STAGES and not math.isnan(v[i])
+            },
+            "rules_fired": list(decisions.rules_fired[i]),
+            "failure": None,
+        }
+
+    def _failure_row(self, served: ServedModel, p: Pending, text: str, reason: str) -> dict:
+        return {
+            "id": p.id,
             "model": served.name,
             "model_version": served.version,
             "text": text,
@@ -329,6 +413,7 @@ class Moderator:
             "category_scores": {},
             "stage_scores": {},
             "rules_fired": [],
+            "latency_ms": (time.perf_counter() - p.received) * 1000.0,
             "failure": reason,
         }
 
@@ -344,6 +429,30 @@ class Moderator:
         return items
 
 
+def batch_groups(models: Mapping[str, ServedModel]) -> list[list[str]]:
+    """The served models in batcher groups: models whose fine-tuned stage is an adapter on one shared base form one
+    group (their batches mix, one forward pass of the base); every other model is a group of its own."""
+    groups: dict[object, list[str]] = {}
+    for name, served in models.items():
+        key = base_group_key(served.cascade)
+        groups.setdefault(("base", key) if key is not None else ("model", name), []).append(name)
+    return list(groups.values())
+
+
+def _by_model(pending: Sequence[Pending]) -> dict[str, list[Pending]]:
+    groups: dict[str, list[Pending]] = {}
+    for p in pending:
+        groups.setdefault(p.model, []).append(p)
+    return groups
+
+
+RowOf = tuple[Decisions, int]  # one message's decision: row i of a batch's Decisions
+
+
+def _rows_of(decisions: Decisions) -> list[RowOf | str]:
+    return [(decisions, i) for i in range(len(decisions.action))]
+
+
 def _reason(err: Exception) -> str:
     return f"{type(err).__name__}: {err}"[:2000]
 
@@ -355,7 +464,7 @@ def _number(value) -> float | None:
     return None if math.isnan(value) else value
 
 
-def _outcome(row: dict) -> Outcome:
+def _outcome(row: dict, *, duplicate: bool = False) -> Outcome:
     return Outcome(
         id=row["id"],
         model=row["model"],
@@ -369,5 +478,5 @@ def _outcome(row: dict) -> Outcome:
         rules_fired=row["rules_fired"],
         latency_ms=row["latency_ms"],
         failure=row["failure"],
-        duplicate=False,
+        duplicate=duplicate,
     )

@@ -45,6 +45,26 @@ def create_key(database_url: str, name: str, models: Sequence[str]) -> str:
         engine.dispose()
 
 
+def revoke_key(database_url: str, name: str) -> None:
+    """Revoke the API key called `name` (ConfigError if there is no active one)."""
+    engine = connect(database_url)
+    try:
+        with Session(engine) as session, session.begin():
+            store.revoke_api_key(session, name)
+    finally:
+        engine.dispose()
+
+
+def list_keys(database_url: str) -> list[dict]:
+    """Every API key's name, models, creation and revocation times (never the key: only its hash is stored)."""
+    engine = connect(database_url)
+    try:
+        with Session(engine) as session:
+            return store.api_keys(session)
+    finally:
+        engine.dispose()
+
+
 def with_auth_decided(settings: ServiceSettings) -> tuple[ServiceSettings, str | None]:
     """The settings with `require_auth` decided from the keys in the database, and a warning when it is off."""
     engine = connect(settings.database_url)

@@ -25,6 +25,11 @@ class ServiceSettings(BaseSettings):
         "sqlite:///./finesieve.db",
         description="SQLAlchemy URL: sqlite:///PATH (WAL mode) or postgresql+psycopg://USER@HOST:PORT/DB.",
     )
+    sqlite_synchronous: Literal["full", "normal"] = Field(
+        "full",
+        description="SQLite only: 'full' syncs every commit to disk (an answered decision survives a power loss); "
+        "'normal' syncs at checkpoints only (survives a killed process, not a power loss; lower tail latency).",
+    )
     runs: dict[str, Path] = Field(
         default_factory=dict, description="Model name -> run directory; requests name a model by its key here."
     )
@@ -61,6 +66,12 @@ class ServiceSettings(BaseSettings):
     review_lease_s: float = Field(600.0, gt=0, description="Seconds a reviewer holds a leased item before it returns.")
     undo_window_s: float = Field(120.0, ge=0, description="Seconds after a decision in which its reviewer may undo it.")
     session_ttl_s: float = Field(43_200.0, gt=0, description="Seconds a reviewer's login session lasts (12 h).")
+    key_cache_s: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds a found API key is trusted before the database is asked again: a revoked key stops "
+        "working within this time. 0: look the key up on every request.",
+    )
     rate_limit_per_s: float = Field(1000.0, gt=0, description="Requests per second each API key may make (refill).")
     rate_limit_burst: float = Field(2000.0, ge=1, description="Requests an API key may make at once (bucket size).")
     login_failures_per_minute: int = Field(

@@ -181,6 +181,13 @@ def find_caller(session: Session, key: str) -> Caller | None:
     return Caller(name=row.name, models=tuple(row.models)) if row is not None else None
 
 
+def api_keys(session: Session) -> list[dict]:
+    rows = session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.name))
+    return [
+        {"name": r.name, "models": list(r.models), "created_at": r.created_at, "revoked_at": r.revoked_at} for r in rows
+    ]
+
+
 def active_key_count(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))) or 0
 
