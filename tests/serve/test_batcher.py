@@ -10,19 +10,25 @@ POISON. Every batched answer is compared with deciding that message alone.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 import time
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from sqlalchemy import create_engine
+from sqlalchemy import text as sql
+from sqlalchemy.orm import Session
 
 from finesieve.data.preprocess import prepare
 from finesieve.models.base import set_preprocessing
 from finesieve.models.cascade import Cascade, Decisions
 from finesieve.runs import load_run
+from finesieve.serve import store
 from finesieve.serve.batcher import Batcher
-from finesieve.serve.db import connect
+from finesieve.serve.db import Message, connect
 from finesieve.serve.moderation import MessageIn, Moderator, load_models
 from finesieve.serve.settings import ServiceSettings
 
@@ -275,3 +281,56 @@ def test_a_poisonous_message_in_a_merged_batch_fails_only_itself(moderator, sms_
     assert bad.failure == "RuntimeError: the model's tokenizer crashed"
     assert ok.failure is None and ok.decided_by != "failure"
     assert all(outcome.failure is None for (outcome,) in singles)
+
+
+# ----------------------------------------------------------------------------------------------- the writer
+
+
+@contextlib.contextmanager
+def write_lock(db_url: str):
+    """Hold the database's write lock from another connection, so the service's next commit waits for it."""
+    if db_url.startswith("sqlite"):
+        connection = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+        connection.execute("BEGIN IMMEDIATE")  # SQLite's one writer lock; readers go on (WAL)
+        try:
+            yield
+        finally:
+            connection.rollback()
+            connection.close()
+        return
+    engine = create_engine(db_url)
+    with engine.connect() as connection:
+        connection.execute(sql("LOCK TABLE messages IN EXCLUSIVE MODE"))  # SELECTs go on, inserts wait
+        try:
+            yield
+        finally:
+            connection.rollback()
+    engine.dispose()
+
+
+def test_batches_queued_behind_a_slow_commit_are_stored_together_and_an_id_decided_twice_is_stored_once(
+    db_url, service_cascade_run, sms_unseen
+):
+    settings = ServiceSettings(database_url=db_url, runs={"spam": service_cascade_run}, audit_rate=0.0, batch_wait_ms=0)
+    engine = connect(db_url)
+    moderator = Moderator(load_models(settings.runs), engine, settings)
+    text_x, text_y = sms_unseen["text"].iloc[0], sms_unseen["text"].iloc[1]
+    try:
+        with write_lock(db_url):
+            _, first = moderator.submit("spam", [MessageIn(text_x, id="x")])
+            wait_until(lambda: moderator.writer.calls == 1, "the first commit to start (and wait for the lock)")
+            # Decided while "x" is not stored yet: the batcher does not wait for the writer.
+            _, retry = moderator.submit("spam", [MessageIn(text_x, id="x")])
+            wait_until(lambda: moderator.writer.pending == 1, "the retry's batch to queue behind the commit")
+            _, other = moderator.submit("spam", [MessageIn(text_y, id="y")])
+            wait_until(lambda: moderator.writer.pending == 2, "the next batch to queue behind it too")
+        (x,), (x_again,), (y,) = (f.result(timeout=60) for f in (first, retry, other))
+    finally:
+        moderator.close()
+    assert moderator.writer.calls == 2  # the first batch alone, then the two queued behind it in one transaction
+    assert not x.duplicate and x_again.duplicate and not y.duplicate
+    assert (x_again.action, x_again.score, x_again.latency_ms) == (x.action, x.score, x.latency_ms)  # the stored one
+    with Session(engine) as session:
+        assert store.count(session, Message) == 2
+        assert set(store.get_messages(session, ["x", "y"])) == {"x", "y"}
+    engine.dispose()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 import threading
+import time
+from contextlib import closing
 from datetime import timedelta
 
 import pytest
@@ -13,7 +17,17 @@ from sqlalchemy.orm import Session
 
 from finesieve.data.errors import ConfigError
 from finesieve.serve import store
-from finesieve.serve.db import ApiKey, Base, Message, ReviewItem, alembic_config, connect, create_db_engine, utcnow
+from finesieve.serve.db import (
+    ApiKey,
+    Base,
+    Message,
+    ReviewItem,
+    WalCheckpointer,
+    alembic_config,
+    connect,
+    create_db_engine,
+    utcnow,
+)
 
 TABLES = {"messages", "review_items", "audit_log", "api_keys"}
 
@@ -162,3 +176,33 @@ def test_sqlite_syncs_every_commit_unless_told_normal(tmp_path):
         engine.dispose()
     with pytest.raises(ValueError, match="'fast': use 'full' or 'normal'"):
         create_db_engine(f"sqlite:///{tmp_path / 'x.db'}", "fast")
+
+
+def test_the_wal_checkpointer_copies_commits_into_the_database_file_off_the_commit_path(tmp_path):
+    path = tmp_path / "svc.db"
+    engine = connect(f"sqlite:///{path}", sqlite_autocheckpoint=False)
+    checkpointer = WalCheckpointer(engine, every_s=0.05)
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 0  # commits never checkpoint
+        rows = [message_row(f"w{i}") for i in range(50)]
+        with Session(engine) as session, session.begin():
+            store.insert_messages(session, rows)
+        deadline = time.monotonic() + 30
+
+        def rows_in_database_file() -> int:  # the main file alone, as if the WAL were lost
+            copy = tmp_path / "copy.db"
+            shutil.copyfile(path, copy)
+            with closing(sqlite3.connect(copy)) as alone:
+                try:
+                    return alone.execute("SELECT count(*) FROM messages").fetchone()[0]
+                except sqlite3.OperationalError:  # not even the schema (also in the WAL) is in the file yet
+                    return 0
+
+        while rows_in_database_file() < 50:
+            assert time.monotonic() < deadline, "the checkpointer never copied the commit into the database file"
+            time.sleep(0.05)
+    finally:
+        checkpointer.close()
+        engine.dispose()
+    assert not checkpointer._thread.is_alive()

@@ -42,7 +42,7 @@ from starlette.datastructures import MutableHeaders
 
 from finesieve.serve import logs, store
 from finesieve.serve.callers import CallerCache
-from finesieve.serve.db import connect
+from finesieve.serve.db import WalCheckpointer, connect
 from finesieve.serve.metrics import ServiceMetrics
 from finesieve.serve.moderation import MessageIn, Moderator, Outcome, ServedModel, load_models
 from finesieve.serve.ratelimit import retry_after
@@ -65,7 +65,7 @@ RETENTION_EVERY_S = 3600.0  # how often stored texts past the retention period a
 def create_app(settings: ServiceSettings, *, models: dict[str, ServedModel] | None = None) -> FastAPI:
     """The app for `settings`: loads its runs (refusing any that cannot be served) and migrates its database."""
     models = models if models is not None else load_models(settings.runs)
-    engine = connect(settings.database_url, settings.sqlite_synchronous)
+    engine = connect(settings.database_url, settings.sqlite_synchronous, sqlite_autocheckpoint=False)
     metrics = ServiceMetrics()
     moderator = Moderator(models, engine, settings, metrics)
 
@@ -76,6 +76,7 @@ def create_app(settings: ServiceSettings, *, models: dict[str, ServedModel] | No
         # The models and libraries loaded by now are the bulk of the heap and live as long as the process: moved out of
         # the collector's generations, a full collection no longer walks them (it paused requests for tens of ms).
         gc.freeze()
+        checkpointer = WalCheckpointer(engine)  # SQLite: the WAL is checkpointed off the requests' commits
         days = settings.retention_days
         purge = asyncio.create_task(_purge_periodically(engine, days)) if days else None
         try:
@@ -84,6 +85,7 @@ def create_app(settings: ServiceSettings, *, models: dict[str, ServedModel] | No
             if purge is not None:
                 purge.cancel()
             moderator.close()
+            checkpointer.close()
             engine.dispose()
 
     # The OpenAPI document is served to key holders only (nothing but /healthz and the login answers without

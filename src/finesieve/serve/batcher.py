@@ -15,7 +15,9 @@ that is not thread-safe from being entered twice. (The Moderator's `process` dec
 
 Failures stay with the request that caused them: when a merged call raises, each request of that call is processed
 again alone, and only the ones that still raise get the exception. A caller that gives up waiting cancels its
-future: a request still queued is then dropped, never processed.
+future: a request still queued is then dropped, never processed. `process` may also return a Future of the results
+(work handed on to another thread, so this one can take the next batch): each request gets its slice when it is
+done.
 """
 
 from __future__ import annotations
@@ -120,12 +122,9 @@ class Batcher(Generic[Item, Result]):
                 self._cond.wait(remaining)
         return [r for r in batch if r.future.set_running_or_notify_cancel()]
 
-    def _call(self, items: list[Item]) -> list[Result]:
+    def _call(self, items: list[Item]) -> Sequence[Result] | Future:
         self.calls += 1  # only this thread writes it
-        results = list(self.process(items))
-        if len(results) != len(items):
-            raise RuntimeError(f"{self.name!r}: process returned {len(results)} results for {len(items)} items")
-        return results
+        return self.process(items)
 
     def _run(self, batch: list[_Request[Item]]) -> None:
         try:
@@ -136,12 +135,36 @@ class Batcher(Generic[Item, Result]):
                 return
             for request in batch:  # find the request(s) at fault: each alone
                 try:
-                    request.future.set_result(self._call(request.items))
+                    self._hand_out([request], self._call(request.items))
                 except Exception as alone:  # noqa: BLE001
                     request.future.set_exception(alone)
+            return
+        self._hand_out(batch, results)
+
+    def _hand_out(self, batch: list[_Request[Item]], results: Sequence[Result] | Future) -> None:
+        """Give each request its slice of the results; a Future (work `process` handed on, e.g. to a writer
+        thread) is sliced when it is done, and an exception it ends with goes to every request of the batch."""
+        if isinstance(results, Future):
+            results.add_done_callback(lambda done: self._hand_out_done(batch, done))
+            return
+        results = list(results)
+        expected = sum(len(r.items) for r in batch)
+        if len(results) != expected:
+            error = RuntimeError(f"{self.name!r}: process returned {len(results)} results for {expected} items")
+            for request in batch:
+                request.future.set_exception(error)
             return
         start = 0
         for request in batch:
             stop = start + len(request.items)
             request.future.set_result(results[start:stop])
             start = stop
+
+    def _hand_out_done(self, batch: list[_Request[Item]], done: Future) -> None:
+        try:
+            results = done.result()
+        except Exception as err:  # noqa: BLE001 - it belongs to the requests of this batch
+            for request in batch:
+                request.future.set_exception(err)
+            return
+        self._hand_out(batch, results)

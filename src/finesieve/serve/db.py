@@ -15,6 +15,8 @@ file. Times are naive UTC datetimes on both databases.
 
 from __future__ import annotations
 
+import logging
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -129,10 +131,11 @@ class UserSession(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
 
 
-def create_db_engine(url: str, sqlite_synchronous: str = "full") -> Engine:
+def create_db_engine(url: str, sqlite_synchronous: str = "full", sqlite_autocheckpoint: bool = True) -> Engine:
     """An engine for `url`; SQLite files get WAL mode, a busy timeout, foreign keys, and `sqlite_synchronous`:
     "full" syncs the WAL to disk at every commit (a decision answered survives a power loss), "normal" only at
-    checkpoints (it survives the process being killed, not the machine losing power; commits cost no fsync)."""
+    checkpoints (it survives the process being killed, not the machine losing power; commits cost no fsync).
+    `sqlite_autocheckpoint=False` leaves the WAL's checkpoints to a `WalCheckpointer` thread (the service's)."""
     if sqlite_synchronous not in ("full", "normal"):
         raise ValueError(f"sqlite_synchronous {sqlite_synchronous!r}: use 'full' or 'normal'")
     is_sqlite = url.startswith("sqlite")
@@ -146,6 +149,8 @@ def create_db_engine(url: str, sqlite_synchronous: str = "full") -> Engine:
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA synchronous={sqlite_synchronous.upper()}")
+            if not sqlite_autocheckpoint:
+                cursor.execute("PRAGMA wal_autocheckpoint=0")
             cursor.close()
 
     return engine
@@ -170,8 +175,42 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
-def connect(url: str, sqlite_synchronous: str = "full") -> Engine:
+def connect(url: str, sqlite_synchronous: str = "full", sqlite_autocheckpoint: bool = True) -> Engine:
     """The engine for `url`, with its schema migrated to the newest version."""
-    engine = create_db_engine(url, sqlite_synchronous)
+    engine = create_db_engine(url, sqlite_synchronous, sqlite_autocheckpoint)
     upgrade(engine)
     return engine
+
+
+class WalCheckpointer:
+    """Copies a SQLite WAL back into the database file every `every_s` seconds, on a thread of its own.
+
+    SQLite does this by itself inside the commit that grows the WAL past 1,000 pages, and that commit, with every
+    request waiting on it, then takes a few hundred milliseconds (measured: 16 requests in flight stalled ~250 ms
+    about every 2,000 messages). With `sqlite_autocheckpoint=False` on the engine, this thread runs PASSIVE
+    checkpoints instead, which never block a writer or a reader. Does nothing on other databases."""
+
+    def __init__(self, engine: Engine, every_s: float = 1.0):
+        self.engine, self.every_s = engine, every_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if engine.dialect.name == "sqlite":
+            self._thread = threading.Thread(target=self._work, name="wal-checkpoint", daemon=True)
+            self._thread.start()
+
+    def _work(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        try:
+            with self.engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        except Exception:  # noqa: BLE001 - retried on the next tick; a failed checkpoint loses nothing
+            logging.getLogger(__name__).warning("WAL checkpoint failed", exc_info=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self.checkpoint()  # the last one: the WAL holds nothing the database file lacks

@@ -11,8 +11,9 @@ scores per stage and category).
 
 Each request's messages join their model's `Batcher` (finesieve.serve.batcher): requests arriving within
 `batch_wait_ms` of each other, up to `batch_max` messages, are processed together on the batcher's one worker
-thread: one query for the ids already stored, one `decide` call on the new texts, and one transaction that stores
-them all, before any of those callers hears anything:
+thread: one query for the ids already stored and one `decide` call on the new texts; the decided batch then goes
+to the writer thread, which stores it in one transaction (with any other batches queued behind a slow commit)
+before any of those callers hears anything, while the batcher decides the next batch:
     messages      one row per new message id (a known id is not decided again: its stored decision is returned
                   with duplicate=True; a race between two requests is settled by the primary key)
     review_items  `flagged` for every review or block (priority: its score); `audit` for a deterministic sample
@@ -220,8 +221,9 @@ class Moderator:
     """Decides and stores messages for the served models, a batch at a time, on one worker thread per batcher.
 
     `moderate` (blocking) and `moderate_async` (for the app's event loop) submit a request's messages to its model's
-    `Batcher`; the batcher's worker runs `_process` on the requests that arrived together: one lookup of known ids,
-    the model's `decide` on the new texts, and one transaction that stores every row and its review items. Models
+    `Batcher`; the batcher's worker runs `_process` on the requests that arrived together: one lookup of known ids
+    and the model's `decide` on the new texts. The `writer` (a Batcher of decided batches, one thread) stores every
+    row and its review items in one transaction per queued group, then the callers get their answers. Models
     whose LoRA stages share one base share one batcher, and a batch that mixes them runs the base once for all
     (`finesieve.models.mixed.decide_mixed`)."""
 
@@ -245,11 +247,13 @@ class Moderator:
                 wait_s=settings.batch_wait_ms / 1000.0,
             )
             self.batchers.update(dict.fromkeys(group, batcher))
+        self.writer: Batcher[Job, list[Outcome]] = Batcher(self._commit, name="writer", max_items=64, wait_s=0.0)
 
     def close(self) -> None:
         """Take no new requests; decide the queued ones (each batcher waits up to `model_timeout_s` for its own)."""
         for batcher in {id(b): b for b in self.batchers.values()}.values():
             batcher.close(timeout=self.settings.model_timeout_s)
+        self.writer.close(timeout=self.settings.model_timeout_s)  # after the batchers: it stores what they decided
 
     def submit(self, model: str, messages: Sequence[MessageIn]) -> tuple[list[Pending], Future]:
         """Queue a request's messages (a uuid4 for each without an id); the future gets their Outcomes, in order."""
@@ -284,14 +288,14 @@ class Moderator:
             served = self.models[model]
             texts, _ = prepare([p.text for p in items], served.run.preprocessing, redactor=served.redactor)
             rows += [self._failure_row(served, p, text, reason) for p, text in zip(items, texts)]
-        return self._store(pending, rows, {})
+        return self._commit([(pending, rows, {})])[0]
 
     def _timeout_reason(self) -> str:
         return f"timeout: the model did not answer within {self.settings.model_timeout_s:g} s"
 
     # ------------------------------------------------------------------------------- on the batcher's thread
 
-    def _process(self, pending: list[Pending]) -> list[Outcome]:
+    def _process(self, pending: list[Pending]) -> Future:
         """Decide the messages of one batch whose ids are new (each id once), store them in one transaction, and
         answer every message: the new decision, or the stored one (duplicate=True) for a known or repeated id."""
         with Session(self.engine) as session:
@@ -301,25 +305,43 @@ class Moderator:
             if p.id not in known:
                 fresh.setdefault(p.id, p)  # the same id twice in one batch (two racing requests): decided once
         rows = self._decide(list(fresh.values())) if fresh else []
-        return self._store(pending, rows, known)
+        # Handed to the writer thread: this thread decides the next batch while the commit waits for the disk,
+        # and batches that queue up behind a slow commit are stored together in the next one.
+        written = self.writer.submit([(pending, rows, known)])
+        answer: Future = Future()
+        written.add_done_callback(lambda done: _pass_on(done, answer))
+        return answer
 
-    def _store(self, pending: Sequence[Pending], rows: list[dict], known: dict[str, Message]) -> list[Outcome]:
+    def _commit(self, jobs: list[Job]) -> list[list[Outcome]]:
+        """Store the rows of several decided batches in one transaction (the writer's `process`), then answer each
+        batch's messages: its own new decision, or the stored one (duplicate=True) for an id known already,
+        repeated, or stored first by another batch (the first row of an id wins)."""
+        first: dict[str, dict] = {}
+        for _, rows, _ in jobs:
+            for row in rows:
+                first.setdefault(row["id"], row)  # two batches in flight may both have decided a retried id
+        candidates = list(first.values())
         with Session(self.engine) as session, session.begin():
-            inserted = store.insert_messages(session, rows)
-            store.enqueue_reviews(session, self._review_items([r for r in rows if r["id"] in inserted]))
-        lost = [r["id"] for r in rows if r["id"] not in inserted]  # another request stored these ids first
-        if lost:
+            inserted = store.insert_messages(session, candidates)
+            store.enqueue_reviews(session, self._review_items([r for r in candidates if r["id"] in inserted]))
+        written = {id(r) for r in candidates if r["id"] in inserted}
+        lost = {r["id"] for _, rows, _ in jobs for r in rows if id(r) not in written}
+        stored = {}
+        if lost:  # answered with what the database holds for them
             with Session(self.engine) as session:
-                known.update(store.get_messages(session, lost))
-        decided = {r["id"]: r for r in rows if r["id"] in inserted}
-        outcomes, answered = [], set()
-        for p in pending:
-            if p.id in decided:
-                outcomes.append(_outcome(decided[p.id], duplicate=p.id in answered))
-                answered.add(p.id)
-            else:
-                outcomes.append(Outcome.from_row(known[p.id], duplicate=True))
-        return outcomes
+                stored = store.get_messages(session, lost)
+        answers = []
+        for pending, rows, known in jobs:
+            decided = {r["id"]: r for r in rows if id(r) in written}
+            outcomes, answered = [], set()
+            for p in pending:
+                if p.id in decided:
+                    outcomes.append(_outcome(decided[p.id], duplicate=p.id in answered))
+                    answered.add(p.id)
+                else:
+                    outcomes.append(Outcome.from_row(known.get(p.id) or stored[p.id], duplicate=True))
+            answers.append(outcomes)
+        return answers
 
     def _decide(self, pending: list[Pending]) -> list[dict]:
         """Message rows for `pending` (new ids, any models of one batcher): decided, or failures with the reason."""
@@ -444,6 +466,19 @@ def _by_model(pending: Sequence[Pending]) -> dict[str, list[Pending]]:
     for p in pending:
         groups.setdefault(p.model, []).append(p)
     return groups
+
+
+Job = tuple[Sequence[Pending], list[dict], dict[str, Message]]  # a decided batch: messages, new rows, known ids
+
+
+def _pass_on(done: Future, answer: Future) -> None:
+    """The writer's answer for one job (a list of one result) into the future the batcher slices."""
+    try:
+        (outcomes,) = done.result()
+    except Exception as err:  # noqa: BLE001 - the commit failed: every request of the batch gets it
+        answer.set_exception(err)
+        return
+    answer.set_result(outcomes)
 
 
 RowOf = tuple[Decisions, int]  # one message's decision: row i of a batch's Decisions
