@@ -218,9 +218,11 @@ def run_splits_path(directory: str | Path) -> Path | None:
     return path if path.exists() else None
 
 
-def load_run(directory: str | Path) -> Run:
+def load_run(directory: str | Path, loaded: dict[str, Scorer] | None = None) -> Run:
     """Load a run directory (any manifest version: older ones are migrated on read). The scorer it returns
-    applies the run's preprocessing to the texts it is given (`preprocessing_`)."""
+    applies the run's preprocessing to the texts it is given (`preprocessing_`). `loaded` gives parts already in
+    memory (a cascade's stages by name, or a single-scorer run's scorer under "run"), used instead of reading
+    them: the service loads LoRA runs that share a base onto one copy of it first."""
     directory = Path(directory)
     manifest = run_manifest(directory)
     if _version_tuple(manifest.finesieve_version) > _version_tuple(__version__):
@@ -233,7 +235,13 @@ def load_run(directory: str | Path) -> Run:
     if kind not in SCORER_KINDS:
         raise ConfigError(f"{directory}: unknown scorer kind {kind!r}; this finesieve knows {sorted(SCORER_KINDS)}")
     try:
-        scorer = SCORER_KINDS[kind].load(directory / MODEL)
+        scorer: Scorer
+        if loaded and kind == Cascade.kind:
+            scorer = Cascade.load(directory / MODEL, loaded=loaded)
+        elif loaded and "run" in loaded:
+            scorer = loaded["run"]
+        else:
+            scorer = SCORER_KINDS[kind].load(directory / MODEL)
     except (OSError, ValueError, KeyError, RuntimeError) as err:  # missing, truncated or edited model files
         raise ConfigError(
             f"{directory / MODEL}: cannot load the {kind} scorer ({type(err).__name__}: {err}); the "

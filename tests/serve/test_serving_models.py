@@ -200,3 +200,21 @@ def test_requests_for_adapters_on_one_base_are_batched_together_in_one_forward_p
         for m in (moderator, *own):
             m.close()
         engine.dispose()
+
+
+def test_lora_runs_served_together_read_their_base_once(lora_runs, monkeypatch):
+    from transformers import AutoModel
+
+    reads: list[str] = []
+    original = AutoModel.from_pretrained
+
+    def counted(path, *args, **kwargs):
+        reads.append(str(path))
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(AutoModel, "from_pretrained", counted)  # every base is read through it (shared or merged)
+    load_models({"one": lora_runs[0], "two": lora_runs[1]})
+    assert len(reads) == 1  # one base for both adapters (each run was once also loaded merged first: 3 reads)
+    reads.clear()
+    load_models({"one": lora_runs[0]})
+    assert len(reads) == 1  # alone: merged onto its own copy, as before

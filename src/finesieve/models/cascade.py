@@ -321,15 +321,22 @@ class Cascade:
         (directory / "cascade.json").write_text(json.dumps(state, indent=2, sort_keys=True))
 
     @classmethod
-    def load(cls, directory: str | Path, share_base: bool = True) -> Cascade:
+    def load(cls, directory: str | Path, share_base: bool = True, loaded: dict | None = None) -> Cascade:
         """The saved cascade. LoRA stages trained on one base (a LoRA model and a LoRA pre-filter) share that base in
         memory, their adapters unmerged (`finesieve.models.adapters`); a LoRA stage alone on its base loads merged,
-        the faster path for one model. `share_base=False` loads every stage on its own (merged)."""
+        the faster path for one model. `share_base=False` loads every stage on its own (merged). `loaded` (stage
+        name -> scorer) gives stages already in memory, e.g. loaded on a base shared with other runs by the
+        service: they are used as given, not read again."""
         directory = Path(directory)
         state = json.loads((directory / "cascade.json").read_text())
         kinds = state["stage_kinds"]
-        finetuned = {name: directory / name for name, kind in kinds.items() if kind == FineTunedScorer.kind}
-        shared = load_sharing_bases(finetuned) if share_base else {}
+        loaded = dict(loaded or {})
+        finetuned = {
+            name: directory / name
+            for name, kind in kinds.items()
+            if kind == FineTunedScorer.kind and name not in loaded
+        }
+        shared = {**(load_sharing_bases(finetuned) if share_base else {}), **loaded}
         stages = {
             name: shared[name] if name in shared else _stage_kinds()[kind].load(directory / name)
             for name, kind in kinds.items()

@@ -54,11 +54,11 @@ from finesieve.data.errors import ConfigError, FinesieveError
 from finesieve.data.preprocess import prepare
 from finesieve.data.redact import Redactor
 from finesieve.models.adapters import load_sharing_bases
-from finesieve.models.base import positive_scores, set_preprocessing
+from finesieve.models.base import positive_scores
 from finesieve.models.cascade import STAGES, Cascade, Decisions
 from finesieve.models.finetuned import FineTunedScorer
 from finesieve.models.mixed import base_group_key, decide_mixed
-from finesieve.runs import MANIFEST, MODEL, Run, load_run, verify_run_files
+from finesieve.runs import MANIFEST, MODEL, Run, load_run, run_manifest, verify_run_files
 from finesieve.serve import store
 from finesieve.serve.batch import as_cascade
 from finesieve.serve.batcher import Batcher
@@ -93,51 +93,61 @@ def model_version(run_dir: str | Path) -> str:
 
 
 def load_models(runs: Mapping[str, str | Path]) -> dict[str, ServedModel]:
-    """Load every run by its serving name; one ConfigError lists every run that cannot be served, with its file."""
+    """Load every run by its serving name; one ConfigError lists every run that cannot be served, with its file.
+
+    LoRA fine-tunes among them (a fine-tuned run, or a cascade's stage) that share a base are loaded first, onto one
+    copy of it, and handed to `load_run`, so no base is read more than once."""
     if not runs:
         raise ConfigError("no model to serve: name at least one run directory, e.g. `finesieve serve runs/cascade`")
-    models, problems = {}, []
+    verified, problems = {}, []
     for name, path in runs.items():
         try:
-            verified = verify_run_files(path)
-            if not verified:
-                warnings.warn(
-                    f"model {name!r} ({path}) was saved before finesieve recorded model file hashes: its weights "
-                    "cannot be verified. Fix: save the run again (e.g. retrain it) to record them",
-                    stacklevel=2,
-                )
-            run = load_run(path)
+            verified[name] = verify_run_files(path)
+        except (FinesieveError, ValidationError, OSError) as err:
+            problems.append(f"model {name!r} ({path}): {err}")
+    if problems:
+        raise ConfigError("cannot start the service: " + " | ".join(problems))
+    try:
+        shared = _load_shared_bases(runs)
+    except (FinesieveError, ValidationError, OSError, ValueError) as err:
+        raise ConfigError(
+            f"cannot start the service: loading the LoRA runs {sorted(runs)} on shared bases failed ({err}). "
+            "Fix: serve the runs named in the error one per service"
+        ) from err
+    models = {}
+    for name, path in runs.items():
+        if not verified[name]:
+            warnings.warn(
+                f"model {name!r} ({path}) was saved before finesieve recorded model file hashes: its weights "
+                "cannot be verified. Fix: save the run again (e.g. retrain it) to record them",
+                stacklevel=2,
+            )
+        try:
+            run = load_run(path, loaded=shared.get(name))
             models[name] = ServedModel(
                 name=name,
                 run=run,
                 cascade=as_cascade(run),
                 version=model_version(path),
                 redactor=Redactor(run.preprocessing.redaction),
-                verified=verified,
+                verified=verified[name],
             )
         except (FinesieveError, ValidationError, OSError) as err:
             problems.append(f"model {name!r} ({path}): {err}")
     if problems:
         raise ConfigError("cannot start the service: " + " | ".join(problems))
-    try:
-        _share_bases(models)
-    except (FinesieveError, ValidationError, OSError, ValueError) as err:
-        raise ConfigError(
-            f"cannot start the service: loading the LoRA runs {sorted(models)} on shared bases failed ({err}). "
-            "Fix: serve the runs named in the error one per service"
-        ) from err
     return models
 
 
-def _share_bases(models: dict[str, ServedModel]) -> None:
-    """Reload the LoRA fine-tunes of all served runs that were trained on one base onto one copy of it.
-
-    Each run was loaded on its own first (merged: validated, and the fast path for a LoRA run alone on its base);
-    the groups found here replace those copies, so N adapters on one base hold the base once in memory."""
+def _load_shared_bases(runs: Mapping[str, str | Path]) -> dict[str, dict[str, FineTunedScorer]]:
+    """model name -> {"run" or a cascade stage: scorer} for the LoRA fine-tunes among the runs that share a base
+    with another of them, loaded onto one copy of each base (`models.adapters.load_sharing_bases`); read from the
+    manifests and cascade.json, before any weights. A LoRA fine-tune alone on its base is left to `load_run`
+    (merged: the faster path for one model)."""
     folders: dict[str, Path] = {}  # adapter key -> a fine-tuned scorer's folder
     owners: dict[str, tuple[str, str]] = {}  # adapter key -> (model name, "run" or the cascade stage)
-    for name, served in models.items():
-        kind, model_dir = served.run.manifest.kind, served.run.path / MODEL
+    for name, path in runs.items():
+        kind, model_dir = run_manifest(path).kind, Path(path) / MODEL
         stages = {"run": model_dir} if kind == FineTunedScorer.kind else {}
         if kind == Cascade.kind:
             stage_kinds = json.loads((model_dir / "cascade.json").read_text())["stage_kinds"]
@@ -145,17 +155,13 @@ def _share_bases(models: dict[str, ServedModel]) -> None:
         for stage, folder in stages.items():
             key = f"m{len(folders)}_{stage}"  # PEFT module names: no '.', and not a single letter
             folders[key], owners[key] = folder, (name, stage)
+    shared: dict[str, dict[str, FineTunedScorer]] = {}
     if len(folders) < 2:
-        return
+        return shared
     for key, scorer in load_sharing_bases(folders).items():
         name, stage = owners[key]
-        served = models[name]
-        if stage == "run":
-            set_preprocessing(scorer, served.run.manifest.preprocessing)
-            served.run.scorer = scorer
-            served.cascade = as_cascade(served.run)
-        else:
-            setattr(served.cascade, stage, scorer)
+        shared.setdefault(name, {})[stage] = scorer
+    return shared
 
 
 @dataclass(frozen=True)
