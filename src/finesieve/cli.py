@@ -1190,6 +1190,52 @@ def cascade_fit(
     print(f"run written to {run.run_dir}")
 
 
+@app.command("monitor")
+@_guard
+def monitor(
+    run: Annotated[Path, typer.Argument(help="The served model's run directory (its reference statistics).")],
+    db: ServiceDb = "sqlite:///./finesieve.db",
+    model: Annotated[
+        str | None, typer.Option(help="The model's serving name (default: the run folder's name).")
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="Window start, ISO date or time (UTC), e.g. 2026-12-01.")] = None,
+    until: Annotated[str | None, typer.Option(help="Window end (exclusive), ISO date or time (UTC).")] = None,
+    psi_alert: Annotated[float, typer.Option(min=0.0, help="Alert when a class's score PSI exceeds this.")] = 0.25,
+    out: Annotated[Path | None, typer.Option(help="Also write the report as JSON here (never overwritten).")] = None,
+) -> None:
+    """Slow evals from reviewers (queue precision, overturn rate, audit-based recall, with intervals) and score
+    drift against the run's validation scores, for one window of the service's messages. Exit code 3 on an alert."""
+    from datetime import datetime
+
+    from finesieve.serve.monitoring import monitor_report
+
+    def when(value: str | None, flag: str) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            return datetime.fromisoformat(value).replace(tzinfo=None)
+        except ValueError as err:
+            raise typer.BadParameter(f"{value!r} is not an ISO date or time, e.g. 2026-12-01", param_hint=flag) from err
+
+    if out is not None and out.exists():
+        raise typer.BadParameter(f"{out} exists already: choose another file", param_hint="--out")
+    report = monitor_report(
+        db,
+        str(run),
+        model or run.resolve().name,
+        since=when(since, "--since"),
+        until=when(until, "--until"),
+        psi_alert=psi_alert,
+    )
+    print(json.dumps(report, indent=2, default=str))
+    if out is not None:
+        out.write_text(json.dumps(report, indent=2, default=str))
+    for alert in report["alerts"]:
+        console.print(f"[red]alert:[/red] {alert}", highlight=False)
+    if report["alerts"]:
+        raise typer.Exit(3)
+
+
 serve_key_app = typer.Typer(help="API keys of the moderation service.", no_args_is_help=True)
 app.add_typer(serve_key_app, name="serve-key")
 ServiceDb = Annotated[
