@@ -1200,13 +1200,20 @@ def monitor(
     ] = None,
     since: Annotated[str | None, typer.Option(help="Window start, ISO date or time (UTC), e.g. 2026-12-01.")] = None,
     until: Annotated[str | None, typer.Option(help="Window end (exclusive), ISO date or time (UTC).")] = None,
-    psi_alert: Annotated[float, typer.Option(min=0.0, help="Alert when a class's score PSI exceeds this.")] = 0.25,
+    thresholds: Annotated[
+        Path | None, typer.Option(help="YAML of alert thresholds (psi, min_queue_precision, max_overturn_rate, ...).")
+    ] = None,
+    psi_alert: Annotated[
+        float | None, typer.Option(min=0.0, help="Alert when a class's score PSI exceeds this (default 0.25).")
+    ] = None,
+    webhook: Annotated[str | None, typer.Option(help="POST the alerts (JSON) to this URL when any is raised.")] = None,
     out: Annotated[Path | None, typer.Option(help="Also write the report as JSON here (never overwritten).")] = None,
 ) -> None:
     """Slow evals from reviewers (queue precision, overturn rate, audit-based recall, with intervals) and score
     drift against the run's validation scores, for one window of the service's messages. Exit code 3 on an alert."""
     from datetime import datetime
 
+    from finesieve.monitor.alerts import AlertThresholds, send_webhook
     from finesieve.serve.monitoring import monitor_report
 
     def when(value: str | None, flag: str) -> datetime | None:
@@ -1219,19 +1226,21 @@ def monitor(
 
     if out is not None and out.exists():
         raise typer.BadParameter(f"{out} exists already: choose another file", param_hint="--out")
+    limits = AlertThresholds.from_yaml(thresholds) if thresholds is not None else AlertThresholds()
+    if psi_alert is not None:
+        limits = limits.model_copy(update={"psi": psi_alert})
+    name = model or run.resolve().name
     report = monitor_report(
-        db,
-        str(run),
-        model or run.resolve().name,
-        since=when(since, "--since"),
-        until=when(until, "--until"),
-        psi_alert=psi_alert,
+        db, str(run), name, since=when(since, "--since"), until=when(until, "--until"), thresholds=limits
     )
     print(json.dumps(report, indent=2, default=str))
     if out is not None:
         out.write_text(json.dumps(report, indent=2, default=str))
     for alert in report["alerts"]:
         console.print(f"[red]alert:[/red] {alert}", highlight=False)
+    if report["alerts"] and webhook:
+        status = send_webhook(webhook, {"model": name, "alerts": report["alerts"], "report": report})
+        console.print(f"alerts sent to {webhook} (HTTP {status})", highlight=False)
     if report["alerts"]:
         raise typer.Exit(3)
 

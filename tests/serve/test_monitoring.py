@@ -48,7 +48,9 @@ def review_everything(engine, labels: dict[str, str]) -> None:
             queue.decide(session, item.id, "rita", violation, "spam" if violation else None, None)
 
 
-def test_monitor_reports_slow_evals_and_alerts_on_drift(db_url, tmp_path, service_cascade, sms_unseen):
+def test_monitor_reports_slow_evals_and_alerts_on_drift(
+    db_url, tmp_path, service_cascade, sms_unseen, webhook_receiver
+):
     run = monitored_run(tmp_path, service_cascade, sms_unseen)
     rows = sms_unseen.iloc[:400]
     labels = dict(zip(rows["msg_id"], rows["label"]))
@@ -75,16 +77,27 @@ def test_monitor_reports_slow_evals_and_alerts_on_drift(db_url, tmp_path, servic
         assert report["slow_evals"]["recall"]["value"] is not None
         assert report["drift"]["spam"]["n"] == 400 and report["drift"]["spam"]["psi"] < 0.25
         assert report["alerts"] == []
+        strict = tmp_path / "alerts.yaml"
+        strict.write_text("min_queue_precision: 0.999\n")  # above the whole interval of the measured precision
+        alerted = CliRunner().invoke(
+            cli_app, ["monitor", str(run), "--db", db_url, "--model", "spam"] + ["--thresholds", str(strict)]
+        )
+        assert alerted.exit_code == 3 and "alert: queue precision" in alerted.output
 
         # A window of spam only: the score distribution moves far from validation's, and the command alerts.
         shift_start = utcnow()
         spam = sms_unseen[sms_unseen["label"] == "spam"]
         moderator.moderate("spam", [MessageIn(t, id=f"late-{i}") for i, t in enumerate(spam["text"])])
+        hook = webhook_receiver
         shifted = CliRunner().invoke(
-            cli_app, ["monitor", str(run), "--db", db_url, "--model", "spam", "--since", shift_start.isoformat()]
+            cli_app,
+            ["monitor", str(run), "--db", db_url, "--model", "spam", "--since", shift_start.isoformat()]
+            + ["--webhook", hook.url],
         )
         assert shifted.exit_code == 3, shifted.output
-        assert "alert: score drift on 'spam'" in shifted.output
+        assert "alert: score drift on 'spam'" in shifted.output and f"alerts sent to {hook.url}" in shifted.output
+        (sent,) = hook.bodies
+        assert sent["model"] == "spam" and sent["alerts"][0].startswith("score drift on 'spam'")
         drifted = json.loads(shifted.stdout[: shifted.stdout.rindex("}") + 1])
         assert drifted["messages"] == len(spam) and drifted["drift"]["spam"]["psi"] > 0.25
         with Session(engine) as session:

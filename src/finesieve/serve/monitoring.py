@@ -20,6 +20,7 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from finesieve.monitor.alerts import AlertThresholds, alerts_for
 from finesieve.serve.db import Message, ReviewItem, connect
 
 BATCH_ROWS = 5000
@@ -77,10 +78,10 @@ def monitor_report(
     *,
     since: datetime | None = None,
     until: datetime | None = None,
-    psi_alert: float = 0.25,
+    thresholds: AlertThresholds | None = None,
 ) -> dict:
-    """The window's slow evals and score drift against `run_dir`'s reference statistics, and the alerts raised
-    (a class whose score PSI exceeds `psi_alert`). What `finesieve monitor` prints and writes."""
+    """The window's slow evals and score drift against `run_dir`'s reference statistics, and the alerts that
+    `thresholds` (default: `AlertThresholds()`) raise on them. What `finesieve monitor` prints and writes."""
     from finesieve.data.errors import ConfigError
     from finesieve.monitor.drift import score_drift
     from finesieve.monitor.slow_evals import slow_evals
@@ -97,11 +98,7 @@ def monitor_report(
     flagged = n - window.actions.get("deliver", 0)
     evals = slow_evals(window.reviews, flagged=flagged, delivered=window.actions.get("deliver", 0))
     drift = score_drift(reference, {c: s for c, s in window.scores.items() if c in reference.score_histograms})
-    alerts = [
-        f"score drift on {name!r}: PSI {d.psi:.3f} > {psi_alert:g} (KS {d.ks:.3f}, p={d.ks_pvalue:.2g}, n={d.n})"
-        for name, d in drift.items()
-        if d.psi > psi_alert
-    ]
+    alerts = alerts_for(thresholds or AlertThresholds(), drift, evals)
     return {
         "model": model,
         "run": str(run_dir),
