@@ -55,6 +55,8 @@ def test_drift_alerts_follow_the_psi_threshold():
     (alert,) = alerts_for(AlertThresholds(), drift, evals)
     assert alert.startswith("score drift on 'spam': PSI 0.300 > 0.25")
     assert alerts_for(AlertThresholds(psi=None), drift, evals) == []
+    tiny = {"spam": ScoreDrift(psi=1.9, ks=0.46, ks_pvalue=0.23, n=5)}  # a demo's five messages
+    assert alerts_for(AlertThresholds(), tiny, evals) == []
 
 
 def test_the_webhook_posts_the_alerts_and_a_dead_endpoint_is_named(webhook_receiver):

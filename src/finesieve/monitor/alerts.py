@@ -8,13 +8,15 @@ webhook that carries them.
 
 alerts.yaml (every key optional; a missing one keeps its default, None switches a check off):
 
-    psi: 0.25                   # a class's score PSI above this
+    psi: 0.25                   # a class's score PSI above this ...
+    drift_pvalue: 0.01          # ... and the KS test's p-value below this (a tiny window's PSI is noise)
     min_queue_precision: null   # reviewers find fewer violations among flags than this (upper bound of its interval)
     max_overturn_rate: null     # reviewers overturn more decisions than this (lower bound of its interval)
     min_recall: null            # recall from the audit sample below this (upper bound of its interval)
 
-The slow evals alert only when the whole interval is past the threshold: a small window with a bad-looking but
-uncertain figure is reported, not alerted on.
+Nothing alerts on noise: drift needs both a large PSI and a significant KS test (5 messages can have a PSI of 2),
+and a slow eval alerts only when its whole interval is past the threshold; a small window with a bad-looking
+but uncertain figure is reported, not alerted on.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ WEBHOOK_TIMEOUT_S = 10.0
 class AlertThresholds(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    psi: float | None = Field(0.25, ge=0, description="Alert when a class's score PSI exceeds this.")
+    psi: float | None = Field(0.25, ge=0, description="Alert when a class's score PSI exceeds this ...")
+    drift_pvalue: float = Field(
+        0.01, gt=0, le=1, description="... and the shift is significant: the KS p-value is below this."
+    )
     min_queue_precision: float | None = Field(None, ge=0, le=1, description="Alert below this queue precision.")
     max_overturn_rate: float | None = Field(None, ge=0, le=1, description="Alert above this overturn rate.")
     min_recall: float | None = Field(None, ge=0, le=1, description="Alert below this estimated recall.")
@@ -62,7 +67,7 @@ def alerts_for(thresholds: AlertThresholds, drift: dict[str, ScoreDrift], evals:
     alerts = []
     if thresholds.psi is not None:
         for name, d in drift.items():
-            if d.psi > thresholds.psi:
+            if d.psi > thresholds.psi and d.ks_pvalue < thresholds.drift_pvalue:
                 alerts.append(
                     f"score drift on {name!r}: PSI {d.psi:.3f} > {thresholds.psi:g} "
                     f"(KS {d.ks:.3f}, p={d.ks_pvalue:.2g}, n={d.n})"
