@@ -1214,6 +1214,7 @@ def monitor(
     from datetime import datetime
 
     from finesieve.monitor.alerts import AlertThresholds, send_webhook
+    from finesieve.outputs import check_output_file, write_text
     from finesieve.serve.monitoring import monitor_report
 
     def when(value: str | None, flag: str) -> datetime | None:
@@ -1224,8 +1225,10 @@ def monitor(
         except ValueError as err:
             raise typer.BadParameter(f"{value!r} is not an ISO date or time, e.g. 2026-12-01", param_hint=flag) from err
 
-    if out is not None and out.exists():
-        raise typer.BadParameter(f"{out} exists already: choose another file", param_hint="--out")
+    if out is not None:
+        if out.exists():
+            raise typer.BadParameter(f"{out} exists already: choose another file", param_hint="--out")
+        check_output_file(out)  # a folder, or a path under a file: refused before the database is read
     limits = AlertThresholds.from_yaml(thresholds) if thresholds is not None else AlertThresholds()
     if psi_alert is not None:
         limits = limits.model_copy(update={"psi": psi_alert})
@@ -1235,7 +1238,7 @@ def monitor(
     )
     print(json.dumps(report, indent=2, default=str))
     if out is not None:
-        out.write_text(json.dumps(report, indent=2, default=str))
+        write_text(out, json.dumps(report, indent=2, default=str))  # atomic: never a half-written report
     for alert in report["alerts"]:
         console.print(f"[red]alert:[/red] {alert}", highlight=False)
     if report["alerts"] and webhook:

@@ -410,11 +410,7 @@ class Moderator:
         classes = [str(c) for c in cascade.classes_]
         positive = [str(c) for c in cascade.positive]
         return {
-            "id": p.id,
-            "model": served.name,
-            "model_version": served.version,
-            "text": text,
-            "text_length": len(text),
+            **_stored_as(served, p, text),
             "action": str(decisions.action[i]),
             "category": str(decisions.category[i] or ""),
             "decided_by": str(decisions.decided_by[i]),
@@ -429,11 +425,7 @@ class Moderator:
 
     def _failure_row(self, served: ServedModel, p: Pending, text: str, reason: str) -> dict:
         return {
-            "id": p.id,
-            "model": served.name,
-            "model_version": served.version,
-            "text": text,
-            "text_length": len(text),
+            **_stored_as(served, p, text),
             "action": self.settings.failure_action,
             "category": "",
             "decided_by": "failure",
@@ -455,6 +447,11 @@ class Moderator:
             elif audit_sampled(row["id"], self.settings.audit_rate):
                 items.append({"message_id": row["id"], "reason": "audit", "priority": AUDIT_PRIORITY})
         return items
+
+
+def _stored_as(served: ServedModel, p: Pending, text: str) -> dict:
+    """The columns of a message row that do not depend on its decision: who it is, which model, the redacted text."""
+    return {"id": p.id, "model": served.name, "model_version": served.version, "text": text, "text_length": len(text)}
 
 
 def batch_groups(models: Mapping[str, ServedModel]) -> list[list[str]]:

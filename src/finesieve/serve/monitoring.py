@@ -20,7 +20,11 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from finesieve.data.errors import ConfigError
 from finesieve.monitor.alerts import AlertThresholds, alerts_for
+from finesieve.monitor.drift import score_drift
+from finesieve.monitor.slow_evals import slow_evals
+from finesieve.runs import run_manifest
 from finesieve.serve.db import Message, ReviewItem, connect
 
 BATCH_ROWS = 5000
@@ -82,11 +86,6 @@ def monitor_report(
 ) -> dict:
     """The window's slow evals and score drift against `run_dir`'s reference statistics, and the alerts that
     `thresholds` (default: `AlertThresholds()`) raise on them. What `finesieve monitor` prints and writes."""
-    from finesieve.data.errors import ConfigError
-    from finesieve.monitor.drift import score_drift
-    from finesieve.monitor.slow_evals import slow_evals
-    from finesieve.runs import run_manifest
-
     reference = run_manifest(run_dir).reference
     if reference is None:
         raise ConfigError(
