@@ -125,6 +125,9 @@ def test_a_run_directory_written_before_the_typed_manifest_loads_and_scores_the_
     manifest_path = tmp_path / "run" / "manifest.json"
     written = json.loads(manifest_path.read_text())
     assert written["schema_version"] == SCHEMA_VERSION and written["reference"]["n"] > 0
+    inputs = written["reference"]["inputs"]  # input statistics of the validation texts, vocabulary from train
+    assert inputs["n"] == written["reference"]["n"] and len(inputs["vocabulary"]) > 1000
+    assert inputs["embeddings"] is None  # the quick reference kinds do not pay for embeddings unless asked
     assert written["preprocessing"] == Preprocessing(text_field="text").model_dump(mode="json")
     raw = ["WINNER! call 09061701461 to claim your prize", "see you at 5, mail me at ann@example.com"]
     expected = load_scorer(tmp_path / "run")[0].predict_proba(raw)
@@ -134,3 +137,21 @@ def test_a_run_directory_written_before_the_typed_manifest_loads_and_scores_the_
     assert run.manifest.schema_version == SCHEMA_VERSION and run.threshold == pytest.approx(fitted.threshold)
     assert run.preprocessing == Preprocessing()  # what version 1 always applied, for the text column "text"
     np.testing.assert_allclose(run.scorer.predict_proba(raw), expected)
+
+
+def test_a_manifest_whose_reference_has_no_input_statistics_still_loads(tmp_path):
+    reference = reference_stats(np.array([[0.8, 0.2], [0.3, 0.7]]), ["ham", "spam"], ["hi there", "WIN <URL>"])
+    raw = {
+        **V1,
+        "schema_version": 2,
+        "task": {"kind": "classification", **V1["task"]},
+        "reference": reference.model_dump(mode="json"),
+    }
+    assert "inputs" in raw["reference"] and raw["reference"].pop("inputs") is None
+    (tmp_path / "m.json").write_text(json.dumps(raw))
+    m = read_manifest(tmp_path / "m.json")
+    assert m.reference.inputs is None and m.reference.n == 2
+    raw["reference"]["inputs"] = {"n": 2, "unknown": 1}
+    (tmp_path / "m.json").write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match=r"reference\.inputs"):
+        read_manifest(tmp_path / "m.json")

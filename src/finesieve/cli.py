@@ -126,6 +126,16 @@ LABELLED = ("text_col", "label_col", "label_sep", "id_col", "classes", "file_for
 UNLABELLED = ("text_col", "file_format", "encoding")
 
 
+ReferenceEmbeddings = Annotated[
+    bool,
+    typer.Option(
+        "--reference-embeddings/--no-reference-embeddings",
+        help="Save sentence embeddings of a validation sample with the run, for the monitor's embedding distance "
+        "(a few seconds with the packaged MiniLM).",
+    ),
+]
+
+
 def column_options(*, labelled: bool, extras: tuple[str, ...] = ()):
     """Give a command the shared column flags and call it with one built `ColumnSpec` as `spec`.
 
@@ -942,6 +952,7 @@ def train_command(
     corner: Annotated[
         list[Path] | None, typer.Option(help="Corner-case file evaluated separately; repeatable.")
     ] = None,
+    reference_embeddings: ReferenceEmbeddings = True,
 ) -> None:
     """Fine-tune a transformer (LoRA by default) and write a run directory scored by `finesieve eval RUN`."""
     from finesieve.data.split import SplitConfig
@@ -992,6 +1003,7 @@ def train_command(
         corner_sets=corner_sets,
         resume=resume,
         overwrite=overwrite,
+        reference_embeddings=reference_embeddings,
     )
     m = fitted.test_result.to_dict()
     t = fitted.scorer.training_
@@ -999,6 +1011,86 @@ def train_command(
         f"fine-tuned {cfg.model} ({cfg.method}): {_metrics_line(m)} at threshold {fitted.threshold:.3f}; "
         f"{t['steps']} steps in {t['seconds']:.0f} s; scoring {m['messages_per_second']} msgs/s; run written to {fitted.run_dir}"
     )
+
+
+GATE_REFUSED = 4  # `finesieve retrain`'s exit code when the regression gate refuses the candidate
+
+
+@app.command("retrain")
+@_guard
+def retrain_command(
+    parent_run: Annotated[
+        Path, typer.Argument(help="The run to retrain; its recorded data file and splits.json are reloaded.")
+    ],
+    fresh: Annotated[
+        Path,
+        typer.Option(
+            "--fresh",
+            help="Fresh labelled rows in the parent's text and label columns (as data export-reviews writes).",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Run directory to write, with gate.json and gate.html in it.")],
+    replay_from: Annotated[str | None, typer.Option(help="Earlier run (or data file) to replay rows from.")] = None,
+    replay_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Replayed rows as a share of the new training rows.")
+    ] = 0.2,
+    drifted: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A labelled random sample of the new traffic (not only reviewed rows): the gate asks it to improve; "
+            "repeatable."
+        ),
+    ] = None,
+    gate_config: Annotated[
+        Path | None, typer.Option(help="YAML file of regression gate settings (see evals.gate.GateConfig).")
+    ] = None,
+    margin: Annotated[
+        float | None, typer.Option(min=0.0, max=0.5, help="Non-inferiority margin on ROC AUC (default 0.01).")
+    ] = None,
+    overwrite: Overwrite = False,
+    seed: Annotated[
+        int, typer.Option(min=0, max=MAX_SEED, help="Seed of the fresh rows' split and of the replay sample.")
+    ] = 0,
+) -> None:
+    """Retrain a run on fresh labelled rows (plus its training split, and replay), then gate the candidate against it.
+
+    Exit code 0 when the gate promotes the candidate, 4 when it refuses (nothing regresses beyond the margin on the
+    fixed sets, and the fresh slice improves, or not); the run directory is written either way, with the evidence
+    in gate.json and gate.html. Exit code 2 for bad input.
+    """
+    from finesieve.evals.gate import GateConfig
+    from finesieve.train.retrain import load_fresh, retrain
+
+    gate = (
+        GateConfig.from_yaml(gate_config, margin=margin)
+        if gate_config is not None
+        else GateConfig(**({"margin": margin} if margin is not None else {}))
+    )
+    _check_run_output(
+        out,
+        overwrite,
+        {
+            "PARENT_RUN": parent_run,
+            "--fresh": fresh,
+            "--gate-config": gate_config,
+            "--replay-from": replay_from,
+            **{f"--drifted {p}": p for p in drifted or []},
+        },
+    )
+    fitted, verdict = retrain(
+        parent_run,
+        load_fresh(fresh, parent_run),
+        out,
+        replay_from=replay_from,
+        drifted={p.stem: load_fresh(p, parent_run) for p in drifted or []},
+        replay_fraction=replay_fraction,
+        gate=gate,
+        seed=seed,
+        overwrite=overwrite,
+    )
+    print(f"{verdict.summary()}; run written to {fitted.run_dir} (evidence in gate.html)")
+    if not verdict.promote:
+        raise typer.Exit(code=GATE_REFUSED)
 
 
 def _grid_values(text: str, cast, flag: str) -> list:
@@ -1113,6 +1205,7 @@ def cascade_fit(
     overwrite: Overwrite = False,
     n_boot: NBoot = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="Print the fit and test figures as JSON on stdout.")] = False,
+    reference_embeddings: ReferenceEmbeddings = True,
 ) -> None:
     """Fit the cascade's thresholds on the model's validation split and measure it on the test split."""
     from finesieve.cascade.build import fit_cascade, summary_rows
@@ -1156,6 +1249,7 @@ def cascade_fit(
         out=out,
         n_boot=n_boot,
         overwrite=overwrite,
+        reference_embeddings=reference_embeddings,
     )
     for message in run.fit.messages:
         console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
@@ -1194,28 +1288,52 @@ def cascade_fit(
 @_guard
 def monitor(
     run: Annotated[Path, typer.Argument(help="The served model's run directory (its reference statistics).")],
-    db: ServiceDb = "sqlite:///./finesieve.db",
+    db: Annotated[
+        str | None,
+        typer.Option(help="The service's database: sqlite:///PATH or postgresql+psycopg://... (or give --scored)."),
+    ] = None,
+    scored: Annotated[
+        Path | None, typer.Option(help="A file `finesieve score --include-text` wrote, instead of the database.")
+    ] = None,
+    reviews: Annotated[
+        Path | None, typer.Option(help="With --scored: the reviews `finesieve data export-reviews` wrote.")
+    ] = None,
+    scored_time_col: Annotated[
+        str | None, typer.Option("--time-col", help="With --scored: the column of each message's time.")
+    ] = None,
     model: Annotated[
         str | None, typer.Option(help="The model's serving name (default: the run folder's name).")
     ] = None,
-    since: Annotated[str | None, typer.Option(help="Window start, ISO date or time (UTC), e.g. 2026-12-01.")] = None,
-    until: Annotated[str | None, typer.Option(help="Window end (exclusive), ISO date or time (UTC).")] = None,
+    since: Annotated[str | None, typer.Option(help="Period start, ISO date or time (UTC), e.g. 2026-12-01.")] = None,
+    until: Annotated[str | None, typer.Option(help="Period end (exclusive), ISO date or time (UTC).")] = None,
+    every: Annotated[
+        str | None, typer.Option(help="Cut the period into windows of this length (30m, 1h, 1d, 1w).")
+    ] = None,
     thresholds: Annotated[
         Path | None, typer.Option(help="YAML of alert thresholds (psi, min_queue_precision, max_overturn_rate, ...).")
     ] = None,
     psi_alert: Annotated[
         float | None, typer.Option(min=0.0, help="Alert when a class's score PSI exceeds this (default 0.25).")
     ] = None,
+    embeddings: Annotated[
+        bool, typer.Option(help="Measure the embedding distance when the run saved reference embeddings.")
+    ] = True,
     webhook: Annotated[str | None, typer.Option(help="POST the alerts (JSON) to this URL when any is raised.")] = None,
     out: Annotated[Path | None, typer.Option(help="Also write the report as JSON here (never overwritten).")] = None,
+    html: Annotated[
+        Path | None, typer.Option(help="Also write the report as an HTML page with plots (never overwritten).")
+    ] = None,
 ) -> None:
-    """Slow evals from reviewers (queue precision, overturn rate, audit-based recall, with intervals) and score
-    drift against the run's validation scores, for one window of the service's messages. Exit code 3 on an alert."""
+    """Slow evals from reviewers (queue precision, overturn rate, audit-based recall, with intervals), score and
+    input drift against the run's validation statistics and the n-grams that drive it, for the service's messages
+    or a scored file, in one window or over time (--every). Exit code 3 on an alert."""
     from datetime import datetime
 
     from finesieve.monitor.alerts import AlertThresholds, send_webhook
+    from finesieve.monitor.report import write_monitor_report
     from finesieve.outputs import check_output_file, write_text
-    from finesieve.serve.monitoring import monitor_report
+    from finesieve.serve.monitoring import monitor as monitor_traffic
+    from finesieve.serve.monitoring import over_time, parse_every, report_alerts
 
     def when(value: str | None, flag: str) -> datetime | None:
         if value is None:
@@ -1225,27 +1343,118 @@ def monitor(
         except ValueError as err:
             raise typer.BadParameter(f"{value!r} is not an ISO date or time, e.g. 2026-12-01", param_hint=flag) from err
 
-    if out is not None:
-        if out.exists():
-            raise typer.BadParameter(f"{out} exists already: choose another file", param_hint="--out")
-        check_output_file(out)  # a folder, or a path under a file: refused before the database is read
+    for flag, path in (("--out", out), ("--html", html)):
+        if path is not None:
+            if path.exists():
+                raise typer.BadParameter(f"{path} exists already: choose another file", param_hint=flag)
+            check_output_file(path)  # a folder, or a path under a file: refused before the data is read
     limits = AlertThresholds.from_yaml(thresholds) if thresholds is not None else AlertThresholds()
     if psi_alert is not None:
         limits = limits.model_copy(update={"psi": psi_alert})
-    name = model or run.resolve().name
-    report = monitor_report(
-        db, str(run), name, since=when(since, "--since"), until=when(until, "--until"), thresholds=limits
+    report = monitor_traffic(
+        run,
+        database_url=db,
+        scored=scored,
+        reviews=reviews,
+        time_col=scored_time_col,
+        model=model,
+        since=when(since, "--since"),
+        until=when(until, "--until"),
+        every=parse_every(every) if every else None,
+        thresholds=limits,
+        embeddings=embeddings,
     )
     print(json.dumps(report, indent=2, default=str))
     if out is not None:
         write_text(out, json.dumps(report, indent=2, default=str))  # atomic: never a half-written report
-    for alert in report["alerts"]:
+    if html is not None:
+        console.print(f"report written to {write_monitor_report(over_time(report), html, thresholds=limits)}")
+    alerts = report_alerts(report)
+    for alert in alerts:
         console.print(f"[red]alert:[/red] {alert}", highlight=False)
-    if report["alerts"] and webhook:
-        status = send_webhook(webhook, {"model": name, "alerts": report["alerts"], "report": report})
+    if alerts and webhook:
+        status = send_webhook(webhook, {"model": report["model"], "alerts": alerts, "report": report})
         console.print(f"alerts sent to {webhook} (HTTP {status})", highlight=False)
-    if report["alerts"]:
+    if alerts:
         raise typer.Exit(3)
+
+
+# --- the model registry: register, promote, rollback, registry list (finesieve.registry) ---------------------------
+
+registry_app = typer.Typer(help="Model versions in MLflow's model registry, with their lineage.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+RegistryUri = Annotated[
+    str | None,
+    typer.Option(
+        "--registry",
+        help="MLflow registry store (default: $FINESIEVE_REGISTRY_URI, else sqlite:///registry/mlflow.db here).",
+    ),
+]
+
+
+@app.command("register")
+@_guard
+def register_command(
+    run: Annotated[Path, typer.Argument(help="The run directory to register (it is pointed at, not copied).")],
+    name: Annotated[str, typer.Option("--name", help="The registered model's name, e.g. spam.")],
+    alias: Annotated[str | None, typer.Option(help="Also point this alias at it, e.g. challenger.")] = None,
+    registry_uri: RegistryUri = None,
+) -> None:
+    """Register a run directory as the next version of a model, with its lineage (manifest hash, parent run, data
+    hashes, test metrics, retraining gate verdict)."""
+    from finesieve.registry import register
+
+    version = register(run, name, alias=alias, uri=registry_uri)
+    print(f"{name} version {version}: {run.resolve()}" + (f" (alias {alias})" if alias else ""))
+
+
+@app.command("promote")
+@_guard
+def promote_command(
+    name: Annotated[str, typer.Argument(help="The registered model's name.")],
+    version: Annotated[
+        int | None, typer.Option(min=1, help="The version to promote (default: the challenger).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Promote even a version the retraining gate refused.")] = False,
+    registry_uri: RegistryUri = None,
+) -> None:
+    """Point `champion` at a version (default: the challenger); the champion it replaces becomes `previous`. A
+    service serving registry:NAME@champion switches on POST /v1/admin/models/NAME/reload or its registry poll."""
+    from finesieve.registry import promote
+
+    print(promote(name, version, force=force, uri=registry_uri))
+
+
+@app.command("rollback")
+@_guard
+def rollback_command(
+    name: Annotated[str, typer.Argument(help="The registered model's name.")], registry_uri: RegistryUri = None
+) -> None:
+    """Point `champion` back at the `previous` version (the one the last promote replaced)."""
+    from finesieve.registry import rollback
+
+    print(rollback(name, uri=registry_uri))
+
+
+@registry_app.command("list")
+@_guard
+def registry_list(
+    name: Annotated[str, typer.Argument(help="The registered model's name.")], registry_uri: RegistryUri = None
+) -> None:
+    """Every version of a model with its aliases and lineage, then every recorded change, oldest first."""
+    from finesieve.registry import describe
+
+    model = describe(name, uri=registry_uri)
+    print(f"{model.name}: " + (", ".join(f"{a} -> {v}" for a, v in sorted(model.aliases.items())) or "no aliases"))
+    for v in model.versions:
+        print(f"version {v.version}\t{','.join(v.aliases) or '-'}\t{v.created}\t{v.run_dir}")
+        for key, value in sorted(v.lineage.items()):
+            if key != "run_dir":
+                print(f"    {key}: {value}")
+    print("history:")
+    for event in model.history:
+        details = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("at", "action"))
+        print(f"  {event['at']}\t{event['action']}\t{details}")
 
 
 serve_key_app = typer.Typer(help="API keys of the moderation service.", no_args_is_help=True)
@@ -1258,14 +1467,37 @@ ServiceDb = Annotated[
 @app.command("serve")
 @_guard
 def serve_command(
-    runs: Annotated[list[Path], typer.Argument(help="Run directories to serve (a cascade or a single scorer each).")],
+    runs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Run directories to serve (a cascade or a single scorer each), or registry references such as "
+            "registry:spam@champion."
+        ),
+    ],
     db: ServiceDb = "sqlite:///./finesieve.db",
     host: Annotated[
         str, typer.Option(help="Address to listen on; anything but loopback needs an API key.")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
     name: Annotated[
-        list[str] | None, typer.Option("--name", help="Model name per run, in order (default: the run folder's name).")
+        list[str] | None,
+        typer.Option(
+            "--name", help="Model name per run, in order (default: the run folder's name, or the registered name)."
+        ),
+    ] = None,
+    shadow: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=RUN_OR_REF: also score model NAME's messages with this run (e.g. spam=registry:spam@challenger);"
+            " its scores are stored, never acted on. Repeatable."
+        ),
+    ] = None,
+    registry: Annotated[
+        str | None,
+        typer.Option(help="MLflow registry store for registry: references (default: see finesieve.registry)."),
+    ] = None,
+    registry_poll: Annotated[
+        float | None, typer.Option(min=1.0, help="Seconds between checks of the registry aliases (switch on a move).")
     ] = None,
     audit_rate: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of delivered messages also queued for review.")
@@ -1292,18 +1524,30 @@ def serve_command(
     ] = "full",
 ) -> None:
     """Serve runs over HTTP: POST /v1/moderate decides, stores and queues messages for review."""
+    from finesieve.registry import is_ref, parse_ref
     from finesieve.serve.service import run_service
     from finesieve.serve.settings import ServiceSettings
 
     names = list(name or [])
     if names and len(names) != len(runs):
         raise ConfigError(f"{len(names)} --name for {len(runs)} runs: give one --name per run, in order, or none")
-    names = names or [run.resolve().name for run in runs]
+    names = names or [parse_ref(run).name if is_ref(run) else Path(run).resolve().name for run in runs]
+    shadows = {}
+    for item in shadow or []:
+        model_name, sep, source = item.partition("=")
+        if not sep or not model_name or not source:
+            raise typer.BadParameter(
+                f"{item!r}: write NAME=RUN_OR_REF, e.g. spam=registry:spam@challenger", param_hint="--shadow"
+            )
+        shadows[model_name] = source
     if len(set(names)) != len(names):
         raise ConfigError(f"model names {names} repeat: give each run its own --name")
     settings = ServiceSettings(
         database_url=db,
         runs=dict(zip(names, runs)),
+        shadow=shadows,
+        registry_uri=registry,
+        registry_poll_s=registry_poll,
         host=host,
         port=port,
         audit_rate=audit_rate,

@@ -186,6 +186,7 @@ def run_demo(
         out=runs / "cascade",
         n_boot=n_boot,
         overwrite=True,
+        reference_embeddings=True,  # the served run: the monitor's embedding distance needs them
     )
     for message in cascade.fit.messages:
         console.print(f"[yellow]warning:[/yellow] {message}")

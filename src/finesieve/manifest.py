@@ -14,11 +14,21 @@ Schema versions:
      adds (training, replay, tracking, cascade) are kept as they are.
 Reading a version-1 manifest migrates it (`migrate`): the task is typed, the preprocessing is the one version 1
 always applied, and what version 1 never recorded (base weights hash, reference statistics) is None.
+
+The reference's input statistics (`InputReference`, `reference.inputs`; None in runs written before them) are
+computed here from the texts as the scorer saw them (cleaned and redacted, as the service stores them), with the
+text statistics `finesieve.monitor.inputs` measures production windows with (`finesieve.data.text_stats`), so the
+reference and a window are counted the same way.
+
+    inputs = input_reference(train.texts, val.texts)       # vocabulary from train; shares and rates from val
+    inputs.oov_rate, inputs.entity_share["PHONE"], inputs.ngram_shares["call <PHONE>"]
 """
 
 from __future__ import annotations
 
+import io
 import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,11 +39,27 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from finesieve.data.errors import ConfigError, config_error
 from finesieve.data.preprocess import Preprocessing
 from finesieve.data.task import ClassificationTask, GenerationTask, RankingTask, task_from_manifest
-from finesieve.outputs import write_text
+from finesieve.data.text_stats import (
+    LENGTH_BINS,
+    SCRIPTS,
+    entity_shares,
+    length_histogram,
+    ngram_document_counts,
+    oov_rate,
+    script_counts,
+    tokens,
+    words,
+)
+from finesieve.outputs import atomic_file, write_text
 
 SCHEMA_VERSION = 2
 LENGTH_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 SCORE_BINS = 20  # equal-width bins of [0, 1] for the validation score histograms
+# Text length bins in characters: fine where short messages (SMS, tweets) differ, coarse for documents; a longer
+# text counts in the last bin.
+VOCABULARY_SIZE = 5000  # most frequent training words: the vocabulary the out-of-vocabulary rate is measured against
+REFERENCE_NGRAMS = 1000  # validation n-grams whose document share is kept
+REFERENCE_EMBEDDINGS = "model/reference_embeddings.npy"  # under model/, so the run's `files` hashes it
 
 
 class BaseWeights(BaseModel):
@@ -46,6 +72,37 @@ class BaseWeights(BaseModel):
         None,
         description="sha256 over the weight files' bytes (sorted by name); "
         "None for runs written before it was recorded.",
+    )
+
+
+class InputReference(BaseModel):
+    """The validation texts as the scorer saw them (cleaned, redacted): what input drift is measured against."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n: int = Field(description="Validation texts the statistics are computed on.")
+    length_bins: tuple[float, ...] = Field(description="Edges of the text length histogram, in characters.")
+    length_histogram: tuple[int, ...] = Field(description="Validation texts per length bin.")
+    entity_share: dict[str, float] = Field(
+        description="Per redacted entity (EMAIL, PHONE, ...): share of validation texts holding its placeholder."
+    )
+    vocabulary: tuple[str, ...] = Field(
+        description=f"The most frequent lowercased word tokens of the training split (up to {VOCABULARY_SIZE})."
+    )
+    oov_rate: float | None = Field(
+        description="Share of the validation split's word tokens outside `vocabulary` (None: no words)."
+    )
+    script_mix: dict[str, float] = Field(
+        description=f"Share of the validation letters per Unicode script ({', '.join(SCRIPTS)})."
+    )
+    ngram_shares: dict[str, float] = Field(
+        description=f"Document share of the validation split's {REFERENCE_NGRAMS} most common word uni- and "
+        "bigrams (share of texts holding each at least once)."
+    )
+    embeddings: str | None = Field(
+        None,
+        description="Sentence embeddings (float16, all-MiniLM-L6-v2) of up to 256 validation "
+        "texts, as a .npy path relative to the run directory; None when they were not computed.",
     )
 
 
@@ -63,6 +120,9 @@ class ReferenceStats(BaseModel):
     flag_rate: float | None = Field(
         None,
         description="Share of validation messages at or above the operating threshold (None when the task has none).",
+    )
+    inputs: InputReference | None = Field(
+        None, description="Input statistics of the validation texts (None in runs written before they were kept)."
     )
 
 
@@ -142,9 +202,18 @@ def write_manifest(manifest: RunManifest, path: str | Path) -> Path:
 
 
 def reference_stats(
-    proba: np.ndarray, classes: Sequence[str], texts: Sequence[str], flagged: np.ndarray | None = None
+    proba: np.ndarray,
+    classes: Sequence[str],
+    texts: Sequence[str],
+    flagged: np.ndarray | None = None,
+    *,
+    train_texts: Sequence[str] | None = None,
+    embeddings_file: str | None = None,
 ) -> ReferenceStats:
-    """Reference statistics from a scorer's validation probabilities (n, n_classes) and the validation texts."""
+    """Reference statistics from a scorer's validation probabilities (n, n_classes) and the validation texts.
+
+    With `train_texts` (the training split, for the vocabulary) the input statistics are kept too
+    (`input_reference`); `embeddings_file` names the reference embeddings the caller saved in the run directory."""
     proba = np.asarray(proba, dtype=float)
     edges = np.linspace(0.0, 1.0, SCORE_BINS + 1)
     histograms = {
@@ -161,8 +230,60 @@ def reference_stats(
         score_histograms=histograms,
         length_quantiles=quantiles,
         flag_rate=float(np.mean(flagged)) if flagged is not None and len(flagged) else None,
+        inputs=input_reference(train_texts, texts, embeddings_file) if train_texts is not None else None,
     )
 
 
 def as_dict(manifest: RunManifest) -> dict[str, Any]:
     return manifest.model_dump(mode="json")
+
+
+def input_reference(
+    train_texts: Sequence[str], val_texts: Sequence[str], embeddings_file: str | None = None
+) -> InputReference:
+    """The input statistics of the validation texts; the vocabulary is the training split's commonest words."""
+    frequency = Counter(w for t in train_texts for w in words(tokens(t)))
+    # Sorted by count, then alphabetically: the same data gives the same vocabulary, whatever the row order.
+    vocabulary = tuple(w for w, _ in sorted(frequency.items(), key=lambda kv: (-kv[1], kv[0]))[:VOCABULARY_SIZE])
+    scripts = script_counts(val_texts)
+    letters = sum(scripts.values())
+    shares = ngram_document_counts(val_texts)
+    kept = sorted(shares.items(), key=lambda kv: (-kv[1], kv[0]))[:REFERENCE_NGRAMS]
+    n = len(val_texts)
+    return InputReference(
+        n=n,
+        length_bins=tuple(float(e) for e in LENGTH_BINS),
+        length_histogram=tuple(int(c) for c in length_histogram(val_texts)),
+        entity_share=entity_shares(val_texts),
+        vocabulary=vocabulary,
+        oov_rate=oov_rate(val_texts, vocabulary),
+        script_mix={s: c / letters if letters else 0.0 for s, c in scripts.items()},
+        ngram_shares={g: c / n for g, c in kept},
+        embeddings=embeddings_file,
+    )
+
+
+def write_reference_embeddings(run_dir: str | Path, texts: Sequence[str]) -> str:
+    """Embed a sample of the validation `texts` and save it (float16) at `REFERENCE_EMBEDDINGS` under `run_dir`
+    (a run's staging folder, before the run is saved, so `files` records its hash); returns that relative path."""
+    from finesieve.models.sentence_embeddings import embed_texts, embedding_sample  # torch only when asked
+
+    buffer = io.BytesIO()
+    np.save(buffer, embed_texts(embedding_sample(texts)).astype(np.float16), allow_pickle=False)
+    with atomic_file(Path(run_dir) / REFERENCE_EMBEDDINGS, "wb") as fh:
+        fh.write(buffer.getvalue())
+    return REFERENCE_EMBEDDINGS
+
+
+def read_reference_embeddings(run_dir: str | Path, inputs: InputReference) -> np.ndarray | None:
+    """The reference embeddings (n, dim) float32 a run saved, or None when it saved none."""
+    if inputs.embeddings is None:
+        return None
+    path = Path(run_dir) / inputs.embeddings
+    try:
+        return np.load(path, allow_pickle=False).astype(np.float32)
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"{path}: cannot read the reference embeddings the manifest names ({err}); the run directory is "
+            "incomplete or damaged. Fix: restore it from a copy, or write the run again"
+        ) from err

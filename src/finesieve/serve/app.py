@@ -15,6 +15,8 @@ Routes (every one but /healthz needs `Authorization: Bearer KEY`, a key made by 
     GET  /ui/                 the reviewer's web pages (login, queue, dashboard; no key: they log in)
     /v1/auth/*, /v1/review/*, /v1/admin/*   reviewers and admins, with a login session and not a key
                               (finesieve.serve.review_routes; users made by `finesieve serve-user create`)
+    POST /v1/admin/models/{name}/reload   an admin switches a model to the run its registry alias names now
+                              (and its shadow), without dropping a request (finesieve.serve.moderation)
 
 A key may call only the models it was created for (403 otherwise), at most `rate_limit_per_s` requests a second
 (429 with Retry-After; finesieve.serve.ratelimit). Bodies over `max_request_bytes` get 413, and
@@ -40,12 +42,15 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 
+from finesieve.data.errors import FinesieveError
 from finesieve.serve import logs, store
 from finesieve.serve.callers import CallerCache
 from finesieve.serve.db import WalCheckpointer, connect
 from finesieve.serve.metrics import ServiceMetrics
-from finesieve.serve.moderation import MessageIn, Moderator, Outcome, ServedModel, load_models
+from finesieve.serve.moderation import MessageIn, Moderator, Outcome, Reload, ServedModel, load_models, load_shadows
+from finesieve.serve.monitor_task import start_monitor, stop_monitor
 from finesieve.serve.ratelimit import retry_after
+from finesieve.serve.review_routes import AdminDep
 from finesieve.serve.review_routes import install as install_review_routes
 from finesieve.serve.schemas import (
     Decision,
@@ -64,26 +69,44 @@ RETENTION_EVERY_S = 3600.0  # how often stored texts past the retention period a
 
 def create_app(settings: ServiceSettings, *, models: dict[str, ServedModel] | None = None) -> FastAPI:
     """The app for `settings`: loads its runs (refusing any that cannot be served) and migrates its database."""
-    models = models if models is not None else load_models(settings.runs)
+    models = models if models is not None else load_models(settings.runs, settings.registry_uri)
+    shadows = load_shadows(settings.shadow, settings.registry_uri)  # one that fails is logged, never fatal
     engine = connect(settings.database_url, settings.sqlite_synchronous, sqlite_autocheckpoint=False)
     metrics = ServiceMetrics()
-    moderator = Moderator(models, engine, settings, metrics)
+    moderator = Moderator(models, engine, settings, metrics, shadows=shadows)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with Session(engine) as session, session.begin():
-            store.audit(session, "service", "start", {"models": {n: m.version for n, m in models.items()}})
+            store.audit(
+                session,
+                "service",
+                "start",
+                {
+                    "models": {n: m.version for n, m in models.items()},
+                    "shadows": {n: m.version for n, m in shadows.items()},
+                },
+            )
         # The models and libraries loaded by now are the bulk of the heap and live as long as the process: moved out of
         # the collector's generations, a full collection no longer walks them (it paused requests for tens of ms).
         gc.freeze()
         checkpointer = WalCheckpointer(engine)  # SQLite: the WAL is checkpointed off the requests' commits
         days = settings.retention_days
         purge = asyncio.create_task(_purge_periodically(engine, days)) if days else None
+        poll = (
+            asyncio.create_task(_poll_registry(moderator, settings.registry_poll_s))
+            if settings.registry_poll_s
+            else None
+        )
+        monitor = start_monitor(settings, moderator, metrics)  # finesieve_monitor_* gauges, off the event loop
         try:
             yield
         finally:
             if purge is not None:
                 purge.cancel()
+            if poll is not None:
+                poll.cancel()
+            await stop_monitor(monitor)
             moderator.close()
             checkpointer.close()
             engine.dispose()
@@ -102,6 +125,7 @@ def create_app(settings: ServiceSettings, *, models: dict[str, ServedModel] | No
     app.include_router(health_router)
     app.include_router(moderation_router)
     app.include_router(messages_router)
+    app.include_router(admin_models_router)  # POST /v1/admin/models/{name}/reload: the hot switch (admin session)
     install_review_routes(app, settings)  # /v1/auth, /v1/review, /v1/admin: reviewer sessions, not API keys
     app.include_router(ui_router)  # the reviewer's web pages (/ui); they call the review API
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -114,6 +138,20 @@ def create_app(settings: ServiceSettings, *, models: dict[str, ServedModel] | No
 
 def _route(request: Request) -> str:
     return getattr(request.scope.get("route"), "path", "unmatched")  # the template: no ids in logs or labels
+
+
+async def _poll_registry(moderator: Moderator, every_s: float) -> None:
+    """Every `every_s`: switch each model whose registry alias moved (loaded on a thread; requests go on)."""
+    while True:
+        await asyncio.sleep(every_s)
+        for done in await asyncio.to_thread(moderator.reload_registry_refs):
+            if done.changed or done.shadow != done.shadow_previous:
+                await asyncio.to_thread(_audit_reload, moderator, "registry-poll", done)
+
+
+def _audit_reload(moderator: Moderator, actor: str, done: Reload) -> None:
+    with Session(moderator.engine) as session, session.begin():
+        store.audit(session, actor, "reload", done.as_dict())
 
 
 async def _purge_periodically(engine, days: int) -> None:
@@ -375,3 +413,22 @@ def get_message(message_id: str, caller: CallerDep, moderator: Moder) -> StoredM
     return StoredMessage(
         **vars(outcome), created_at=row.created_at, text_length=row.text_length, text_stored=row.text is not None
     )
+
+
+admin_models_router = APIRouter(prefix="/v1/admin/models", tags=["admin"])
+
+
+@admin_models_router.post("/{name}/reload")
+async def reload_model(name: str, request: Request, admin: AdminDep) -> dict:
+    """Resolve the model's run (e.g. registry:spam@champion) and its shadow's again, and switch to them when they
+    moved: loaded off the event loop, swapped in at once; requests in flight finish on the old run, none fails.
+    404 for an unknown model; 409 when the new run cannot be served (the old one keeps serving)."""
+    moderator: Moderator = request.app.state.moderator
+    if name not in moderator.models:
+        raise HTTPException(404, f"unknown model {name!r}: this service serves {sorted(moderator.models)}")
+    try:
+        done = await asyncio.to_thread(moderator.reload, name)
+    except FinesieveError as err:
+        raise HTTPException(409, f"model {name!r} not switched, its current run keeps serving: {err}") from None
+    await asyncio.to_thread(_audit_reload, moderator, admin.username, done)
+    return done.as_dict()

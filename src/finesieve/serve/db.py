@@ -56,6 +56,10 @@ class Message(Base):
     rules_fired: Mapped[list] = mapped_column(JSON, default=list)
     latency_ms: Mapped[float] = mapped_column(Float)
     failure: Mapped[str | None] = mapped_column(Text)  # why the model did not decide: the error or the timeout
+    # What the shadow model (finesieve.serve.shadow) would have decided, written after the live decision and never
+    # acted on: {"version", "action", "category", "score", "category_scores"}; NULL without a shadow (or before
+    # it answered). none_as_null: a Python None is SQL NULL, not the JSON value null, so `IS NULL` finds it.
+    shadow_scores: Mapped[dict | None] = mapped_column(JSON(none_as_null=True))
 
 
 class ReviewItem(Base):

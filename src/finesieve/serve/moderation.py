@@ -28,6 +28,14 @@ Loading (`load_models`) refuses a run whose model files differ from the sha256 h
 (`runs.verify_run_files`), and serves a run saved before hashes were recorded with a warning. LoRA fine-tunes among
 the runs (a fine-tuned run, or a cascade stage) that were trained on one base are loaded on one copy of that base,
 each keeping its own adapter, head and calibrator (`models.adapters.load_sharing_bases`).
+
+A run may be named by a registry reference (`registry:spam@champion`, finesieve.registry), resolved when loading.
+`Moderator.reload(name)` resolves the model's reference again and, when it names another run, loads that run on the
+caller's thread and swaps it in with one assignment: each batch reads the model once (`_decide`), so a batch in
+flight finishes on the run it started with, later ones use the new run, none fails, and every row records the
+`model_version` that decided it. A model may have a shadow (`ServiceSettings.shadow`): after a batch is stored, its
+decided messages go to the shadow (finesieve.serve.shadow), which scores them on a thread of its own and stores
+what it would have done in shadow_scores, never touching the answer.
 """
 
 from __future__ import annotations
@@ -35,7 +43,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import math
+import threading
 import time
 import uuid
 import warnings
@@ -50,6 +60,7 @@ from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from finesieve import registry
 from finesieve.data.errors import ConfigError, FinesieveError
 from finesieve.data.preprocess import prepare
 from finesieve.data.redact import Redactor
@@ -65,9 +76,11 @@ from finesieve.serve.batcher import Batcher
 from finesieve.serve.db import Message
 from finesieve.serve.metrics import ServiceMetrics
 from finesieve.serve.settings import ServiceSettings
+from finesieve.serve.shadow import ShadowScorer
 
 FAILURE_PRIORITY = 2.0  # above any score (scores lie in [0, 1]): a message nobody decided is looked at first
 AUDIT_PRIORITY = 0.0
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -92,14 +105,28 @@ def model_version(run_dir: str | Path) -> str:
     return f"{run_dir.resolve().name}@{hashlib.sha256((run_dir / MANIFEST).read_bytes()).hexdigest()}"
 
 
-def load_models(runs: Mapping[str, str | Path]) -> dict[str, ServedModel]:
+def resolve_run(source: str | Path, registry_uri: str | None = None) -> Path:
+    """A run directory, or the one a registry reference (registry:NAME@ALIAS, registry:NAME/N) names now."""
+    return registry.resolve(str(source), uri=registry_uri) if registry.is_ref(str(source)) else Path(source)
+
+
+def load_models(runs: Mapping[str, str | Path], registry_uri: str | None = None) -> dict[str, ServedModel]:
     """Load every run by its serving name; one ConfigError lists every run that cannot be served, with its file.
 
-    LoRA fine-tunes among them (a fine-tuned run, or a cascade's stage) that share a base are loaded first, onto one
+    A registry reference is resolved to its run directory first (`registry_uri`: the registry's store). LoRA
+    fine-tunes among them (a fine-tuned run, or a cascade's stage) that share a base are loaded first, onto one
     copy of it, and handed to `load_run`, so no base is read more than once."""
     if not runs:
         raise ConfigError("no model to serve: name at least one run directory, e.g. `finesieve serve runs/cascade`")
-    verified, problems = {}, []
+    verified, problems, resolved = {}, [], {}
+    for name, source in runs.items():
+        try:
+            resolved[name] = resolve_run(source, registry_uri)
+        except FinesieveError as err:
+            problems.append(f"model {name!r} ({source}): {err}")
+    if problems:
+        raise ConfigError("cannot start the service: " + " | ".join(problems))
+    runs = resolved
     for name, path in runs.items():
         try:
             verified[name] = verify_run_files(path)
@@ -162,6 +189,38 @@ def _load_shared_bases(runs: Mapping[str, str | Path]) -> dict[str, dict[str, Fi
         name, stage = owners[key]
         shared.setdefault(name, {})[stage] = scorer
     return shared
+
+
+def load_shadows(shadow: Mapping[str, str | Path], registry_uri: str | None = None) -> dict[str, ServedModel]:
+    """The shadow models by the name of the model they shadow. One that cannot be loaded is logged and left out: a
+    shadow never stops the service (a `registry:...@challenger` may not exist yet; a reload tries it again)."""
+    shadows = {}
+    for name, source in shadow.items():
+        try:
+            shadows[name] = load_models({name: resolve_run(source, registry_uri)})[name]
+        except (FinesieveError, ValidationError, OSError) as err:
+            log.warning("shadow of model %r (%s) not loaded: %s", name, source, err)
+    return shadows
+
+
+@dataclass(frozen=True)
+class Reload:
+    """What `Moderator.reload` did to one model: its version before and after (equal: unchanged), and its shadow's."""
+
+    model: str
+    source: str
+    previous_version: str
+    version: str
+    shadow_previous: str | None = None
+    shadow: str | None = None
+    shadow_error: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.version != self.previous_version
+
+    def as_dict(self) -> dict:
+        return {**vars(self), "changed": self.changed}
 
 
 @dataclass(frozen=True)
@@ -239,11 +298,23 @@ class Moderator:
         engine: Engine,
         settings: ServiceSettings,
         metrics: ServiceMetrics | None = None,
+        shadows: dict[str, ServedModel] | None = None,
     ):
         self.models = models
         self.engine = engine
         self.settings = settings
         self.metrics = metrics
+        self.shadows = dict(shadows or {})  # served model name -> its shadow; replaced whole by `reload`
+        self.shadow_scorer = (
+            ShadowScorer(
+                engine,
+                max_pending=settings.shadow_queue_max,
+                registry=metrics.registry if metrics is not None else None,
+            )
+            if settings.shadow or self.shadows
+            else None
+        )
+        self._reloading = threading.Lock()  # one reload at a time: two would load the same run twice
         self.batchers: dict[str, Batcher[Pending, Outcome]] = {}
         for group in batch_groups(models):
             batcher: Batcher[Pending, Outcome] = Batcher(
@@ -260,6 +331,56 @@ class Moderator:
         for batcher in {id(b): b for b in self.batchers.values()}.values():
             batcher.close(timeout=self.settings.model_timeout_s)
         self.writer.close(timeout=self.settings.model_timeout_s)  # after the batchers: it stores what they decided
+        if self.shadow_scorer is not None:  # last: it scores what the writer stored
+            self.shadow_scorer.close(timeout=self.settings.model_timeout_s)
+
+    def reload(self, name: str) -> Reload:
+        """Resolve `name`'s run (and its shadow's) again and switch to it when it changed (blocking: it loads the
+        run; the app calls it off the event loop). Requests are never dropped: the swap is one assignment, and a
+        batch reads its model once. A run that cannot be served raises ConfigError and the old one stays; a shadow
+        that cannot be loaded is reported in `shadow_error` and the old shadow stays."""
+        if name not in self.models:
+            raise ConfigError(f"unknown model {name!r}: this service serves {sorted(self.models)}")
+        with self._reloading:
+            source = self.settings.runs[name]
+            current = self.models[name]
+            path = resolve_run(source, self.settings.registry_uri)
+            if model_version(path) != current.version:
+                self.models = {**self.models, name: load_models({name: path})[name]}  # one assignment: atomic
+            shadow_previous = self.shadows.get(name)
+            shadow_error = None
+            if name in self.settings.shadow:
+                try:
+                    shadow_path = resolve_run(self.settings.shadow[name], self.settings.registry_uri)
+                    if shadow_previous is None or model_version(shadow_path) != shadow_previous.version:
+                        self.shadows = {**self.shadows, name: load_models({name: shadow_path})[name]}
+                except (FinesieveError, ValidationError, OSError) as err:
+                    shadow_error = str(err)
+                    log.warning("shadow of model %r not reloaded: %s", name, err)
+            shadow = self.shadows.get(name)
+            return Reload(
+                model=name,
+                source=str(source),
+                previous_version=current.version,
+                version=self.models[name].version,
+                shadow_previous=shadow_previous.version if shadow_previous is not None else None,
+                shadow=shadow.version if shadow is not None else None,
+                shadow_error=shadow_error,
+            )
+
+    def reload_registry_refs(self) -> list[Reload]:
+        """`reload` every model whose run or shadow is a registry reference (the periodic alias check); a model
+        that fails is logged and keeps its run."""
+        done = []
+        for name in list(self.models):
+            refs = [self.settings.runs[name], self.settings.shadow.get(name)]
+            if not any(registry.is_ref(str(ref)) for ref in refs if ref is not None):
+                continue
+            try:
+                done.append(self.reload(name))
+            except FinesieveError as err:
+                log.warning("model %r not reloaded from the registry: %s", name, err)
+        return done
 
     def submit(self, model: str, messages: Sequence[MessageIn]) -> tuple[list[Pending], Future]:
         """Queue a request's messages (a uuid4 for each without an id); the future gets their Outcomes, in order."""
@@ -330,6 +451,7 @@ class Moderator:
         with Session(self.engine) as session, session.begin():
             inserted = store.insert_messages(session, candidates)
             store.enqueue_reviews(session, self._review_items([r for r in candidates if r["id"] in inserted]))
+        self._to_shadows(jobs, [r for r in candidates if r["id"] in inserted])
         written = {id(r) for r in candidates if r["id"] in inserted}
         lost = {r["id"] for _, rows, _ in jobs for r in rows if id(r) not in written}
         stored = {}
@@ -349,26 +471,39 @@ class Moderator:
             answers.append(outcomes)
         return answers
 
+    def _to_shadows(self, jobs: list[Job], stored: list[dict]) -> None:
+        """Hand the messages just stored and decided (not failures) to their model's shadow, with their raw texts."""
+        shadows = self.shadows
+        if self.shadow_scorer is None or not shadows:
+            return
+        raw = {p.id: p.text for pending, _, _ in jobs for p in pending}
+        for model, shadow in shadows.items():
+            messages = [(r["id"], raw[r["id"]]) for r in stored if r["model"] == model and r["failure"] is None]
+            if messages:
+                self.shadow_scorer.submit(shadow, messages)
+
     def _decide(self, pending: list[Pending]) -> list[dict]:
         """Message rows for `pending` (new ids, any models of one batcher): decided, or failures with the reason."""
         groups = _by_model(pending)
+        # Each model read once: a `reload` swapping it in the middle leaves this batch on the run it started with.
+        models = {model: self.models[model] for model in groups}
         prepared = {}
         for model, items in groups.items():
-            served = self.models[model]
+            served = models[model]
             prepared[model], _ = prepare([p.text for p in items], served.run.preprocessing, redactor=served.redactor)
         decided: dict[str, list[RowOf | str]] = {}
         if len(groups) > 1:
             try:
-                mixed = decide_mixed([(self.models[m].cascade, prepared[m]) for m in groups])
+                mixed = decide_mixed([(models[m].cascade, prepared[m]) for m in groups])
                 decided = {m: _rows_of(d) for m, d in zip(groups, mixed)}
             except Exception:  # noqa: BLE001 - each model alone next, so the failure lands on its own messages
                 decided = {}
         for model in groups:
             if model not in decided:
-                decided[model] = self._decide_model(self.models[model], prepared[model])
+                decided[model] = self._decide_model(models[model], prepared[model])
         rows = []
         for model, items in groups.items():
-            served, done = self.models[model], time.perf_counter()
+            served, done = models[model], time.perf_counter()
             scores: dict[int, np.ndarray] = {}  # id of a Decisions -> its positive scores, computed once
             for p, text, result in zip(items, prepared[model], decided[model]):
                 if isinstance(result, str):

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
+from finesieve import registry
 from finesieve.data.errors import ConfigError
 from finesieve.serve import store
 from finesieve.serve.db import connect
@@ -112,8 +113,9 @@ def run_service(settings: ServiceSettings, *, warn: Callable[[str], None] = prin
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **options)
         return
-    load_models(settings.runs)  # fail here, once, on a run that cannot be served, not in every worker (restarted
-    # by uvicorn over and over); the copies are dropped at once, each worker loads its own
+    # Fail here, once, on a run that cannot be served, not in every worker (restarted by uvicorn over and over);
+    # the copies are dropped at once, each worker loads its own.
+    load_models(settings.runs, settings.registry_uri)
     os.environ.update(settings_environment(settings))
     uvicorn.run(
         f"{__name__}:app_from_environment",
@@ -125,13 +127,20 @@ def run_service(settings: ServiceSettings, *, warn: Callable[[str], None] = prin
 
 
 def settings_environment(settings: ServiceSettings) -> dict[str, str]:
-    """The FINESIEVE_* variables that rebuild `settings` in another process (run paths made absolute)."""
+    """The FINESIEVE_* variables that rebuild `settings` in another process (run paths made absolute; registry
+    references kept as they are: each worker resolves them, so a promote between two workers' start-ups can leave
+    them on different versions until a reload or the registry poll)."""
     fields = settings.model_dump(mode="json", exclude_none=True)
-    fields["runs"] = {name: str(Path(path).resolve()) for name, path in settings.runs.items()}
+    fields["runs"] = {name: _absolute(source) for name, source in settings.runs.items()}
+    fields["shadow"] = {name: _absolute(source) for name, source in settings.shadow.items()}
     return {
         f"FINESIEVE_{name.upper()}": value if isinstance(value, str) else json.dumps(value)
         for name, value in fields.items()
     }
+
+
+def _absolute(source: str | Path) -> str:
+    return str(source) if registry.is_ref(str(source)) else str(Path(source).resolve())
 
 
 def app_from_environment() -> FastAPI:

@@ -30,10 +30,31 @@ class ServiceSettings(BaseSettings):
         description="SQLite only: 'full' syncs every commit to disk (an answered decision survives a power loss); "
         "'normal' syncs at checkpoints only (survives a killed process, not a power loss; lower tail latency).",
     )
-    runs: dict[str, Path] = Field(
-        default_factory=dict, description="Model name -> run directory; requests name a model by its key here."
+    runs: dict[str, str | Path] = Field(
+        default_factory=dict,
+        description="Model name -> run directory, or a registry reference (registry:spam@champion, registry:spam/3) "
+        "resolved at start-up and at each reload; requests name a model by its key here.",
     )
     default_model: str | None = Field(None, description="Model used when a request names none; the first of `runs`.")
+    shadow: dict[str, str | Path] = Field(
+        default_factory=dict,
+        description="Model name (a key of `runs`) -> the run or registry reference (e.g. registry:spam@challenger) "
+        "that also scores each of its messages after the live decision; stored in shadow_scores, never acted on.",
+    )
+    registry_uri: str | None = Field(
+        None,
+        description="MLflow registry store for registry: references (default: $FINESIEVE_REGISTRY_URI, else "
+        "sqlite:///registry/mlflow.db; finesieve.registry).",
+    )
+    registry_poll_s: float | None = Field(
+        None,
+        gt=0,
+        description="Check the registry aliases of `runs` and `shadow` this often (seconds) and switch to a moved "
+        "alias's run without dropping requests; None: only on POST /v1/admin/models/{name}/reload.",
+    )
+    shadow_queue_max: int = Field(
+        10_000, ge=1, description="Messages waiting for the shadow model at most; past it they are skipped (counted)."
+    )
     host: str = Field("127.0.0.1", description="Address to listen on; anything but loopback needs API keys.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
     require_auth: bool = Field(
@@ -77,6 +98,14 @@ class ServiceSettings(BaseSettings):
     login_failures_per_minute: int = Field(
         5, ge=1, description="Failed logins allowed per username and per client address in a minute (then 429)."
     )
+    monitor_window_s: float = Field(
+        3600.0,
+        ge=0,
+        description="Trailing seconds of traffic the monitor's finesieve_monitor_* gauges on /metrics cover; 0: off.",
+    )
+    monitor_interval_s: float = Field(
+        60.0, ge=0, description="Seconds between updates of the monitor's gauges (a database read each); 0: off."
+    )
 
     @model_validator(mode="after")
     def _default_model_is_served(self) -> ServiceSettings:
@@ -84,6 +113,16 @@ class ServiceSettings(BaseSettings):
             raise ValueError(
                 f"default_model {self.default_model!r} is not one of the served models {sorted(self.runs)}: "
                 "name one of those, or add its run to `runs`"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _shadows_are_of_served_models(self) -> ServiceSettings:
+        unknown = sorted(set(self.shadow) - set(self.runs))
+        if unknown:
+            raise ValueError(
+                f"shadow names {unknown}, which are not served models {sorted(self.runs)}: a shadow scores the "
+                "messages of a served model, so key it by one of those names"
             )
         return self
 

@@ -10,7 +10,7 @@ tokenise, run `train_loop`, calibrate) is `FineTunedScorer.fit`, in `finesieve.m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -42,9 +42,16 @@ def train_finetune(
     n_boot: int = 1000,
     name: str = "fine-tuned",
     overwrite: bool = False,
+    parent_run: str | None = None,
+    extra: Callable[[object], dict] | None = None,
+    reference_embeddings: bool = False,
 ) -> FittedRun:
     """Checkpoints are written into the run's staging folder `OUT.partial`, which becomes OUT when the run is
-    complete; `resume` continues from the checkpoint an interrupted run left there."""
+    complete; `resume` continues from the checkpoint an interrupted run left there. `parent_run` is recorded as
+    the run this one continues (default: `config.replay_from`); `extra(scorer)`, called once the scorer is fitted
+    and before the run is saved, adds manifest sections (`finesieve retrain` runs its gate there).
+    `reference_embeddings` saves sentence embeddings of a validation sample with the run for the monitor's
+    embedding distance (seconds; `finesieve train` asks for it, tests do not)."""
     out = Path(out)
     checkpoint = partial_path(out) / CHECKPOINTS / CHECKPOINT
     if checkpoint.exists() and not (resume or overwrite):
@@ -65,6 +72,7 @@ def train_finetune(
             seed=config.seed,
         )
         parent = str(config.replay_from)
+    parent = parent_run or parent
     tracker = Tracker(config, out)
     scorer = FineTunedScorer(config)
     shares = train.vote_shares()
@@ -100,7 +108,13 @@ def train_finetune(
             parent_run=parent,
             overwrite=overwrite,
             staging=staging,
-            extra=lambda s: {"training": s.training_, "replay": replay_info, "tracking": tracker.info()},
+            reference_embeddings=reference_embeddings,
+            extra=lambda s: {
+                "training": s.training_,
+                "replay": replay_info,
+                "tracking": tracker.info(),
+                **(extra(s) if extra is not None else {}),
+            },
             base_model=BaseWeights(name=config.model, content_hash=weights_hash(config.model)),
         )
         m = fitted.test_result.to_dict()

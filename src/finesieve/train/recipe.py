@@ -5,7 +5,10 @@
 
 Split the data (group-aware, stratified, reproducible), fit on train, choose the operating threshold on the
 validation split (best F1 for the positive classes), evaluate on the held-out test split and on each
-corner-case set, then save scorer, config, data and split hashes and metrics together.
+corner-case set, then save scorer, config, data and split hashes and metrics together. The reference statistics
+saved with the run (what `finesieve monitor` compares traffic against) come from the validation split, with the
+vocabulary of the training split; `reference_embeddings=True` also embeds a sample of the validation texts
+(seconds per run: `finesieve train` asks for it, the quick reference kinds and the tests do not).
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ from finesieve.data.split import SplitConfig, Splits, make_splits
 from finesieve.data.task import ClassificationTask
 from finesieve.evals.harness import EvalResult, evaluate
 from finesieve.evals.threshold import choose_threshold
-from finesieve.manifest import BaseWeights, ReferenceStats, reference_stats
+from finesieve.manifest import BaseWeights, ReferenceStats, reference_stats, write_reference_embeddings
 from finesieve.models.base import Scorer, positive_scores
-from finesieve.outputs import check_run_dir
+from finesieve.outputs import check_run_dir, start_run_dir
 from finesieve.runs import new_reference_scorer, save_run
 
 
@@ -83,12 +86,15 @@ def fit_and_save(
     overwrite: bool = False,
     staging: str | Path | None = None,
     base_model: BaseWeights | None = None,
+    reference_embeddings: bool = False,
 ) -> FittedRun:
     """Fit `scorer` on `train` (default: the training split), threshold on val, evaluate, save the run.
 
     `extra` (or a function of the fitted scorer returning it) adds sections to the manifest, e.g. training history.
     An existing run directory at `out` is refused before any work unless `overwrite` (see `runs.save_run`);
     `staging` is the folder the run is assembled in when the caller already writes there.
+    `reference_embeddings` saves sentence embeddings of a validation sample with the run, for the monitor's
+    embedding distance.
     """
     if out is not None:
         check_run_dir(out, overwrite=overwrite)
@@ -109,6 +115,11 @@ def fit_and_save(
         ).to_dict()
     run_dir = None
     if out is not None:
+        embeddings_file = None
+        if reference_embeddings:
+            # Written into the staging folder before the run is saved, so the manifest's `files` hashes it.
+            staging = staging if staging is not None else start_run_dir(out, overwrite=overwrite)
+            embeddings_file = write_reference_embeddings(staging, val.texts)
         run_dir = save_run(
             out,
             scorer,
@@ -122,7 +133,9 @@ def fit_and_save(
             ),
             preprocessing=dataset.preprocessing or Preprocessing.none(),
             base_model=base_model,
-            reference=validation_reference(scorer, val, val_proba, positive, threshold),
+            reference=validation_reference(
+                scorer, val, val_proba, positive, threshold, train=train, embeddings_file=embeddings_file
+            ),
             data={
                 "source": dataset.source,
                 "content_hash": dataset.content_hash,
@@ -158,12 +171,27 @@ def _classification(dataset: Dataset | RankingDataset | GenerationDataset) -> Da
 
 
 def validation_reference(
-    scorer: Scorer, val: Dataset, proba: np.ndarray, positive: Sequence[str], threshold: float
+    scorer: Scorer,
+    val: Dataset,
+    proba: np.ndarray,
+    positive: Sequence[str],
+    threshold: float,
+    *,
+    train: Dataset | None = None,
+    embeddings_file: str | None = None,
 ) -> ReferenceStats:
     """What monitoring compares traffic against: the validation split's score histograms, text lengths and flag
-    rate at the operating threshold."""
+    rate at the operating threshold and, given the training split (`train`, for the vocabulary), the input
+    statistics of its texts; `embeddings_file` names the reference embeddings saved in the run directory."""
     scores = positive_scores(proba, [str(c) for c in scorer.classes_], positive, scorer.multilabel_)
-    return reference_stats(proba, [str(c) for c in scorer.classes_], val.texts, flagged=scores >= threshold)
+    return reference_stats(
+        proba,
+        [str(c) for c in scorer.classes_],
+        val.texts,
+        flagged=scores >= threshold,
+        train_texts=train.texts if train is not None else None,
+        embeddings_file=embeddings_file,
+    )
 
 
 def _strip(metrics: dict) -> dict:

@@ -18,36 +18,43 @@ from finesieve.data.dataset import Dataset
 from finesieve.data.errors import ConfigError
 from finesieve.data.load import load_dataset
 from finesieve.data.spec import ColumnSpec
-from finesieve.data.split import exclude_near_duplicates, load_splits
+from finesieve.data.split import Splits, exclude_near_duplicates, load_splits
 from finesieve.runs import MANIFEST, SPLITS, is_run_dir, run_manifest, run_splits_path
+
+
+def run_data_splits(run_dir: str | Path, flag: str = "--replay-from") -> Splits:
+    """A run's own data and split, reloaded as the run read them: its recorded data file (with its redaction, and
+    its labels normalised if they were then) and its splits.json, refused when the file's content hash changed."""
+    run_dir = Path(run_dir)
+    manifest = run_manifest(run_dir)
+    data = manifest.data
+    if not data.get("source") or not Path(data["source"]).exists():
+        raise ConfigError(
+            f"{flag} {run_dir}: the run's training file {data.get('source')!r} is not available: "
+            "restore it at that path, or pass the data file itself"
+        )
+    parent = load_dataset(
+        data["source"],
+        ColumnSpec.model_validate(data["column_spec"]),
+        redaction=manifest.preprocessing.redaction,
+        normalise_labels=bool(data.get("label_normalisation")),
+    )
+    splits_path = run_splits_path(run_dir)
+    if splits_path is None:
+        raise ConfigError(
+            f"{flag} {run_dir}: the run has no {SPLITS}, so its training split is unknown: pass the data file itself"
+        )
+    return load_splits(splits_path, parent)
 
 
 def replay_source(source: str | Path, spec: ColumnSpec) -> tuple[Dataset, str]:
     """(the rows that may be replayed, a description) from a run directory or a data file."""
     source = Path(source)
     if is_run_dir(source):
-        manifest = run_manifest(source)
-        data = manifest.data
-        if not data.get("source") or not Path(data["source"]).exists():
-            raise ConfigError(
-                f"{source}: the run's training file {data.get('source')!r} is not available to replay: "
-                "pass the data file itself with --replay-from"
-            )
-        # Read the parent's file as the parent read it: its redaction, and its labels normalised if they were then.
-        parent = load_dataset(
-            data["source"],
-            ColumnSpec.model_validate(data["column_spec"]),
-            redaction=manifest.preprocessing.redaction,
-            normalise_labels=bool(data.get("label_normalisation")),
-        )
-        splits_path = run_splits_path(source)
-        if splits_path is None:
-            raise ConfigError(
-                f"{source}: the run has no {SPLITS}, so its training split is unknown: pass the data "
-                "file itself with --replay-from"
-            )
-        splits = load_splits(splits_path, parent)
-        return splits.dataset("train"), f"training split of run {source}"
+        train = run_data_splits(source).dataset("train")
+        if not isinstance(train, Dataset):
+            raise ConfigError(f"--replay-from {source}: a {type(train).__name__} run; replay needs classification data")
+        return train, f"training split of run {source}"
     if source.is_file():
         # Replayed rows only add examples of known classes: spelling variants of a label are folded, not refused.
         return load_dataset(source, spec, normalise_labels=True), f"file {source}"
