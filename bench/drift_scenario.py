@@ -59,8 +59,13 @@ def main() -> None:
         f"({d['alerting_before']} of {d['windows_before']} windows before it alerted): {d['alerts']}"
     )
     print(
-        f"random windows of {r['window']} ({r['repeats']} each): false-alarm rate {r['false_alarm_rate']:.3f}, "
+        f"random windows of {r['window']} ({r['repeats']} each): false-alarm rate {r['false_alarm_rate']:.3f} "
+        f"{r['alerts_in_unshifted_windows']}, "
         f"detection rate {r['detection_rate']:.3f}; alerts in shifted windows {r['alerts_in_shifted_windows']}"
+    )
+    print(
+        "detection rate by campaign share: "
+        + ", ".join(f"{k:g}: {v:.3f}" for k, v in r["detection_rate_by_share"].items())
     )
     print(f"{'model':<24} {'old test AUC':>12} {'new AUC':>8} {'campaign recall':>16}")
     for name, q in figures["quality"].items():

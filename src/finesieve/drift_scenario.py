@@ -79,6 +79,9 @@ class ScenarioConfig(BaseModel):
         0.3, gt=0, lt=1, description="Share of the traffic after the shift that is the campaign."
     )
     window: int = Field(200, ge=20, description="Messages per monitoring window (one message a minute).")
+    detection_shares: tuple[float, ...] = Field(
+        (0.05, 0.1, 0.2), description="Campaign shares at which random windows also measure the detection rate."
+    )
     windows_before: int = Field(4, ge=1, description="Windows of unshifted traffic before the campaign arrives.")
     audit_rate: float = Field(0.1, gt=0, le=1, description="Share of delivered messages reviewed as the audit sample.")
     repeats: int = Field(100, ge=1, description="Random windows drawn to measure the false-alarm and detection rates.")
@@ -87,12 +90,7 @@ class ScenarioConfig(BaseModel):
         description="'leet': the campaign also evades word filters (letters swapped for look-alike digits and signs "
         "in 70% of its words, a synthetic change of the real messages); 'none': the campaign as collected.",
     )
-    gate: GateConfig = Field(
-        default_factory=lambda: GateConfig(decide_on=("roc_auc",), gain_metric="recall"),
-        description="The retrain's regression gate. The campaign is already ranked well by the parent (ROC AUC "
-        "~0.99): what it lost is recall at the operating threshold, so that is the gain asked for; PR AUC on a test "
-        "split with ~40 spam has an interval too wide (+-0.03) to rule out a 0.02 drop, so ROC AUC alone decides.",
-    )
+    gate: GateConfig = Field(default_factory=GateConfig, description="The retrain's regression gate (the defaults).")
     embeddings: bool = Field(False, description="Compute the embedding distance per window (slower; needs MiniLM).")
     max_rows: int | None = Field(None, ge=200, description="Read only this many rows (tests); None: all.")
     n_boot: int = Field(200, ge=10, description="Bootstrap resamples for the runs' confidence intervals.")
@@ -348,6 +346,7 @@ def _detection(windows: list[dict], windows_before: int, size: int) -> dict:
 
 ALERT_KINDS = (
     "score drift",
+    "flag rate",
     "input length drift",
     "out-of-vocabulary",
     "embedding drift",
@@ -382,31 +381,40 @@ def _repeated_windows(config: ScenarioConfig, parts: dict[str, pd.DataFrame], pa
     reference = load_reference(parent)
     phase = pool.set_index("id").loc[scored["id"], "phase"].to_numpy()
     old_rows, campaign_rows = np.flatnonzero(phase == "old"), np.flatnonzero(phase == "campaign")
-    n_campaign = round(config.campaign_share * config.window)
-    if n_campaign > len(campaign_rows) or config.window > len(old_rows):
+    shares = sorted({*config.detection_shares, config.campaign_share})
+    if round(max(shares) * config.window) > len(campaign_rows) or config.window > len(old_rows):
         raise ConfigError(f"window={config.window} needs more messages than the data leaves: lower it")
-    counts = {"unshifted": 0, "shifted": 0}
-    kinds: dict[str, int] = {}
-    for _ in range(config.repeats):
-        unshifted = rng.choice(old_rows, config.window, replace=False)
-        shifted = np.concatenate(
+
+    def alerts(rows: np.ndarray) -> list[str]:
+        return window_report(_sample(traffic, rows), reference, parent, embeddings=config.embeddings)["alerts"]
+
+    def draw(share: float) -> np.ndarray:
+        n_campaign = round(share * config.window)
+        return np.concatenate(
             [
                 rng.choice(campaign_rows, n_campaign, replace=False),
                 rng.choice(old_rows, config.window - n_campaign, replace=False),
             ]
         )
-        for name, rows in (("unshifted", unshifted), ("shifted", shifted)):
-            report = window_report(_sample(traffic, rows), reference, parent, embeddings=config.embeddings)
-            counts[name] += bool(report["alerts"])
-            if name == "shifted":
-                for kind in {k for a in report["alerts"] for k in ALERT_KINDS if a.startswith(k)}:
-                    kinds[kind] = kinds.get(kind, 0) + 1
+
+    def kinds_of(fired: list[list[str]]) -> dict[str, int]:
+        counts = {k: sum(any(a.startswith(k) for a in f) for f in fired) for k in ALERT_KINDS}
+        return {k: n for k, n in counts.items() if n}
+
+    unshifted = [alerts(draw(0.0)) for _ in range(config.repeats)]
+    detection, kinds = {}, {}
+    for share in shares:
+        fired = [alerts(draw(share)) for _ in range(config.repeats)]
+        detection[share] = sum(bool(a) for a in fired) / config.repeats
+        kinds[share] = kinds_of(fired)
     return {
         "repeats": config.repeats,
         "window": config.window,
-        "false_alarm_rate": counts["unshifted"] / config.repeats,
-        "detection_rate": counts["shifted"] / config.repeats,
-        "alerts_in_shifted_windows": kinds,
+        "false_alarm_rate": sum(bool(a) for a in unshifted) / config.repeats,
+        "alerts_in_unshifted_windows": kinds_of(unshifted),
+        "detection_rate": detection[config.campaign_share],
+        "detection_rate_by_share": detection,
+        "alerts_in_shifted_windows": kinds[config.campaign_share],
     }
 
 

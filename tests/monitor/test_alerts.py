@@ -98,3 +98,16 @@ def test_input_drift_alerts_follow_their_thresholds_and_can_be_switched_off(tmp_
     loud = inputs(length_psi=0.4, ks_pvalue=1e-5, oov=0.2, mmd_p=1 / 1001)
     assert alerts_for(AlertThresholds.from_yaml(quiet), {}, evals, loud) == []
     assert AlertThresholds().max_oov_rise == 0.05 and AlertThresholds().embedding_pvalue == 0.001
+
+
+def test_a_flag_rate_alert_needs_its_interval_outside_the_band_around_validation():
+    evals = window(0, 0, 0, 0)
+    limits = AlertThresholds()  # max_flag_rate_change 0.5: outside 0.5x-1.5x of the validation flag rate
+    assert alerts_for(limits, {}, evals, flags=(1000, 100, 0.1)) == []  # the same rate
+    assert alerts_for(limits, {}, evals, flags=(20, 4, 0.1)) == []  # 0.2 looks doubled, but 20 messages prove nothing
+    [up] = alerts_for(limits, {}, evals, flags=(1000, 250, 0.1))
+    assert up.startswith("flag rate 0.250") and "above the validation's 0.100" in up
+    [down] = alerts_for(limits, {}, evals, flags=(2000, 40, 0.1))
+    assert "below" in down
+    assert alerts_for(limits, {}, evals, flags=(1000, 250, None)) == []  # no validation flag rate recorded
+    assert alerts_for(AlertThresholds(max_flag_rate_change=None), {}, evals, flags=(1000, 250, 0.1)) == []

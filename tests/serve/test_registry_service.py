@@ -27,12 +27,15 @@ from sqlalchemy.orm import Session
 from finesieve import registry
 from finesieve.data.errors import ConfigError
 from finesieve.data.preprocess import prepare
+from finesieve.manifest import reference_stats
 from finesieve.models.cascade import Cascade, CascadeThresholds
+from finesieve.monitor.report import write_monitor_report
 from finesieve.runs import save_run
 from finesieve.serve import accounts
 from finesieve.serve.app import create_app
 from finesieve.serve.db import AuditEntry, Message, ReviewItem, connect, create_db_engine, upgrade
 from finesieve.serve.moderation import MessageIn, Moderator, load_models, model_version
+from finesieve.serve.monitoring import monitor, over_time
 from finesieve.serve.settings import ServiceSettings
 from finesieve.serve.shadow import shadow_comparison
 
@@ -132,7 +135,7 @@ def decided_alone(run: Path, texts: list[str]) -> list[str]:
 
 
 def test_registry_champion_is_served_switched_under_load_rolled_back_and_shadowed(
-    db_url, spam_registry, service_tfidf_run, run_v2, block_all_run, sms_unseen
+    db_url, spam_registry, service_tfidf_run, run_v2, block_all_run, sms_unseen, service_stages, tmp_path
 ):
     settings = ServiceSettings(
         database_url=db_url,
@@ -169,6 +172,19 @@ def test_registry_champion_is_served_switched_under_load_rolled_back_and_shadowe
         comparison = shadow_comparison(db_url, "spam")
         assert comparison["messages"] == 60 and comparison["flag_rate"]["shadow"] == 1.0
         assert comparison["agreement"] == pytest.approx(comparison["flag_rate"]["live"])  # agree exactly on flags
+        # ... and `finesieve monitor` over the database reports it beside the live model's figures.
+        scorer = service_stages[1]  # the champion's scorer, saved again with reference statistics to monitor against
+        reference = reference_stats(
+            scorer.predict_proba(texts[100:]), list(scorer.classes_), texts[100:], train_texts=texts[100:]
+        )
+        task = {**TASK, "threshold": 0.3}
+        monitored = save_run(
+            tmp_path / "monitored", scorer, kind="tfidf", task=task, data={}, metrics={}, reference=reference
+        )
+        report = monitor(monitored, database_url=db_url, model="spam", embeddings=False)
+        assert report["shadow"] == comparison and report["messages"] == 60
+        page = write_monitor_report(over_time(report), tmp_path / "monitor.html").read_text()
+        assert "Shadow model vs live" in page and blocker in page
 
         # 3. the hot switch: promote spam/2, an admin reloads while four clients send requests; none fails.
         admin = admin_client(url, db_url)

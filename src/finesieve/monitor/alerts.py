@@ -16,6 +16,7 @@ alerts.yaml (every key optional; a missing one keeps its default, None switches 
     length_psi: 0.25            # the text length histogram's PSI above this (and its KS p-value below drift_pvalue)
     max_oov_rise: 0.05          # the out-of-vocabulary rate this far above the reference's (absolute)
     embedding_pvalue: 0.001     # the embedding distance's permutation p-value at or below this
+    max_flag_rate_change: 0.5   # the flag rate (review + block) moved this far from validation's, relatively
 
 Nothing alerts on noise: drift needs both a large PSI and a significant KS test (5 messages can have a PSI of 2),
 and a slow eval alerts only when its whole interval is past the threshold; a small window with a bad-looking
@@ -40,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from finesieve.data.errors import ConfigError
 from finesieve.monitor.drift import ScoreDrift
 from finesieve.monitor.inputs import InputDrift
-from finesieve.monitor.slow_evals import SlowEvals
+from finesieve.monitor.slow_evals import SlowEvals, wilson
 
 WEBHOOK_TIMEOUT_S = 10.0
 
@@ -64,6 +65,12 @@ class AlertThresholds(BaseModel):
     embedding_pvalue: float | None = Field(
         0.001, gt=0, le=1, description="Alert when the embedding distance's permutation p-value is at or below this."
     )
+    max_flag_rate_change: float | None = Field(
+        0.5,
+        gt=0,
+        description="Alert when the window's flag rate (review + block) is, with 95% confidence, more than this "
+        "share above or below the validation flag rate (0.5: outside 0.5x-1.5x).",
+    )
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> AlertThresholds:
@@ -82,9 +89,14 @@ class AlertThresholds(BaseModel):
 
 
 def alerts_for(
-    thresholds: AlertThresholds, drift: dict[str, ScoreDrift], evals: SlowEvals, inputs: InputDrift | None = None
+    thresholds: AlertThresholds,
+    drift: dict[str, ScoreDrift],
+    evals: SlowEvals,
+    inputs: InputDrift | None = None,
+    flags: tuple[int, int, float | None] | None = None,
 ) -> list[str]:
-    """One line per threshold crossed, saying what, by how much, and on how many messages or reviews."""
+    """One line per threshold crossed, saying what, by how much, and on how many messages or reviews. `flags` is
+    (messages, flagged, the reference flag rate) of the window."""
     alerts = []
     if thresholds.psi is not None:
         for name, d in drift.items():
@@ -104,7 +116,24 @@ def alerts_for(
         past = estimate.high < limit if side == "below" else estimate.low > limit  # type: ignore[operator]
         if past:
             alerts.append(f"{what} {estimate} is {side} {limit:g} with 95% confidence")
+    alerts += _flag_rate_alerts(thresholds, *flags) if flags is not None else []
     return alerts + (_input_alerts(thresholds, inputs) if inputs is not None else [])
+
+
+def _flag_rate_alerts(thresholds: AlertThresholds, n: int, flagged: int, reference: float | None) -> list[str]:
+    change = thresholds.max_flag_rate_change
+    if change is None or reference is None or n == 0:
+        return []
+    rate = wilson(flagged, n)
+    low, high = reference * (1 - change), reference * (1 + change)
+    assert rate.low is not None and rate.high is not None  # n > 0
+    if rate.low > high or rate.high < low:
+        side = "above" if rate.low > high else "below"
+        return [
+            f"flag rate {rate} is {side} the validation's {reference:.3f} by more than {change:g} of it "
+            f"(n={n} messages)"
+        ]
+    return []
 
 
 def _input_alerts(thresholds: AlertThresholds, inputs: InputDrift) -> list[str]:

@@ -48,6 +48,8 @@ def write_monitor_report(report: dict, path: str | Path, *, thresholds: AlertThr
         R.section("Per window", _window_table(windows)),
         R.section("What drives the drift (whole period)", _drivers(overall)),
     ]
+    if report.get("shadow"):
+        sections.append(R.section("Shadow model vs live (same messages)", _shadow(report["shadow"])))
     title = f"Monitor: {report.get('model', '?')}"
     return R.write_page(path, title, sections, subtitle=f"run {report.get('run', '?')}")
 
@@ -242,6 +244,30 @@ def _drivers(overall: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- helpers
+
+
+def _shadow(comparison: dict) -> str:
+    """Live vs shadow on the messages both scored (serve.shadow.shadow_comparison)."""
+    reviewed = comparison.get("reviewed") or {}
+    live, shadow = reviewed.get("live") or {}, reviewed.get("shadow") or {}
+    flag = comparison.get("flag_rate") or {}
+    rows = [
+        (
+            "versions",
+            ", ".join(comparison.get("live_versions") or {}),
+            ", ".join(comparison.get("shadow_versions") or {}),
+        ),
+        ("flag rate", R.fmt(flag.get("live")), R.fmt(flag.get("shadow"))),
+        ("precision on reviewed messages", R.fmt(live.get("precision")), R.fmt(shadow.get("precision"))),
+        ("recall on reviewed messages", R.fmt(live.get("recall")), R.fmt(shadow.get("recall"))),
+    ]
+    return R.paragraph(
+        f"{comparison.get('messages', 0)} messages scored by both; they agree on flagging "
+        f"{R.fmt(comparison.get('agreement'))} of them; score correlation {R.fmt(comparison.get('score_correlation'))}. "
+        f"{reviewed.get('n', 0)} of them were reviewed ({reviewed.get('violations', 0)} violations); reviewers see "
+        "mostly what the live model flagged, so the shadow's recall there is measured on the live model's catch.",
+        "note",
+    ) + R.table(["", "live", "shadow"], rows)
 
 
 def _window_starts(windows: Sequence[dict]) -> list:

@@ -135,7 +135,9 @@ def window_report(
         "drift": {name: vars(d) for name, d in drift.items()},
         "inputs": inputs.as_dict() if inputs is not None else None,
         "ngrams": [g.as_dict() for g in ngrams],
-        "alerts": alerts_for(thresholds or AlertThresholds(), drift, evals, inputs),
+        "alerts": alerts_for(
+            thresholds or AlertThresholds(), drift, evals, inputs, flags=(n, n - delivered, reference.flag_rate)
+        ),
     }
 
 

@@ -27,6 +27,7 @@ from finesieve.monitor.alerts import AlertThresholds
 from finesieve.monitor.scored_file import monitor_file
 from finesieve.monitor.window import REVIEW_COLUMNS, Traffic, Window, load_reference, monitor_over_time, window_report
 from finesieve.serve.db import Message, ReviewItem, connect
+from finesieve.serve.shadow import shadow_comparison
 
 __all__ = ["Window", "monitor", "monitor_report", "monitor_windows", "parse_every", "read_traffic", "read_window"]
 
@@ -132,7 +133,9 @@ def monitor(
 ) -> dict:
     """What `finesieve monitor` runs: the report of the service's database (`database_url`, the messages of
     `model`, default the run folder's name) or of a scored file (`scored`, with `reviews` and `time_col`); over
-    time when `every` is given, else one window."""
+    time when `every` is given, else one window. From the database, a period some messages of which a shadow model
+    also scored gets a "shadow" section: live vs shadow agreement, flag rates, score correlation, and each one's
+    precision and recall on the reviewed messages (`serve.shadow.shadow_comparison`)."""
     if (database_url is None) == (scored is None):
         raise ConfigError("monitor reads either the service's database (--db) or a scored file (--scored): give one")
     if database_url is None:
@@ -152,10 +155,17 @@ def monitor(
         raise ConfigError("--reviews and --time-col go with --scored; the database holds its reviews and times")
     name = model or Path(run_dir).resolve().name
     if every is None:
-        return monitor_report(
+        report = monitor_report(
             database_url, str(run_dir), name, since=since, until=until, thresholds=thresholds, embeddings=embeddings
         )
-    return monitor_windows(database_url, str(run_dir), name, since, until, every, thresholds, embeddings=embeddings)
+    else:
+        report = monitor_windows(
+            database_url, str(run_dir), name, since, until, every, thresholds, embeddings=embeddings
+        )
+    comparison = shadow_comparison(database_url, name, since, until)
+    if comparison["messages"]:  # a shadow model scored this period: live vs shadow on the same messages
+        report["shadow"] = comparison
+    return report
 
 
 def report_alerts(report: dict) -> list[str]:
@@ -182,4 +192,5 @@ def over_time(report: dict) -> dict:
     """A report over time as it is, a one-window report as a report over time of that one window (for the HTML)."""
     if "windows" in report:
         return report
-    return {"model": report["model"], "run": report["run"], "windows": [report], "overall": report}
+    wrapped = {"model": report["model"], "run": report["run"], "windows": [report], "overall": report}
+    return wrapped | ({"shadow": report["shadow"]} if "shadow" in report else {})
