@@ -617,11 +617,19 @@ def eval_command(
         str | None, typer.Option(help="Scorer the others are compared against (default: the first).")
     ] = None,
     report: Annotated[Path | None, typer.Option(help="Write the HTML report (and its JSON twin) here.")] = None,
+    bias: Annotated[
+        str | None,
+        typer.Option(
+            help="Add a bias audit per identity group (subgroup, BPSN and BNSP AUC, false positives on clean "
+            "mentions, counterfactual term swaps) with this term list: builtin:identity or a YAML file."
+        ),
+    ] = None,
     n_boot: NBoot = 1000,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed for splits and bootstrap.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object on stdout.")] = False,
 ) -> None:
     """Evaluate one or more scorers on the same data; with several, compare them side by side with ratios."""
+    from finesieve.evals.bias import BiasConfig
     from finesieve.evals.harness import CostModel
     from finesieve.evals.report import write_eval_report
     from finesieve.evals.side_by_side import run_side_by_side
@@ -637,6 +645,9 @@ def eval_command(
             {"--report": report, "--report (its JSON twin)": report.with_suffix(".json")},
             {"--data": data, "--train": train, **{f"RUN {r}": r for r in refs if Path(r).exists()}},
         )
+    bias_config = BiasConfig(terms=bias) if bias else None
+    if bias_config is not None:
+        bias_config.identity_terms()  # a bad term list fails here, before any scoring
     # --slice-col columns are read as extra (meta) columns too; validated again as one mapping.
     slices = [c for c in slice_col or [] if c not in spec.meta_cols]
     spec = ColumnSpec.model_validate({**spec.model_dump(), "meta_cols": (*spec.meta_cols, *slices)})
@@ -656,6 +667,7 @@ def eval_command(
         baseline=baseline,
         n_boot=n_boot,
         seed=seed,
+        bias=bias_config,
     )
     if report:
         path = write_eval_report(

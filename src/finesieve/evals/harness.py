@@ -7,6 +7,9 @@ Binary figures treat the `positive` classes as the violation and everything else
 precision, recall and F1 at the operating threshold, with bootstrap confidence intervals; the thresholds
 that would meet a target precision or recall on this data; the cost of misses and false alarms. Per-class
 figures (one class vs the rest), the multi-class confusion matrix and per-slice figures come beside them.
+Asked for, a bias audit per identity group (`evals.bias`) is added as `EvalResult.bias`:
+
+    evaluate(scorer, test_set, positive=["hate_speech"], threshold=0.31, bias=BiasConfig())
 
 Every task kind (`data.task`) goes through one entry point, given what the system produced for the dataset:
 
@@ -27,6 +30,7 @@ from finesieve.data.dataset import AnyDataset, Dataset, GenerationDataset, Ranki
 from finesieve.data.errors import ConfigError
 from finesieve.data.task import ClassificationTask, GenerationTask, RankingTask
 from finesieve.evals import metrics as M
+from finesieve.evals.bias import BiasConfig, audit_bias
 from finesieve.evals.bootstrap import bootstrap_cis
 from finesieve.evals.generation import GenerationResult, evaluate_generation
 from finesieve.evals.ranking import RankingResult, evaluate_ranking
@@ -61,6 +65,7 @@ class EvalResult:
     proba: np.ndarray = field(repr=False)  # (n, n_classes)
     classes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    bias: dict | None = None  # the bias audit (`evals.bias.BiasAudit.to_dict`), when asked for
 
     def to_dict(self) -> dict:
         s = self.summary
@@ -86,6 +91,7 @@ class EvalResult:
             "confusion_matrix": self.confusion,
             "slices": self.slices,
             "messages_per_second": round(s["n"] / self.seconds, 1) if self.seconds > 0 else None,
+            **({"bias": self.bias} if self.bias is not None else {}),
         }
 
 
@@ -112,8 +118,10 @@ def evaluate(
     n_boot: int = 1000,
     seed: int = 0,
     name: str | None = None,
+    bias: BiasConfig | None = None,
 ) -> EvalResult:
-    """Score `dataset` with `scorer` and measure it; a scorer with `decide` (a cascade) is judged by its actions."""
+    """Score `dataset` with `scorer` and measure it; a scorer with `decide` (a cascade) is judged by its actions.
+    `bias` adds the bias audit, its counterfactual check rescoring with `scorer.predict_proba`."""
     positive = list(positive)
     flagged = None
     start = time.perf_counter()
@@ -123,7 +131,7 @@ def evaluate(
     else:
         proba = np.asarray(scorer.predict_proba(dataset.texts), dtype=float)
     seconds = time.perf_counter() - start
-    return evaluate_scored(
+    result = evaluate_scored(
         proba,
         [str(c) for c in scorer.classes_],
         scorer.multilabel_,
@@ -141,6 +149,20 @@ def evaluate(
         seconds=seconds,
         flagged=flagged,
     )
+    if bias is not None:
+        audit = audit_bias(
+            dataset.texts,
+            result.y,
+            result.scores,
+            result.threshold,
+            bias,
+            rescore=lambda texts: score_positive(scorer, texts, positive)[0],
+            flagged=flagged,
+            n_boot=n_boot,
+            seed=seed,
+        )
+        result.bias = audit.to_dict()
+    return result
 
 
 def evaluate_scored(

@@ -1,7 +1,8 @@
 """The evaluation report: one HTML page comparing scorers on the same data, and its JSON twin.
 
 ROC and PR curves of every scorer on one plot, score histograms per class, the metrics table with 95%
-bootstrap intervals, ratios to the baseline, per-class and per-slice figures, confusion matrices and costs.
+bootstrap intervals, ratios to the baseline, per-class and per-slice figures, confusion matrices and costs,
+and, for scorers evaluated with a bias audit (`evals.bias`), its per-group table, plot and counterfactual swaps.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from finesieve import report as R
 from finesieve.evals import metrics as M
+from finesieve.evals.bias import BIAS_AUCS
 from finesieve.evals.compare import ratio_sentence
 from finesieve.evals.harness import EvalResult
 from finesieve.outputs import write_text
@@ -179,6 +181,127 @@ def _slices(results: Sequence[EvalResult]) -> str:
     return "".join(parts)
 
 
+def _figure_cell(f: dict) -> str:
+    """A bias figure with its interval, or "-" and the reason it is missing."""
+    if f["value"] is None:
+        return f"- ({f['why_none']})"
+    return f"{f['value']:.3f} [{f['ci95'][0]:.3f}, {f['ci95'][1]:.3f}]" if f["ci95"] else f"{f['value']:.3f}"
+
+
+def _bias_plot(name: str, groups: dict) -> str:
+    """Subgroup, BPSN and BNSP AUC per group (rows) with 95% intervals; groups with none of them are left out."""
+    shown = [g for g, e in groups.items() if any(e[k]["value"] is not None for k in BIAS_AUCS)]
+    if not shown:
+        return R.paragraph(f"{name}: no group has enough messages of both classes for a bias AUC.", "note")
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(shown) + 1.2))
+    for k, (key, label) in enumerate(zip(BIAS_AUCS, ("subgroup AUC", "BPSN AUC", "BNSP AUC"))):
+        rows = [(i, groups[g][key]) for i, g in enumerate(shown) if groups[g][key]["value"] is not None]
+        ys = [i + (k - 1) * 0.22 for i, _ in rows]
+        xs = [f["value"] for _, f in rows]
+        err = [[f["value"] - f["ci95"][0], f["ci95"][1] - f["value"]] if f["ci95"] else [0, 0] for _, f in rows]
+        ax.errorbar(xs, ys, xerr=np.array(err).T.reshape(2, -1), fmt="o", ms=4, capsize=2, label=label)
+    ax.set_yticks(range(len(shown)), shown)
+    ax.invert_yaxis()
+    ax.axvline(0.5, color="k", ls=":", lw=0.8)
+    ax.set(xlabel="AUC (95% interval)", title=f"{name}: bias AUCs per identity group", xlim=(0, 1.02))
+    ax.legend(fontsize=8, loc="lower left")
+    ax.grid(alpha=0.3)
+    return R.figure(fig)
+
+
+def _bias(results: Sequence[EvalResult]) -> str:
+    parts = []
+    for r in results:
+        if r.bias is None:
+            continue
+        b = r.bias
+        rows = [
+            [
+                g,
+                e["category"],
+                e["n"],
+                e["n_positive"],
+                *(_figure_cell(e[k]) for k in (*BIAS_AUCS, "fpr")),
+                e["background_fpr"],
+            ]
+            for g, e in b["groups"].items()
+            if e["n"]
+        ]
+        absent = [g for g, e in b["groups"].items() if not e["n"]]
+        spread = [
+            [k, v["spread"], f"{v['min_group']} {v['min']:.3f}", f"{v['max_group']} {v['max']:.3f}", v["n_groups"]]
+            if v["spread"] is not None
+            else [k, None, "-", "-", v["why_none"]]
+            for k, v in b["spread"].items()
+        ]
+        gm = b["generalized_mean"]
+        summary = ", ".join(
+            f"{k} {v['value']:.3f} over {v['n_groups']} group(s)" for k, v in gm["per_metric"].items() if v["value"]
+        )
+        parts += [
+            f"<h3>{R.esc(r.name)}</h3>",
+            R.table(
+                [
+                    "group",
+                    "category",
+                    "n",
+                    "violations",
+                    "subgroup AUC",
+                    "BPSN AUC",
+                    "BNSP AUC",
+                    "FPR on clean mentions",
+                    "background FPR",
+                ],
+                rows,
+            ),
+            R.paragraph(
+                f"Term list {b['terms']}; groups matched in no message: {', '.join(absent) or 'none'}. "
+                f"False positive rate on clean messages that mention no group: {R.fmt(b['no_identity_fpr'])}.",
+                "note",
+            ),
+            _bias_plot(r.name, b["groups"]),
+            R.table(["figure", "spread (max - min)", "lowest", "highest", "groups"], spread),
+            R.paragraph(
+                f"Power means (p={gm['p']}) of the bias AUCs: {summary or 'none defined'}; Borkan et al.'s final "
+                f"score (0.25 x overall AUC + 0.25 x each mean): {R.fmt(gm['final'])}.",
+                "note",
+            ),
+        ]
+        if b["counterfactual"]:
+            swaps = sorted(b["counterfactual"], key=lambda s: (-s["flip_share"], -s["mean_abs_change"]))
+            parts.append(
+                R.table(
+                    [
+                        "swap",
+                        "n",
+                        "mean |change|",
+                        "max |change|",
+                        "mean change",
+                        "decisions flipped",
+                        "largest change: message",
+                        "swapped",
+                        "score before -> after",
+                    ],
+                    [
+                        [
+                            f"{s['source']} -> {s['target']}",
+                            s["n"],
+                            s["mean_abs_change"],
+                            s["max_abs_change"],
+                            s["mean_change"],
+                            s["flip_share"],
+                            s["example"]["text"],
+                            s["example"]["swapped"],
+                            f"{s['example']['before']:.3f} -> {s['example']['after']:.3f}",
+                        ]
+                        for s in swaps
+                    ],
+                )
+            )
+        parts += [R.paragraph(n, "note") for n in b["notes"]]
+    return "".join(parts)
+
+
 def write_eval_report(
     path: str | Path,
     results: Sequence[EvalResult],
@@ -213,6 +336,21 @@ def write_eval_report(
         R.section("Per class", _per_class(results)),
         R.section("Per slice", _slices(results)),
     ]
+    if any(r.bias is not None for r in results):
+        sections.append(
+            R.section(
+                "Bias audit per identity group",
+                R.paragraph(
+                    "Borkan et al. 2019: subgroup AUC on the messages that mention the group; BPSN AUC ranks the "
+                    "group's clean messages against violations without it (low: false alarms on the group); BNSP "
+                    "AUC its violations against clean messages without it (low: misses). Counterfactual: identity "
+                    "terms swapped between groups of a category and the messages rescored; decisions at the "
+                    "operating threshold.",
+                    "note",
+                ),
+                _bias(results),
+            )
+        )
     out = R.write_page(path, title, sections, subtitle)
     write_text(
         Path(out).with_suffix(".json"),

@@ -24,6 +24,7 @@ import numpy as np
 
 from finesieve.data.dataset import Dataset
 from finesieve.data.split import SplitConfig, load_splits, make_splits, read_split_members, text_hash
+from finesieve.evals.bias import BiasConfig
 from finesieve.evals.compare import compare
 from finesieve.evals.harness import CostModel, EvalResult, evaluate
 from finesieve.evals.threshold import choose_threshold
@@ -102,6 +103,7 @@ def run_side_by_side(
     baseline: str | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    bias: BiasConfig | None = None,
 ) -> SideBySide:
     if not refs:
         raise ValueError("name at least one run directory or scorer to evaluate")
@@ -156,6 +158,7 @@ def run_side_by_side(
                 n_boot=n_boot,
                 seed=seed,
                 name=_name(ref, taken),
+                bias=bias,
             )
         )
     comparison = compare(results, baseline=baseline, n_boot=n_boot if len(results) > 1 else 0, seed=seed)
