@@ -1038,7 +1038,8 @@ def retrain_command(
         Path,
         typer.Option(
             "--fresh",
-            help="Fresh labelled rows in the parent's text and label columns (as data export-reviews writes).",
+            help="Fresh labelled rows in the parent's text and label columns (as data export-reviews writes); with "
+            "--db, the file the reviewers' decisions are exported to first (refused if it exists).",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Run directory to write, with gate.json and gate.html in it.")],
@@ -1046,6 +1047,14 @@ def retrain_command(
     replay_fraction: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Replayed rows as a share of the new training rows.")
     ] = 0.2,
+    db: Annotated[
+        str | None,
+        typer.Option(help="Take the fresh rows from the service's database: its reviews, exported to --fresh."),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="With --db: only messages this served model decided.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="With --db: only reviews decided on or after this day (YYYY-MM-DD, UTC).")
+    ] = None,
     drifted: Annotated[
         list[Path] | None,
         typer.Option(
@@ -1070,25 +1079,43 @@ def retrain_command(
     fixed sets, and the fresh slice improves, or not); the run directory is written either way, with the evidence
     in gate.json and gate.html. Exit code 2 for bad input.
     """
+    import datetime as dt
+
     from finesieve.evals.gate import GateConfig
+    from finesieve.serve.review_export import export_reviews
     from finesieve.train.retrain import load_fresh, retrain
+
+    if db is None and (model is not None or since is not None):
+        raise typer.BadParameter(
+            "--model and --since select reviews from the database: give --db too", param_hint="--db"
+        )
+    try:
+        since_day = dt.date.fromisoformat(since) if since else None
+    except ValueError as err:
+        raise typer.BadParameter(
+            f"{since!r} is not a day: write YYYY-MM-DD, e.g. 2026-11-30", param_hint="--since"
+        ) from err
 
     gate = (
         GateConfig.from_yaml(gate_config, margin=margin)
         if gate_config is not None
         else GateConfig(**({"margin": margin} if margin is not None else {}))
     )
+    if db is not None:
+        check_outputs({"--fresh": fresh}, {"PARENT_RUN": parent_run})
     _check_run_output(
         out,
         overwrite,
         {
             "PARENT_RUN": parent_run,
-            "--fresh": fresh,
+            **({} if db is not None else {"--fresh": fresh}),
             "--gate-config": gate_config,
             "--replay-from": replay_from,
             **{f"--drifted {p}": p for p in drifted or []},
         },
     )
+    if db is not None:  # the reviews become a file first, so the new run's manifest can name its fresh data
+        print(export_reviews(db, parent_run, fresh, model=model, since=since_day))
     fitted, verdict = retrain(
         parent_run,
         load_fresh(fresh, parent_run),

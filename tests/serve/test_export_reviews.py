@@ -125,3 +125,46 @@ def test_a_decided_category_outside_the_run_is_skipped_and_counted(reviewed, nam
     assert result.exit_code == 0, result.output
     assert "decided category not a positive class of the run ['spam']" in result.output
     assert spam_id not in set(pd.read_csv(out, dtype=str).message_id)
+
+
+def test_retrain_takes_its_fresh_rows_from_the_service_database(db_url, sms_csv, sms_unseen, tmp_path):
+    """`finesieve retrain PARENT --db URL --fresh reviews.csv`: the reviews of the parent's served messages are
+    exported to reviews.csv (a file the new run's manifest names), then retrained on; an existing file is refused."""
+    from finesieve.data.load import load_dataset
+    from finesieve.runs import load_run
+    from finesieve.train.recipe import train_reference
+
+    pd.read_csv(sms_csv, dtype=str, keep_default_na=False).head(800).to_csv(tmp_path / "old.csv", index=False)
+    parent = train_reference(
+        "tfidf", load_dataset(tmp_path / "old.csv", ColumnSpec()), positive=["spam"], out=tmp_path / "parent", n_boot=50
+    ).run_dir
+    rows = sms_unseen.head(120)
+    settings = ServiceSettings(database_url=db_url, runs={"spam": parent}, audit_rate=1.0, require_auth=False)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        body = {"model": "spam", "messages": [{"id": i, "text": t} for i, t in zip(rows.msg_id, rows.text)]}
+        assert client.post("/v1/moderate", json=body).status_code == 200
+    truth = dict(zip(rows.msg_id, rows.label))
+    while True:
+        with Session(app.state.engine) as session, session.begin():
+            item = queue.lease_next(session, "ana", 600)
+            if item is None:
+                break
+            spam = truth[item.message_id] == "spam"
+            queue.decide(session, item.id, "ana", spam, "spam" if spam else None, None)
+    app.state.engine.dispose()
+
+    fresh, child = tmp_path / "reviews.csv", tmp_path / "child"
+    args = ["retrain", str(parent), "--db", db_url, "--model", "spam", "--fresh", str(fresh), "--out", str(child)]
+    result = CliRunner().invoke(cli_app, args)
+    assert result.exit_code in (0, 4), result.output  # promoted or refused: the run is written either way
+    assert "120 reviewed messages written" in result.output
+    assert len(pd.read_csv(fresh)) == 120
+    manifest = load_run(child).manifest
+    assert manifest.retrain["fresh"]["source"] == str(fresh) and manifest.parent_run == str(parent)
+    again = CliRunner().invoke(cli_app, [*args[:-1], str(tmp_path / "child2")])
+    assert again.exit_code == 2 and "reviews.csv" in again.output  # the export never overwrites
+    lonely = CliRunner().invoke(
+        cli_app, ["retrain", str(parent), "--fresh", str(fresh), "--model", "spam", "--out", "x"]
+    )
+    assert lonely.exit_code == 2 and "--db" in lonely.output
