@@ -244,6 +244,18 @@ def _fraction(value: float | None, flag: str, *, low_open: bool = True, high_ope
         raise typer.BadParameter(f"{value} is not a share in {interval}", param_hint=flag)
 
 
+def _since_day(value: str | None):
+    """--since as a datetime.date (YYYY-MM-DD), or None."""
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(value) if value else None
+    except ValueError as err:
+        raise typer.BadParameter(
+            f"{value!r} is not a day: write YYYY-MM-DD, e.g. 2026-11-30", param_hint="--since"
+        ) from err
+
+
 def _fmt(value, spec: str = ".3f") -> str:
     """A metric for a summary line; n/a where it is undefined (e.g. AUC on a test split with one class)."""
     return "n/a" if value is None else format(value, spec)
@@ -572,16 +584,10 @@ def data_export_reviews(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
 ) -> None:
     """Write the reviewers' decisions as a labelled CSV for `finesieve train --data` or `--replay-from`."""
-    import datetime as dt
 
     from finesieve.serve.review_export import export_reviews
 
-    try:
-        since_day = dt.date.fromisoformat(since) if since else None
-    except ValueError as err:
-        raise typer.BadParameter(
-            f"{since!r} is not a day: write YYYY-MM-DD, e.g. 2026-11-30", param_hint="--since"
-        ) from err
+    since_day = _since_day(since)
     check_outputs({"--out": out}, {"--run": run})
     print(export_reviews(db, run, out, model=model, since=since_day, overwrite=overwrite))
 
@@ -1079,7 +1085,6 @@ def retrain_command(
     fixed sets, and the fresh slice improves, or not); the run directory is written either way, with the evidence
     in gate.json and gate.html. Exit code 2 for bad input.
     """
-    import datetime as dt
 
     from finesieve.evals.gate import GateConfig
     from finesieve.serve.review_export import export_reviews
@@ -1089,12 +1094,7 @@ def retrain_command(
         raise typer.BadParameter(
             "--model and --since select reviews from the database: give --db too", param_hint="--db"
         )
-    try:
-        since_day = dt.date.fromisoformat(since) if since else None
-    except ValueError as err:
-        raise typer.BadParameter(
-            f"{since!r} is not a day: write YYYY-MM-DD, e.g. 2026-11-30", param_hint="--since"
-        ) from err
+    since_day = _since_day(since)
 
     gate = (
         GateConfig.from_yaml(gate_config, margin=margin)

@@ -224,7 +224,7 @@ def run_scenario(config: ScenarioConfig, out: str | Path, log: Callable[[str], N
     stream, shift = traffic_stream(parts, config)
     stream[["id", "text"]].to_csv(files / "traffic.csv", index=False)
     scored = _score(parent, files / "traffic.csv", out / "scored.csv", stream)
-    labels = pd.Series(stream.set_index("id").loc[scored["id"], "label"].to_numpy(), index=scored.index)
+    labels = _by_scored_id(stream, scored, "label")
     reviews = simulate_reviews(scored, labels, config.audit_rate, config.seed)
     reviews.to_csv(out / "reviews.csv", index=False)
     every = timedelta(minutes=config.window)
@@ -306,6 +306,11 @@ def _score(parent: Path, data: Path, out: Path, stream: pd.DataFrame) -> pd.Data
     return scored
 
 
+def _by_scored_id(frame: pd.DataFrame, scored: pd.DataFrame, column: str) -> pd.Series:
+    """`frame[column]` of each scored message (matched by id), on the scored file's index."""
+    return pd.Series(frame.set_index("id").loc[scored["id"], column].to_numpy(), index=scored.index)
+
+
 def _labelled(stream: pd.DataFrame, path: Path) -> Path:
     stream[["text", "label"]].to_csv(path, index=False)
     return path
@@ -373,13 +378,13 @@ def _repeated_windows(config: ScenarioConfig, parts: dict[str, pd.DataFrame], pa
     pool.insert(1, "received_at", [(START + timedelta(minutes=i)).isoformat() + "Z" for i in range(len(pool))])
     pool[["id", "text"]].to_csv(out / "data" / "pool.csv", index=False)
     scored = _score(parent, out / "data" / "pool.csv", out / "pool_scored.csv", pool)
-    labels = pd.Series(pool.set_index("id").loc[scored["id"], "label"].to_numpy(), index=scored.index)
+    labels = _by_scored_id(pool, scored, "label")
     simulate_reviews(scored, labels, config.audit_rate, config.seed + 3).to_csv(out / "pool_reviews.csv", index=False)
     traffic = read_scored_file(
         parent, out / "pool_scored.csv", reviews=out / "pool_reviews.csv", time_col="received_at"
     )
     reference = load_reference(parent)
-    phase = pool.set_index("id").loc[scored["id"], "phase"].to_numpy()
+    phase = _by_scored_id(pool, scored, "phase").to_numpy()
     old_rows, campaign_rows = np.flatnonzero(phase == "old"), np.flatnonzero(phase == "campaign")
     shares = sorted({*config.detection_shares, config.campaign_share})
     if round(max(shares) * config.window) > len(campaign_rows) or config.window > len(old_rows):
