@@ -22,8 +22,8 @@ from pathlib import Path
 from finesieve.cascade.build import fit_cascade
 from finesieve.cascade.fit import CascadeConfig
 from finesieve.data.load import load_dataset
+from finesieve.data.sources import find_dataset
 from finesieve.data.spec import ColumnSpec
-from finesieve.demo import DAVIDSON, find_data_dir
 
 TARGETS = {"route_max": 0.20, "recall_kept_min": 0.98, "speedup_min": 4.0}
 
@@ -39,7 +39,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
 
-    data = load_dataset(find_data_dir(args.data_dir) / DAVIDSON, ColumnSpec(text_col="text", label_cols=("label",)))
+    data = load_dataset(find_dataset("davidson", args.data_dir), ColumnSpec(text_col="text", label_cols=("label",)))
     run = fit_cascade(
         data,
         model_run=args.model,

@@ -124,6 +124,44 @@ def test_fit_then_eval_run_on_unseen_file(files):
     assert any("saved test split" in n for n in own["notes"])
 
 
+def test_functional_suite_as_corner_set_and_as_eval_data(files):
+    """`--corner builtin:hate_speech` is evaluated per functionality into the run; `eval --data builtin:...`
+    reports it; every evaluation carries the evaded figures unless --no-evasion."""
+    tmp, train, _ = files
+    run_dir = tmp / "run_functional"
+    run(
+        "fit",
+        "tfidf",
+        "--data",
+        train,
+        "--positive",
+        "hate_speech",
+        "--out",
+        run_dir,
+        "--corner",
+        "builtin:hate_speech",
+    )
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    corner = manifest["metrics"]["corner:hate_speech"]
+    assert manifest["data"]["corner_sets"]["hate_speech"]["source"] == "builtin:hate_speech"
+    functional = corner["functional"]
+    assert functional["n"] == corner["n"] and {"negation", "counter_speech", "evasion"} <= set(
+        functional["functionalities"]
+    )
+    assert "evasion" in manifest["metrics"]["test"] and "examples" not in manifest["metrics"]["test"]["evasion"]
+    payload = json.loads(
+        run("eval", run_dir, "--data", "builtin:hate_speech", "--positive", "hate_speech", "--json").stdout
+    )
+    assert payload["functional"]["accuracy"] == pytest.approx(functional["accuracy"])
+    assert payload["evasion"]["n"] == payload["n"]
+    plain = json.loads(
+        run(
+            "eval", run_dir, "--data", "builtin:hate_speech", "--positive", "hate_speech", "--json", "--no-evasion"
+        ).stdout
+    )
+    assert "evasion" not in plain and plain["roc_auc"] == pytest.approx(payload["roc_auc"])
+
+
 def test_eval_side_by_side_with_report(files):
     tmp, train, _ = files
     report = tmp / "cmp.html"
@@ -253,6 +291,13 @@ def test_demo_small(tmp_path, shared_data):
         and systems["prompt baseline on a hosted LLM"]["cost_per_million"] > 0
     )
     assert (demo / "data_review.html").exists()
+    # Compared as a review team would: every system at the legacy queue's size and at the legacy recall.
+    points = payload["operating_points"]
+    assert points["reference"]["name"] == "legacy (rules + pre-filter)" and points["reference"]["flagged"] > 0
+    assert set(points["systems"]) == {"prompt baseline", "fine-tuned", "cascade"}
+    assert "operating point" in report and "Evasion: the same messages" in report
+    assert "caught in" in proc.stdout
+    assert all("evasion" in payload["scorers"][name] for name in payload["scorers"])
     # Step 7 ran the real service on the cascade and stopped it: five test messages stored once each (the retry
     # was answered from the database), the review queue used through the API, the command to start it printed.
     assert "duplicate=True" in proc.stdout and "finesieve serve" in proc.stdout and "service stopped" in proc.stdout

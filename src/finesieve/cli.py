@@ -597,7 +597,14 @@ def data_export_reviews(
 @column_options(labelled=True, extras=("meta_col",))
 def eval_command(
     refs: Annotated[list[str], typer.Argument(help="Run directories or scorer names (tfidf, rules, rules:POLICY).")],
-    data: Annotated[Path, typer.Option("--data", help="Labelled file to evaluate on.")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            help="Labelled file to evaluate on, or a functional suite (builtin:hate_speech, a suite YAML, or a "
+            "table with a functionality column), reported per functionality.",
+        ),
+    ],
     spec: ColumnSpec,
     max_rows: MaxRows = None,
     positive: Positive = None,
@@ -630,12 +637,21 @@ def eval_command(
             "mentions, counterfactual term swaps) with this term list: builtin:identity or a YAML file."
         ),
     ] = None,
+    evasion: Annotated[
+        bool,
+        typer.Option(
+            help="Also score the messages evaded (swapped, dropped and doubled letters, joined and split words, "
+            "leet, look-alikes, separators) and report the gap to the plain figures."
+        ),
+    ] = True,
     n_boot: NBoot = 1000,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed for splits and bootstrap.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object on stdout.")] = False,
 ) -> None:
     """Evaluate one or more scorers on the same data; with several, compare them side by side with ratios."""
+    from finesieve.data.evasion import EvasionConfig
     from finesieve.evals.bias import BiasConfig
+    from finesieve.evals.functional import is_functional_suite, load_functional_suite
     from finesieve.evals.harness import CostModel
     from finesieve.evals.report import write_eval_report
     from finesieve.evals.side_by_side import run_side_by_side
@@ -657,7 +673,10 @@ def eval_command(
     # --slice-col columns are read as extra (meta) columns too; validated again as one mapping.
     slices = [c for c in slice_col or [] if c not in spec.meta_cols]
     spec = ColumnSpec.model_validate({**spec.model_dump(), "meta_cols": (*spec.meta_cols, *slices)})
-    dataset = _load(data, spec, max_rows=max_rows, normalise_labels=normalise_labels)
+    if is_functional_suite(data):  # builtin:hate_speech or a suite file: accuracy per functionality
+        dataset = load_functional_suite(data)
+    else:
+        dataset = _load(data, spec, max_rows=max_rows, normalise_labels=normalise_labels)
     train_set = _load(train, spec, normalise_labels=normalise_labels) if train else None
     pos = _positive(positive, dataset.classes)
     result = run_side_by_side(
@@ -674,6 +693,7 @@ def eval_command(
         n_boot=n_boot,
         seed=seed,
         bias=bias_config,
+        evasion=EvasionConfig(seed=seed) if evasion else None,
     )
     if report:
         path = write_eval_report(
@@ -747,10 +767,18 @@ def score_command(
 
 
 def _corner_sets(corner: list[Path] | None, spec, normalise_labels: bool) -> dict:
-    return {
-        p.stem: _load(p, spec.model_copy(update={"vote_cols": None}), normalise_labels=normalise_labels)
-        for p in corner or []
-    }
+    """Corner-case sets by name: a file read with the data's columns, or a functional suite (`builtin:NAME`, a
+    YAML suite, or a table with a `functionality` column; `evals.functional`), reported per functionality."""
+    from finesieve.evals.functional import is_functional_suite, load_functional_suite
+
+    sets = {}
+    for p in corner or []:
+        if is_functional_suite(p):
+            name = str(p).removeprefix("builtin:") if str(p).startswith("builtin:") else p.stem
+            sets[name] = load_functional_suite(p)
+        else:
+            sets[p.stem] = _load(p, spec.model_copy(update={"vote_cols": None}), normalise_labels=normalise_labels)
+    return sets
 
 
 def _check_run_output(out: Path, overwrite: bool, inputs: dict) -> None:

@@ -36,6 +36,7 @@ from finesieve.cascade.cost import PriceTable, StageCost, api_per_million, count
 from finesieve.cascade.fit import CascadeConfig
 from finesieve.cascade.report import cascade_sections
 from finesieve.data.errors import ConfigError
+from finesieve.data.evasion import EvasionConfig
 from finesieve.data.load import load_dataset
 from finesieve.data.review import review, summary_lines, write_review
 from finesieve.data.sources import find_dataset
@@ -43,12 +44,13 @@ from finesieve.data.spec import ColumnSpec
 from finesieve.data.split import SplitConfig, make_splits
 from finesieve.evals.compare import compare, ratio_sentence
 from finesieve.evals.harness import evaluate
-from finesieve.evals.report import write_eval_report
+from finesieve.evals.operating_points import matched_operating_points
+from finesieve.evals.report import operating_points_section, write_eval_report
 from finesieve.models.char_cnn import CharCNNConfig, CharCNNScorer
 from finesieve.models.embedding_zero_shot import EmbeddingZeroShot
 from finesieve.models.finetune_config import FinetuneConfig
 from finesieve.models.rules import RulesScorer
-from finesieve.tables import production_table
+from finesieve.tables import operating_points_table, production_table
 from finesieve.train.recipe import fit_and_save
 
 POSITIVE = ["hate_speech"]
@@ -145,6 +147,7 @@ def run_demo(
         threshold_source="pre-filter run (validation)",
         n_boot=n_boot,
         name=LEGACY,
+        evasion=EvasionConfig(),
     )
     console.print(
         f"pre-filter test ROC AUC {cnn.test_result.summary['roc_auc']:.3f} at "
@@ -230,14 +233,27 @@ def run_demo(
     comparison["evaluated_on"] = f"held-out test split of {data_file.name} (n={len(test):,})"
     for name in (FINETUNED, CASCADE):
         console.print(ratio_sentence(comparison, name))
+    # As a review team compares systems: at the legacy queue's size, and at the legacy system's catch.
+    points = matched_operating_points(
+        legacy_result.y,
+        {r.name: r.scores for r in (baseline.test_result, model_result, cascade_result)},
+        reference_flagged=legacy.decide(test.texts).flagged,
+        reference=LEGACY,
+    )
+    console.print(operating_points_table(points))
     report_path = write_eval_report(
         out / "eval_report.html",
         results,
         comparison,
         "finesieve demo: hate_speech vs the rest",
         subtitle=comparison["evaluated_on"],
-        lead_sections=cascade_sections(cascade, rows, prices),
-        extra={"systems": rows, "cascade_fit": cascade.fit.to_dict(), "costs": cascade.costs},
+        lead_sections=[operating_points_section(points), *cascade_sections(cascade, rows, prices)],
+        extra={
+            "systems": rows,
+            "operating_points": points,
+            "cascade_fit": cascade.fit.to_dict(),
+            "costs": cascade.costs,
+        },
     )
     console.print(
         f"evaluation report: {report_path} (and {report_path.with_suffix('.json').name}); "
@@ -252,6 +268,7 @@ def run_demo(
         "review": reviewed,
         "comparison": comparison,
         "systems": rows,
+        "operating_points": points,
         "cascade": cascade,
         "report": str(report_path),
         "review_report": str(review_path),

@@ -16,14 +16,18 @@ from rich.table import Table
 def comparison_table(comparison: dict) -> Table:
     """One row per scorer of `compare(...)`: ROC AUC with its 95% interval, PR AUC, thresholded metrics, speed."""
     table = Table(title=comparison.get("evaluated_on", ""))
-    for col in ("scorer", "ROC AUC", "PR AUC", "precision", "recall", "F1", "flag rate", "msgs/s"):
+    evaded = any("evasion" in d for d in comparison["scorers"].values())
+    columns = ("scorer", "ROC AUC", *(("evaded AUC",) if evaded else ()), "PR AUC", "precision", "recall", "F1")
+    for col in (*columns, "flag rate", "msgs/s"):
         table.add_column(col, justify="left" if col == "scorer" else "right")
     for name, d in comparison["scorers"].items():
         ci = d["ci95"].get("roc_auc")
         auc = f"{d['roc_auc']:.3f}" + (f" [{ci[0]:.3f}-{ci[1]:.3f}]" if ci else "") if d["roc_auc"] is not None else "-"
+        evaded_auc = [_f(d["evasion"]["evaded"]["roc_auc"]) if "evasion" in d else "-"] if evaded else []
         table.add_row(
             name,
             auc,
+            *evaded_auc,
             _f(d["pr_auc"]),
             _f(d["precision"]),
             _f(d["recall"]),
@@ -61,3 +65,30 @@ def production_table(rows: list[dict], title: str = "", currency: str = "USD") -
 
 def _f(value) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def operating_points_table(points: dict) -> Table:
+    """`evals.operating_points.matched_operating_points`: each system at the reference's volume and recall."""
+    ref = points["reference"]
+    table = Table(
+        title=f"at the {ref['name']}'s operating point: {ref['flagged']:,} messages to review, "
+        f"{ref['caught']:,} violations caught (recall {ref['recall']:.3f})"
+    )
+    for col in (
+        "system",
+        f"caught in {ref['flagged']:,}",
+        "vs reference",
+        f"reviews to catch {ref['caught']:,}",
+        "saved",
+    ):
+        table.add_column(col, justify="left" if col == "system" else "right")
+    for name, e in points["systems"].items():
+        saved = e["at_recall"]["review_saved"]
+        table.add_row(
+            name,
+            f"{e['at_volume']['caught']:,}",
+            f"{e['at_volume']['more_caught']:+,}",
+            f"{e['at_recall']['flagged']:,}",
+            "-" if saved is None else f"{saved:.0%}",
+        )
+    return table

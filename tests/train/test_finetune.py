@@ -11,6 +11,7 @@ import torch
 from finesieve.data.errors import ConfigError
 from finesieve.data.split import SplitConfig, make_splits
 from finesieve.evals.metrics import roc_auc
+from finesieve.models import finetuned as finetuned_module
 from finesieve.models.calibration import Calibrator
 from finesieve.models.finetune_config import FinetuneConfig
 from finesieve.models.finetuned import FineTunedScorer
@@ -335,3 +336,41 @@ def test_qlora_on_gpu_trains_adapters_on_a_4bit_body(sms_task, tiny_llama):
     assert history[-1]["train_loss"] < history[0]["train_loss"], history
     assert scorer.training_["best_val_metric"] > history[0]["val_metric"] or auc > 0.75, (history, auc)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_model_reads_text_deobfuscated_unless_told_not_to(sms_task, tiny_bert, tmp_path):
+    train, _ = sms_task
+    texts, labels = train["text"].tolist()[:200], train["label"].tolist()[:200]
+    on = FineTunedScorer(config(tiny_bert, max_steps=2)).fit(texts, labels)
+    off = FineTunedScorer(config(tiny_bert, max_steps=2, deobfuscate=False)).fit(texts, labels)
+    evaded, plain = ["call my ph0ne n.o.w for FREE c4sh"], ["call my phone now for free cash"]
+    np.testing.assert_array_equal(on.logits(evaded), on.logits(plain))
+    assert not np.allclose(off.logits(evaded), off.logits(plain))
+    # A run saved before the setting existed read the prepared text as given, and still does.
+    off.save(tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "scorer.json").read_text())
+    del meta["config"]["deobfuscate"]
+    (tmp_path / "old" / "scorer.json").write_text(json.dumps(meta))
+    old = FineTunedScorer.load(tmp_path / "old")
+    assert old.get_config().deobfuscate is False
+    np.testing.assert_allclose(old.predict_proba(evaded), off.predict_proba(evaded), atol=1e-6)
+
+
+def test_evasion_augmentation_adds_labelled_copies(sms_task, tiny_bert, monkeypatch):
+    train, _ = sms_task
+    texts, labels = train["text"].tolist()[:300], train["label"].tolist()[:300]
+    seen = {}
+    real_batches = finetuned_module.Batches
+
+    def spy(ids, targets, *args, **kwargs):
+        seen["n"], seen["targets"] = len(ids), np.asarray(targets)
+        return real_batches(ids, targets, *args, **kwargs)
+
+    monkeypatch.setattr(finetuned_module, "Batches", spy)
+    scorer = FineTunedScorer(config(tiny_bert, max_steps=2, augment_evasion=0.5)).fit(texts, labels)
+    t = scorer.training_
+    assert t["n_train"] == 270  # 300 less the internal 10% validation split
+    assert t["augmented_rows"] == seen["n"] - 270 and 120 <= t["augmented_rows"] <= 135
+    # The copies carry their rows' labels: the class balance of the copies follows the originals'.
+    copies = seen["targets"][270:]
+    assert 0 < copies.sum() < len(copies)

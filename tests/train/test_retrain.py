@@ -210,3 +210,21 @@ def test_a_drifted_sample_decides_the_gain_and_the_reviewed_slice_only_must_not_
     # The sample's rows never reach training: they were evaluation data from the start.
     training = pd.read_csv(tmp_path / "child" / "training_data.csv", dtype=str, keep_default_na=False)
     assert not set(drifted.texts) & set(training["text"])
+
+
+def test_a_builtin_functional_suite_is_reloaded_as_the_parents_corner_set(davidson_csv, tmp_path):
+    from finesieve.evals.functional import load_functional_suite
+    from finesieve.train.retrain import _parent_corner_sets
+
+    data = load_dataset(davidson_csv, ColumnSpec(text_col="text", label_cols=("label",)), max_rows=1500)
+    suite = load_functional_suite("builtin:hate_speech")
+    train_reference(
+        "tfidf", data, positive=["hate_speech"], out=tmp_path / "parent", corner_sets={"hate_speech": suite}, n_boot=0
+    )
+    manifest = load_run(tmp_path / "parent").manifest
+    sets, notes = _parent_corner_sets(manifest)
+    assert notes == [] and sets["hate_speech"].content_hash == suite.content_hash
+    # A suite that no longer reads as recorded is skipped with a note, never silently swapped.
+    manifest.data["corner_sets"]["hate_speech"]["content_hash"] = "0" * 64
+    sets, notes = _parent_corner_sets(manifest)
+    assert sets == {} and "has changed" in notes[0]

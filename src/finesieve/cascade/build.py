@@ -25,9 +25,10 @@ from finesieve.cascade.cost import PriceTable, StageCost, cascade_per_million
 from finesieve.cascade.fit import CascadeConfig, CascadeFit, ValidationScores, fit_thresholds
 from finesieve.data.dataset import Dataset
 from finesieve.data.errors import ConfigError, LeakageError
+from finesieve.data.evasion import EvasionConfig
 from finesieve.data.split import Splits, load_splits
 from finesieve.data.task import ClassificationTask
-from finesieve.evals.harness import EvalResult, evaluate_scored
+from finesieve.evals.harness import EvalResult, add_evasion, evaluate_scored
 from finesieve.manifest import ReferenceStats, reference_stats, write_reference_embeddings
 from finesieve.models.base import positive_scores, set_preprocessing
 from finesieve.models.cascade import Cascade, CascadeThresholds, Decisions
@@ -269,6 +270,9 @@ def measure(
             flagged=decisions.flagged,
         ),
     }
+    # The same test messages evaded (evals.evasion): how much of each system's skill survives spelling tricks.
+    add_evasion(results["fine-tuned model"], model, test.texts, EvasionConfig(), n_boot=n_boot)
+    add_evasion(results["cascade"], cascade, test.texts, EvasionConfig(), flagged=decisions.flagged, n_boot=n_boot)
     return results, decisions
 
 

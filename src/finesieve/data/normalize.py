@@ -243,19 +243,44 @@ _DOLLAR_S = re.compile(r"(?<![\w$])\$(?=[^\W\d_]{2,}\b)")
 _REPEATS = re.compile(r"([^\W\d_])\1{3,}")
 
 
+def _joinable(chars: str) -> bool:
+    """Mostly letters, of which at least three; any digit a leet digit, so "a 5 b" or "5 5 5 1 2 3" (a spaced
+    phone number) are not joined."""
+    letters = sum(ch.isalpha() for ch in chars)
+    if letters < 3 or len(chars) - letters >= letters:
+        return False
+    return not any(ch.isdigit() and ch not in _LEET_DIGITS for ch in chars)
+
+
 def _join_spaced(m: re.Match) -> str:
     run = m.group()
     seps = _SPACED_SEP.findall(run)
     chars = _SPACED_SEP.sub("", run)
-    letters = sum(ch.isalpha() for ch in chars)
-    others = len(chars) - letters
-    # One separator style throughout ("p.s. i" mixes two) and mostly letters, of which at least three; any
-    # digit must be a leet digit, so "a 5 b" or "5 5 5 1 2 3" (a spaced phone number) are not joined.
-    if len(set(seps)) != 1 or letters < 3 or others >= letters:
-        return run
-    if any(ch.isdigit() and ch not in _LEET_DIGITS for ch in chars):
-        return run
-    return chars.translate(_LEET)
+    if len(set(seps)) == 1:
+        return chars.translate(_LEET) if _joinable(chars) else run
+    # Mixed separators ("i h.a.t.e", "p.s. i"): each stretch spelled with one separator is joined on its own when
+    # it is a spaced-out word, so the space in "i h.a.t.e" stays and "h.a.t.e" becomes "hate".
+    joined = [False] * len(seps)
+    start = 0
+    for end in range(1, len(seps) + 1):
+        if end == len(seps) or seps[end] != seps[start]:
+            if _joinable(chars[start : end + 1]):
+                joined[start:end] = [True] * (end - start)
+            start = end
+    out = [chars[0]]
+    for k, sep in enumerate(seps):
+        out.append(chars[k + 1] if joined[k] else sep + chars[k + 1])
+    return _fold_joined(out, joined)
+
+
+def _fold_joined(out: list[str], joined: list[bool]) -> str:
+    """`out` (the first char, then each separator-or-nothing + char) with leet folded in joined stretches only, so a
+    lone "4" between words stays a number."""
+    pieces = []
+    for k, piece in enumerate(out):
+        inside = (k > 0 and joined[k - 1]) or (k < len(joined) and joined[k])
+        pieces.append(piece[:-1] + piece[-1].translate(_LEET) if inside else piece)
+    return "".join(pieces)
 
 
 def _unleet(m: re.Match) -> str:

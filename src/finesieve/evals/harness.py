@@ -7,9 +7,12 @@ Binary figures treat the `positive` classes as the violation and everything else
 precision, recall and F1 at the operating threshold, with bootstrap confidence intervals; the thresholds
 that would meet a target precision or recall on this data; the cost of misses and false alarms. Per-class
 figures (one class vs the rest), the multi-class confusion matrix and per-slice figures come beside them.
-Asked for, a bias audit per identity group (`evals.bias`) is added as `EvalResult.bias`:
+Asked for, a bias audit per identity group (`evals.bias`) is added as `EvalResult.bias`, and the same messages
+evaded by the tricks people use to slip past filters (`evals.evasion`: plain AUC minus evaded AUC, per kind) as
+`EvalResult.evasion`. A functional suite (`evals.functional`: cases tagged with the behaviour they test) gets
+accuracy per functionality and target group as `EvalResult.functional`, without asking:
 
-    evaluate(scorer, test_set, positive=["hate_speech"], threshold=0.31, bias=BiasConfig())
+    evaluate(scorer, test_set, positive=["hate_speech"], threshold=0.31, bias=BiasConfig(), evasion=EvasionConfig())
 
 Every task kind (`data.task`) goes through one entry point, given what the system produced for the dataset:
 
@@ -28,10 +31,13 @@ import numpy as np
 
 from finesieve.data.dataset import AnyDataset, Dataset, GenerationDataset, RankingDataset
 from finesieve.data.errors import ConfigError
+from finesieve.data.evasion import EvasionConfig
 from finesieve.data.task import ClassificationTask, GenerationTask, RankingTask
 from finesieve.evals import metrics as M
 from finesieve.evals.bias import BiasConfig, audit_bias
 from finesieve.evals.bootstrap import bootstrap_cis
+from finesieve.evals.evasion import evasion_gap
+from finesieve.evals.functional import FUNCTIONALITY_COL, TARGET_COL, functional_breakdown
 from finesieve.evals.generation import GenerationResult, evaluate_generation
 from finesieve.evals.ranking import RankingResult, evaluate_ranking
 from finesieve.models.base import positive_scores
@@ -66,6 +72,8 @@ class EvalResult:
     classes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     bias: dict | None = None  # the bias audit (`evals.bias.BiasAudit.to_dict`), when asked for
+    evasion: dict | None = None  # plain vs evaded figures (`evals.evasion.EvasionGap.to_dict`), when asked for
+    functional: dict | None = None  # accuracy per functionality (`evals.functional`), on a functional suite
 
     def to_dict(self) -> dict:
         s = self.summary
@@ -92,6 +100,8 @@ class EvalResult:
             "slices": self.slices,
             "messages_per_second": round(s["n"] / self.seconds, 1) if self.seconds > 0 else None,
             **({"bias": self.bias} if self.bias is not None else {}),
+            **({"evasion": self.evasion} if self.evasion is not None else {}),
+            **({"functional": self.functional} if self.functional is not None else {}),
         }
 
 
@@ -119,9 +129,11 @@ def evaluate(
     seed: int = 0,
     name: str | None = None,
     bias: BiasConfig | None = None,
+    evasion: EvasionConfig | None = None,
 ) -> EvalResult:
     """Score `dataset` with `scorer` and measure it; a scorer with `decide` (a cascade) is judged by its actions.
-    `bias` adds the bias audit, its counterfactual check rescoring with `scorer.predict_proba`."""
+    `bias` adds the bias audit, its counterfactual check rescoring with `scorer.predict_proba`; `evasion` scores
+    the messages again, evaded, and adds the gap."""
     positive = list(positive)
     flagged = None
     start = time.perf_counter()
@@ -162,7 +174,36 @@ def evaluate(
             seed=seed,
         )
         result.bias = audit.to_dict()
+    if evasion is not None:
+        add_evasion(result, scorer, dataset.texts, evasion, flagged=flagged, n_boot=n_boot, seed=seed)
     return result
+
+
+def add_evasion(
+    result: EvalResult,
+    scorer,
+    texts: Sequence[str],
+    config: EvasionConfig,
+    *,
+    flagged: np.ndarray | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> None:
+    """Score `texts` (the ones `result` measured) again, evaded, with `scorer` (by its decisions when it has
+    `decide`, like the cascade) and set `result.evasion` (`evals.evasion.evasion_gap`)."""
+    positive = result.positive
+
+    def rescore(evaded: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        if hasattr(scorer, "decide"):
+            d = scorer.decide(evaded)
+            classes = [str(c) for c in scorer.classes_]
+            return positive_scores(np.asarray(d.proba, dtype=float), classes, positive, scorer.multilabel_), d.flagged
+        return score_positive(scorer, evaded, positive)[0], None
+
+    gap = evasion_gap(
+        texts, result.y, result.scores, result.threshold, config, rescore, flagged=flagged, n_boot=n_boot, seed=seed
+    )
+    result.evasion = gap.to_dict()
 
 
 def evaluate_scored(
@@ -220,6 +261,10 @@ def evaluate_scored(
         pred_idx = proba.argmax(axis=1)
         confusion = {"labels": classes, "matrix": M.confusion_matrix(true_idx, pred_idx, len(classes)).tolist()}
     slices = _slices(dataset, y, scores, threshold, slice_cols, pred=decided >= at)
+    functional = None
+    if FUNCTIONALITY_COL in dataset.frame:  # a functional suite (evals.functional): accuracy per functionality
+        target = dataset.frame[TARGET_COL] if TARGET_COL in dataset.frame else None
+        functional = functional_breakdown(dataset.frame[FUNCTIONALITY_COL], target, y, decided >= at)
     return EvalResult(
         name=name,
         positive=positive,
@@ -237,6 +282,7 @@ def evaluate_scored(
         proba=proba,
         classes=classes,
         seconds=seconds,
+        functional=functional,
     )
 
 

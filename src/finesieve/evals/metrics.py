@@ -16,6 +16,9 @@ NaN scores, labels other than 0/1) and when an AUC is undefined because `y_true`
 
 from __future__ import annotations
 
+import math
+from statistics import NormalDist
+
 import numpy as np
 
 # ----------------------------------------------------------------------------- input checks
@@ -326,3 +329,21 @@ def binary_summary(y_true, scores, threshold: float) -> dict:
         **c,
         "flag_rate": (c["tp"] + c["fp"]) / n if n else 0.0,
     }
+
+
+# ----------------------------------------------------------------------------- shares
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of the share successes / n (sound at small n and near 0 or 1)."""
+    if n <= 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n > 0, got successes={successes}, n={n}")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    # At 0 or n the bound is exactly 0 or 1 in theory; say so rather than leave rounding dust (1e-18).
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high

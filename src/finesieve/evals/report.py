@@ -2,7 +2,8 @@
 
 ROC and PR curves of every scorer on one plot, score histograms per class, the metrics table with 95%
 bootstrap intervals, ratios to the baseline, per-class and per-slice figures, confusion matrices and costs,
-and, for scorers evaluated with a bias audit (`evals.bias`), its per-group table, plot and counterfactual swaps.
+for scorers evaluated with a bias audit (`evals.bias`), its per-group table, plot and counterfactual swaps, and
+for scorers evaluated against evasion (`evals.evasion`), plain vs evaded figures per kind of trick with a plot.
 """
 
 from __future__ import annotations
@@ -302,6 +303,198 @@ def _bias(results: Sequence[EvalResult]) -> str:
     return "".join(parts)
 
 
+def _gap_cell(g: dict | None) -> str:
+    if g is None:
+        return "-"
+    ci = f" [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]" if g.get("ci95") else ""
+    return f"{g['value']:+.3f}{ci}"
+
+
+def _evasion_plot(results: Sequence[EvalResult]) -> str:
+    """ROC AUC per kind of trick, evaded (bars) against plain (ticks), one group of bars per scorer."""
+    shown = [r for r in results if r.evasion is not None and r.evasion["by_kind"]]
+    if not shown:
+        return ""
+    kinds = list(shown[0].evasion["by_kind"])
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(kinds) * len(shown) ** 0.5 + 2), 3.6))
+    width = 0.8 / len(shown)
+    for j, r in enumerate(shown):
+        xs = np.arange(len(kinds)) + (j - (len(shown) - 1) / 2) * width
+        evaded = [r.evasion["by_kind"].get(k, {}).get("evaded", {}).get("roc_auc") or np.nan for k in kinds]
+        plain = [r.evasion["by_kind"].get(k, {}).get("plain", {}).get("roc_auc") or np.nan for k in kinds]
+        ax.bar(xs, evaded, width * 0.9, label=f"{r.name} evaded")
+        ax.scatter(xs, plain, marker="_", s=200, color="k", zorder=3)
+    ax.set_xticks(range(len(kinds)), kinds, rotation=20)
+    lows = [v for r in shown for e in r.evasion["by_kind"].values() for v in (e["evaded"]["roc_auc"],) if v]
+    ax.set(ylabel="ROC AUC", ylim=(max(0.0, min(lows, default=0.5) - 0.05), 1.0))
+    ax.set_title("ROC AUC per kind of evasion: bars evaded, ticks the same messages plain", fontsize=10)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.grid(axis="y", alpha=0.3)
+    return R.figure(fig)
+
+
+def _evasion(results: Sequence[EvalResult]) -> str:
+    evaluated = [r for r in results if r.evasion is not None]
+    rows = [
+        [
+            r.name,
+            e["n_changed"],
+            e["plain"]["roc_auc"],
+            e["evaded"]["roc_auc"],
+            _gap_cell(e["gap"]["roc_auc"]),
+            e["plain"]["pr_auc"],
+            e["evaded"]["pr_auc"],
+            _gap_cell(e["gap"]["pr_auc"]),
+            e["plain"]["recall"],
+            e["evaded"]["recall"],
+        ]
+        for r in evaluated
+        for e in [r.evasion]
+    ]
+    parts = [
+        R.table(
+            [
+                "scorer",
+                "messages changed",
+                "ROC AUC plain",
+                "evaded",
+                "gap [95%]",
+                "PR AUC plain",
+                "evaded",
+                "gap [95%]",
+                "recall plain",
+                "evaded",
+            ],
+            rows,
+        ),
+        _evasion_plot(evaluated),
+    ]
+    for r in evaluated:
+        kinds = [
+            [
+                k,
+                e["n"],
+                e["n_violation"],
+                e["plain"]["roc_auc"],
+                e["evaded"]["roc_auc"],
+                e["gap_roc_auc"],
+                e["plain"]["recall"],
+                e["evaded"]["recall"],
+            ]
+            for k, e in r.evasion["by_kind"].items()
+        ]
+        parts.append(f"<h3>{R.esc(r.name)}: per kind</h3>")
+        parts.append(
+            R.table(["kind", "n", "violations", "ROC AUC plain", "evaded", "gap", "recall plain", "evaded"], kinds)
+        )
+        if r.evasion["examples"]:
+            parts.append(
+                R.table(
+                    ["violation", "evaded", "kind", "score plain -> evaded"],
+                    [
+                        [x["text"], x["evaded"], x["kind"], f"{x['before']:.3f} -> {x['after']:.3f}"]
+                        for x in r.evasion["examples"]
+                    ],
+                )
+            )
+    return "".join(parts)
+
+
+def _functional_plot(results: Sequence[EvalResult]) -> str:
+    """Accuracy per functionality with Wilson 95% intervals, one marker per scorer."""
+    shown = [r for r in results if r.functional is not None]
+    funcs = list(shown[0].functional["functionalities"])
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(funcs) + 1.4))
+    for j, r in enumerate(shown):
+        entries = [r.functional["functionalities"].get(f) for f in funcs]
+        ys = [i + (j - (len(shown) - 1) / 2) * 0.8 / len(shown) for i, e in enumerate(entries) if e]
+        xs = [e["accuracy"] for e in entries if e]
+        err = np.array(
+            [[e["accuracy"] - e["accuracy_ci95"][0], e["accuracy_ci95"][1] - e["accuracy"]] for e in entries if e]
+        )
+        ax.errorbar(xs, ys, xerr=err.T, fmt="o", ms=4, capsize=2, label=r.name)
+    ax.set_yticks(range(len(funcs)), funcs)
+    ax.invert_yaxis()
+    ax.set(
+        xlabel="accuracy (Wilson 95% interval)",
+        xlim=(-0.02, 1.02),
+        title="Functional tests: accuracy per functionality",
+    )
+    ax.legend(fontsize=8, loc="lower left")
+    ax.grid(alpha=0.3)
+    return R.figure(fig)
+
+
+def _accuracy_cell(e: dict) -> str:
+    return f"{e['accuracy']:.3f} [{e['accuracy_ci95'][0]:.2f}, {e['accuracy_ci95'][1]:.2f}]"
+
+
+def _functional(results: Sequence[EvalResult]) -> str:
+    parts = [_functional_plot(results)]
+    for r in results:
+        f = r.functional
+        if f is None:
+            continue
+        parts.append(f"<h3>{R.esc(r.name)}: overall accuracy {_accuracy_cell(f)} on {f['n']:,} cases</h3>")
+        parts.append(
+            R.table(
+                ["functionality", "cases", "violations", "accuracy [95%]", "flag rate"],
+                [
+                    [k, e["n"], e["n_violation"], _accuracy_cell(e), e["flag_rate"]]
+                    for k, e in f["functionalities"].items()
+                ],
+            )
+        )
+        if f["targets"]:
+            parts.append(
+                R.table(
+                    ["target group", "cases", "violations", "accuracy [95%]", "flag rate"],
+                    [[k, e["n"], e["n_violation"], _accuracy_cell(e), e["flag_rate"]] for k, e in f["targets"].items()],
+                )
+            )
+    return "".join(parts)
+
+
+def operating_points_section(points: dict) -> str:
+    """`evals.operating_points.matched_operating_points` as a report section: each system at the reference's review
+    volume and at its recall."""
+    ref = points["reference"]
+    rows = [
+        [
+            name,
+            e["at_volume"]["caught"],
+            f"{e['at_volume']['more_caught']:+d}",
+            e["at_volume"]["precision"],
+            e["at_recall"]["flagged"],
+            e["at_recall"]["review_saved"],
+            e["at_recall"]["precision"],
+        ]
+        for name, e in points["systems"].items()
+    ]
+    return R.section(
+        f"At the {ref['name']}'s operating point",
+        R.paragraph(
+            f"The {ref['name']} sends {ref['flagged']:,} messages ({ref['flag_rate']:.1%}) to review and catches "
+            f"{ref['caught']:,} violations there (precision {R.fmt(ref['precision'])}, recall {R.fmt(ref['recall'])}). "
+            "Each system below ranks the same messages by its score: with the same review volume, how many "
+            "violations its top messages hold; to catch as many as the reference, how many messages it must send.",
+            "note",
+        ),
+        R.table(
+            [
+                "system",
+                f"caught in {ref['flagged']:,} reviews",
+                "vs reference",
+                "precision",
+                f"reviews to catch {ref['caught']:,}",
+                "review saved",
+                "precision",
+            ],
+            rows,
+        ),
+    )
+
+
 def write_eval_report(
     path: str | Path,
     results: Sequence[EvalResult],
@@ -349,6 +542,34 @@ def write_eval_report(
                     "note",
                 ),
                 _bias(results),
+            )
+        )
+    if any(r.functional is not None for r in results):
+        sections.append(
+            R.section(
+                "Functional tests",
+                R.paragraph(
+                    "Hand-written cases, each tagged with the behaviour it tests (after HateCheck, Röttger et al. "
+                    "2021): accuracy of each scorer's decisions at its operating threshold, per functionality and "
+                    "per target group.",
+                    "note",
+                ),
+                _functional(results),
+            )
+        )
+    if any(r.evasion is not None for r in results):
+        config = next(r.evasion["config"] for r in results if r.evasion is not None)
+        sections.append(
+            R.section(
+                "Evasion: the same messages with the tricks people use to slip past filters",
+                R.paragraph(
+                    "Each message changed by one trick drawn at random from "
+                    f"{', '.join(config['kinds'])} (about {config['rate']:.0%} of its words; seed {config['seed']}); "
+                    "violations and clean messages alike. Gap: plain minus evaded, with a paired bootstrap "
+                    "interval; recall at each scorer's operating threshold.",
+                    "note",
+                ),
+                _evasion(results),
             )
         )
     out = R.write_page(path, title, sections, subtitle)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from finesieve.data.dataset import Dataset
+from finesieve.data.evasion import EvasionConfig
 from finesieve.data.split import SplitConfig, load_splits, make_splits, read_split_members, text_hash
 from finesieve.evals.bias import BiasConfig
 from finesieve.evals.compare import compare
@@ -104,6 +105,7 @@ def run_side_by_side(
     n_boot: int = 1000,
     seed: int = 0,
     bias: BiasConfig | None = None,
+    evasion: EvasionConfig | None = None,
 ) -> SideBySide:
     if not refs:
         raise ValueError("name at least one run directory or scorer to evaluate")
@@ -159,6 +161,7 @@ def run_side_by_side(
                 seed=seed,
                 name=_name(ref, taken),
                 bias=bias,
+                evasion=evasion,
             )
         )
     comparison = compare(results, baseline=baseline, n_boot=n_boot if len(results) > 1 else 0, seed=seed)

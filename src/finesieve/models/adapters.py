@@ -181,7 +181,9 @@ def predict_proba_mixed(
     rows: list[tuple[int, int, list[int]]] = []
     for r, (scorer, texts) in enumerate(requests):
         encoded = scorer.tokenizer_(
-            prepare_inputs(scorer, texts), truncation=True, max_length=scorer.get_config().max_length
+            scorer.model_texts(prepare_inputs(scorer, texts)),
+            truncation=True,
+            max_length=scorer.get_config().max_length,
         )["input_ids"]
         rows.extend((r, i, ids) for i, ids in enumerate(encoded))
     rows.sort(key=lambda row: len(row[2]))

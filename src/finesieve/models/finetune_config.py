@@ -68,6 +68,19 @@ class FinetuneConfig(BaseModel):
         description="Weight of the annotators' vote shares in the training target (needs vote "
         "columns): 0 trains on the majority label alone, 1 on the vote shares alone, between mixes the two.",
     )
+    deobfuscate: bool = Field(
+        True,
+        description="Read each message as the rules, TF-IDF and char-CNN do: data.normalize.normalize_for_scoring "
+        "(case folded, leet, spaced-out letters and look-alikes undone). Runs saved before this setting read the "
+        "prepared text as it is (False).",
+    )
+    augment_evasion: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Add evaded copies (data.evasion: swapped, dropped and doubled letters, joined and split "
+        "words, leet, look-alikes, separators) of this share of the training messages, with their labels.",
+    )
     resample: bool = Field(False, description="Oversample rare classes instead of (or as well as) weighting the loss.")
     replay_from: str | None = Field(
         None, description="An earlier run directory (or data file) whose training data is replayed."

@@ -21,9 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from finesieve.data.errors import ConfigError, DataError
+from finesieve.data.evasion import augment_with_evasion
+from finesieve.data.normalize import normalize_for_scoring
 from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts, label_tuples, prepare_inputs
 from finesieve.models.calibration import Calibrator
 from finesieve.models.class_weights import class_weights
@@ -94,6 +97,14 @@ class FineTunedScorer:
         if len(classes) < 2 and not multilabel:
             raise DataError(f"labels hold one class only ({classes}): a classifier needs at least two")
 
+        augmented_rows = 0
+        if config.augment_evasion > 0:
+            rows, copies = augment_with_evasion(texts, config.augment_evasion, config.seed)
+            texts, tuples = texts + copies, tuples + [tuples[i] for i in rows]
+            if vote_shares is not None:
+                vote_shares = pd.concat([vote_shares, vote_shares.iloc[rows]], ignore_index=True)
+            augmented_rows = len(rows)
+
         model, tokenizer, arch = build_model(config, len(classes), classes)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model.to(device)
@@ -101,7 +112,7 @@ class FineTunedScorer:
         y_val = _targets(val_tuples, classes, multilabel)
         train_targets, soft_label_rows, loss_fn = _loss(config, y, classes, multilabel, vote_shares, device)
         sample_weights = _resample_weights(y, len(classes), multilabel) if config.resample else None
-        ids = tokenizer(texts, truncation=True, max_length=config.max_length)["input_ids"]
+        ids = tokenizer(self.model_texts(texts), truncation=True, max_length=config.max_length)["input_ids"]
         batches = Batches(ids, train_targets, tokenizer.pad_token_id, sample_weights)
 
         # Learned state set before the loop: validation scores with `self.logits`.
@@ -137,10 +148,11 @@ class FineTunedScorer:
             state,
             model,
             self.calibrator_,
-            n_train=len(texts),
+            n_train=len(texts) - augmented_rows,
             n_val=len(val_texts),
             device=device,
             soft_label_rows=soft_label_rows,
+            augmented_rows=augmented_rows,
         )
         return self
 
@@ -151,6 +163,12 @@ class FineTunedScorer:
     def device(self) -> torch.device:
         return next(self.model_.parameters()).device
 
+    def model_texts(self, texts: Sequence[str]) -> list[str]:
+        """The texts as the model reads them: de-obfuscated when the config says so (the default), else as given."""
+        if self.get_config().deobfuscate:
+            return [normalize_for_scoring(t) for t in texts]
+        return list(texts)
+
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """Raw logits (n, n_classes), batched by length."""
         check_is_fitted(self, "model_")
@@ -159,6 +177,7 @@ class FineTunedScorer:
         if not texts:
             return out
         max_length = self.get_config().max_length
+        texts = self.model_texts(texts)
         order = np.argsort([len(t) for t in texts], kind="stable")
         self.model_.eval()
         with torch.inference_mode():
@@ -203,7 +222,7 @@ class FineTunedScorer:
 
         directory = Path(directory)
         meta = json.loads((directory / "scorer.json").read_text())
-        config = FinetuneConfig.model_validate(meta["config"])
+        config = _saved_config(meta)
         scorer = cls(config=config, batch_size=meta.get("batch_size", 64))
         scorer.classes_ = np.array(meta["classes"])
         scorer.multilabel_ = meta["multilabel"]
@@ -234,7 +253,7 @@ class FineTunedScorer:
 
         directory = Path(directory)
         meta = json.loads((directory / "scorer.json").read_text())
-        config = FinetuneConfig.model_validate(meta["config"])
+        config = _saved_config(meta)
         if config.method not in ADAPTER_METHODS:
             raise ConfigError(
                 f"{directory} is a {config.method} fine-tune, not an adapter: it cannot share a base; "
@@ -251,6 +270,11 @@ class FineTunedScorer:
         scorer.model_.eval()
         scorer.calibrator_ = Calibrator.from_state_dict(meta["calibration"])
         return scorer
+
+
+def _saved_config(meta: dict) -> FinetuneConfig:
+    """The config a scorer was saved with; one saved before `deobfuscate` existed read the prepared text as given."""
+    return FinetuneConfig.model_validate({"deobfuscate": False, **meta["config"]})
 
 
 # --------------------------------------------------------------------------------------------- building the model
@@ -408,6 +432,7 @@ def _training_summary(
     n_val: int,
     device: torch.device,
     soft_label_rows: int,
+    augmented_rows: int,
 ) -> dict:
     """What the run manifest records about training (`training_`)."""
     return {
@@ -423,6 +448,7 @@ def _training_summary(
         "n_val": n_val,
         "device": str(device),
         "soft_label_rows": soft_label_rows,
+        "augmented_rows": augmented_rows,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "total_parameters": sum(p.numel() for p in model.parameters()),
         "temperature": calibrator.temperature_.tolist(),

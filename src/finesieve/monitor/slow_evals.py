@@ -32,6 +32,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from finesieve.data.errors import ConfigError
+from finesieve.evals.metrics import wilson_interval
 
 REQUIRED = ("reason", "violation")
 BOOTSTRAP_DRAWS = 4000
@@ -57,11 +58,8 @@ def wilson(successes: int, n: int, confidence: float = 0.95) -> Estimate:
     """The share successes / n with its Wilson score interval (sound at small n and near 0 or 1)."""
     if n == 0:
         return Estimate(None, None, None, 0, confidence)
-    z = float(norm.ppf(0.5 + confidence / 2))
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return Estimate(p, max(0.0, centre - half), min(1.0, centre + half), n, confidence)
+    low, high = wilson_interval(successes, n, confidence)
+    return Estimate(successes / n, low, high, n, confidence)
 
 
 def sample_size(p: float | None, margin: float, confidence: float = 0.95) -> int:

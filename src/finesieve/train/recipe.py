@@ -4,10 +4,10 @@
     run = fit_and_save(FineTunedScorer(config), "finetuned", splits, positive=["hate_speech"], out="runs/ft")
 
 Split the data (group-aware, stratified, reproducible), fit on train, choose the operating threshold on the
-validation split (best F1 for the positive classes), evaluate on the held-out test split and on each
-corner-case set, then save scorer, config, data and split hashes and metrics together. The reference statistics
-saved with the run (what `finesieve monitor` compares traffic against) come from the validation split, with the
-vocabulary of the training split; `reference_embeddings=True` also embeds a sample of the validation texts
+validation split (best F1 for the positive classes), evaluate on the held-out test split (plain and evaded,
+`evals.evasion`) and on each corner-case set, then save scorer, config, data and split hashes and metrics
+together. The reference statistics saved with the run (what `finesieve monitor` compares traffic against) come
+from the validation split, with the vocabulary of the training split; `reference_embeddings=True` also embeds a sample of the validation texts
 (seconds per run: `finesieve train` asks for it, the quick reference kinds and the tests do not).
 """
 
@@ -21,6 +21,7 @@ import numpy as np
 
 from finesieve.data.dataset import Dataset, GenerationDataset, RankingDataset
 from finesieve.data.errors import ConfigError
+from finesieve.data.evasion import EvasionConfig
 from finesieve.data.preprocess import Preprocessing
 from finesieve.data.split import SplitConfig, Splits, make_splits
 from finesieve.data.task import ClassificationTask
@@ -106,7 +107,14 @@ def fit_and_save(
     val_proba = np.asarray(scorer.predict_proba(val.texts), dtype=float)
     threshold, source = choose_threshold(scorer, val, positive, proba=val_proba)
     test_result = evaluate(
-        scorer, test, positive=positive, threshold=threshold, threshold_source=source, n_boot=n_boot, name=name
+        scorer,
+        test,
+        positive=positive,
+        threshold=threshold,
+        threshold_source=source,
+        n_boot=n_boot,
+        name=name,
+        evasion=EvasionConfig(),
     )
     metrics = {"test": test_result.to_dict()}
     for corner_name, corner in (corner_sets or {}).items():
@@ -209,5 +217,13 @@ def _strip(metrics: dict) -> dict:
         "ci95",
         "targets",
         "cost",
+        "evasion",
+        "functional",
     )
-    return {split: {k: v for k, v in m.items() if k in keep} for split, m in metrics.items()}
+    stripped = {split: {k: v for k, v in m.items() if k in keep} for split, m in metrics.items()}
+    for m in stripped.values():
+        if "evasion" in m:  # the figures, not the example messages
+            m["evasion"] = {k: v for k, v in m["evasion"].items() if k != "examples"}
+        if "functional" in m:  # per functionality and group; the full cross table stays in the eval report
+            m["functional"] = {k: v for k, v in m["functional"].items() if k != "by_functionality_target"}
+    return stripped

@@ -48,6 +48,7 @@ from finesieve.data.load import load_dataset
 from finesieve.data.spec import ColumnSpec
 from finesieve.data.split import SplitConfig, Splits, exclude_near_duplicates, make_splits
 from finesieve.data.task import ClassificationTask
+from finesieve.evals.functional import is_functional_suite, load_functional_suite
 from finesieve.evals.gate import GateConfig, GateVerdict, run_gate, score_gate_sets, write_gate_report
 from finesieve.evals.threshold import choose_threshold
 from finesieve.manifest import RunManifest
@@ -230,6 +231,19 @@ def _parent_corner_sets(manifest: RunManifest) -> tuple[dict[str, Dataset], list
     sets, notes = {}, []
     for name, recorded in (manifest.data.get("corner_sets") or {}).items():
         source = recorded.get("source")
+        if source and is_functional_suite(source):  # builtin:NAME or a suite file (evals.functional)
+            try:
+                suite = load_functional_suite(source, redaction=manifest.preprocessing.redaction)
+            except (ConfigError, DataError) as err:
+                notes.append(f"corner set {name!r} skipped: {err}")
+                continue
+            if suite.content_hash != recorded.get("content_hash"):
+                notes.append(
+                    f"corner set {name!r} skipped: the suite {source} has changed since the parent was evaluated on it"
+                )
+                continue
+            sets[name] = suite
+            continue
         if not source or not Path(source).is_file():
             notes.append(f"corner set {name!r} skipped: its file {source!r} is not available")
             continue
