@@ -1160,6 +1160,26 @@ def retrain_command(
         raise typer.Exit(code=GATE_REFUSED)
 
 
+def _grid_axes(items: list[str]) -> dict[str, list]:
+    """`--grid key=v1,v2` items -> {key: [values]}; values stay strings, typed when the config validates them."""
+    import difflib
+
+    from finesieve.models.finetune_config import FinetuneConfig
+
+    axes: dict[str, list] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not values.strip():
+            raise typer.BadParameter(f"{item!r}: write key=v1,v2 (e.g. method=lora,full)", param_hint="--grid")
+        if key not in FinetuneConfig.model_fields:
+            close = difflib.get_close_matches(key, list(FinetuneConfig.model_fields), n=1)
+            hint = f"; did you mean {close[0]}" if close else ""
+            raise typer.BadParameter(f"{key!r}: no such setting{hint}", param_hint="--grid")
+        axes[key] = [v.strip() for v in values.split(",") if v.strip()]
+    return axes
+
+
 def _grid_values(text: str, cast, flag: str) -> list:
     try:
         values = [cast(v) for v in text.split(",") if v.strip()]
@@ -1172,13 +1192,24 @@ def _grid_values(text: str, cast, flag: str) -> list:
 
 @app.command("sweep")
 @_guard
-@column_options(labelled=True)
+@column_options(labelled=True, extras=("vote_col",))
 def sweep_command(
     data: Annotated[Path, typer.Option("--data", help="Labelled file; trials are judged on its validation split.")],
     spec: ColumnSpec,
     out: Annotated[Path, typer.Option("--out", help="Folder for sweep.json.")] = Path("sweep"),
-    learning_rate: Annotated[str, typer.Option(help="Comma-separated learning rates.")] = "1e-4,3e-4,1e-3",
-    batch_size: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "16,32",
+    learning_rate: Annotated[
+        str | None, typer.Option(help="Comma-separated learning rates (default 1e-4,3e-4,1e-3 without --grid).")
+    ] = None,
+    batch_size: Annotated[
+        str | None, typer.Option(help="Comma-separated batch sizes (default 16,32 without --grid).")
+    ] = None,
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Another axis as key=v1,v2 over any fine-tuning setting (method=lora,full; soft_labels=0,0.5; "
+            "lora_r=8,16); repeatable."
+        ),
+    ] = None,
     max_steps: Annotated[int, typer.Option(min=1, help="Steps per trial (keep it short).")] = 300,
     max_rows: MaxRows = None,
     positive: Positive = None,
@@ -1189,32 +1220,48 @@ def sweep_command(
     ] = None,
     seed: Seed = 0,
 ) -> None:
-    """A short learning-rate x batch-size sweep, scored on the validation split (never the test split)."""
+    """A sweep over fine-tuning settings (learning rate x batch size, or any --grid axes), judged on the validation
+    split plain and evaded (never the test split)."""
     from rich.table import Table
 
     from finesieve.data.split import SplitConfig
+    from finesieve.models.finetune_config import FinetuneConfig
     from finesieve.train.config import load_finetune_config
     from finesieve.train.sweep import run_sweep
 
-    grid = {
-        "learning_rate": _grid_values(learning_rate, float, "--learning-rate"),
-        "batch_size": _grid_values(batch_size, int, "--batch-size"),
-    }
+    axes = _grid_axes(grid or [])
+    if not axes and learning_rate is None and batch_size is None:
+        learning_rate, batch_size = "1e-4,3e-4,1e-3", "16,32"  # the classic short sweep
+    if learning_rate is not None:
+        axes["learning_rate"] = _grid_values(learning_rate, float, "--learning-rate")
+    if batch_size is not None:
+        axes["batch_size"] = _grid_values(batch_size, int, "--batch-size")
     base = load_finetune_config(config, {"max_steps": max_steps}, set_ or [])
+    for key, values in axes.items():  # every value must make a valid config (typed here), before hours of training
+        typed = []
+        for value in values:
+            try:
+                typed.append(getattr(FinetuneConfig.model_validate({**base.model_dump(), key: value}), key))
+            except ValidationError as err:
+                raise typer.BadParameter(
+                    f"{key}={value}: {err.errors()[0]['msg']}", param_hint=f"--grid {key}=..."
+                ) from None
+        axes[key] = typed
     check_outputs({"--out": out}, {"--data": data, "--config": config})
     check_run_dir(out, overwrite=True)  # a folder (existing or not) that sweep.json is written into; not a file
     dataset = _load(data, spec, max_rows=max_rows, normalise_labels=normalise_labels)
     pos = _positive(positive, dataset.classes)
-    trials = run_sweep(base, dataset, grid, positive=pos, out=out, split_config=SplitConfig(seed=seed))
+    trials = run_sweep(base, dataset, axes, positive=pos, out=out, split_config=SplitConfig(seed=seed))
     table = Table(title=f"sweep on the validation split ({', '.join(pos)}); best first")
-    for col in ("learning_rate", "batch_size", "val PR AUC", "val ROC AUC", "steps", "seconds"):
+    for col in (*axes, "val PR AUC [95%]", "val ROC AUC", "evaded ROC AUC", "steps", "seconds"):
         table.add_column(col, justify="right")
     for t in trials:
+        ci = t.get("val_pr_auc_ci95")
         table.add_row(
-            f"{t['learning_rate']:g}",
-            str(t["batch_size"]),
-            _fmt(t["val_pr_auc"], ".4f"),
+            *(f"{t[k]:g}" if isinstance(t[k], float) else str(t[k]) for k in axes),
+            _fmt(t["val_pr_auc"], ".4f") + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""),
             _fmt(t["val_roc_auc"], ".4f"),
+            _fmt(t.get("val_evaded_roc_auc"), ".4f"),
             str(t["steps"]),
             f"{t['seconds']:.0f}",
         )

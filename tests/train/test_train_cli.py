@@ -93,7 +93,32 @@ def test_sweep_judges_on_validation(tmp_path, sms_csv, tiny_bert):
     trials = json.loads((tmp_path / "sw" / "sweep.json").read_text())["trials"]
     assert sorted(t["learning_rate"] for t in trials) == [1e-4, 1e-3]
     assert all(0 <= t["val_pr_auc"] <= 1 and t["steps"] == 6 for t in trials)
+    for t in trials:  # an interval around each figure, and the same validation messages evaded
+        lo, hi = t["val_pr_auc_ci95"]
+        assert lo <= t["val_pr_auc"] <= hi and 0 <= t["val_evaded_roc_auc"] <= 1
     assert "validation split" in proc.stdout
+
+
+def test_sweep_over_any_setting_with_grid(tmp_path, sms_csv, tiny_bert):
+    args = ["sweep", "--data", sms_csv, "--max-rows", "300", "--positive", "spam", "--out", tmp_path / "sw"]
+    args += ["--max-steps", "3", "--set", f"model={tiny_bert}", "--set", "eval_every=3"]
+    cli(*args, "--grid", "method=lora,full", "--grid", "deobfuscate=true,false")
+    trials = json.loads((tmp_path / "sw" / "sweep.json").read_text())["trials"]
+    assert sorted((t["method"], t["deobfuscate"]) for t in trials) == [
+        ("full", False),
+        ("full", True),
+        ("lora", False),
+        ("lora", True),
+    ]
+    assert all("learning_rate" not in t for t in trials)  # only the axes asked for
+
+    def refused(*grid: str) -> str:
+        proc = cli(*args, *grid, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        return " ".join(proc.stderr.replace("│", " ").split())  # the message as one line, out of its box
+
+    assert "did you mean lora_r" in refused("--grid", "lora_rank=4,8")
+    assert "method=huge" in refused("--grid", "method=lora,huge")
 
 
 def test_train_on_annotator_votes(tmp_path, davidson_slice, tiny_bert):

@@ -1,10 +1,13 @@
-"""A short hyper-parameter sweep for fine-tuning, judged on the validation split only.
+"""A hyper-parameter sweep for fine-tuning, judged on the validation split only: how the default recipe is chosen.
 
     finesieve sweep --data FILE --positive hate_speech --learning-rate 1e-4,3e-4,1e-3 --batch-size 16,32 --max-steps 300
+    finesieve sweep --data FILE --positive hate_speech --grid method=lora,full --grid soft_labels=0,0.5 --vote-col ...
 
 Every combination fine-tunes from the same base on the same training split and is scored on the validation
-split (the metric early stopping uses: PR AUC of the positive classes, with ROC AUC beside it). The test
-split is never touched, so the winner can then be trained with `finesieve train` and evaluated honestly.
+split (the metric early stopping uses: PR AUC of the positive classes, with ROC AUC beside it, each with a 95%
+bootstrap interval) and on the validation split evaded (`data.evasion`), so a recipe that only holds on clean
+spelling shows it. Any `FinetuneConfig` setting can be a grid axis. The test split is never touched, so the
+winner can then be trained with `finesieve train` and evaluated honestly.
 """
 
 from __future__ import annotations
@@ -15,13 +18,19 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from finesieve.data.dataset import Dataset
+from finesieve.data.evasion import EvasionConfig, evade_texts
 from finesieve.data.split import SplitConfig, make_splits
 from finesieve.evals import metrics as M
+from finesieve.evals.bootstrap import bootstrap_ci
 from finesieve.evals.harness import score_positive
 from finesieve.models.finetune_config import FinetuneConfig
 from finesieve.models.finetuned import FineTunedScorer
 from finesieve.outputs import write_text
+
+DEFAULT_EVASION = EvasionConfig()  # every kind, seed 0: the same evaded validation texts for every trial
 
 
 def run_sweep(
@@ -32,19 +41,26 @@ def run_sweep(
     positive: Sequence[str],
     out: str | Path,
     split_config: SplitConfig | None = None,
+    evasion: EvasionConfig | None = DEFAULT_EVASION,
+    n_boot: int = 500,
 ) -> list[dict]:
-    """Fine-tune once per combination of `grid` values; returns the trials, best validation PR AUC first."""
+    """Fine-tune once per combination of `grid` values; returns the trials, best validation PR AUC first.
+    Annotators' votes reach the trials that set `soft_labels` > 0, as in `finesieve train`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     splits = make_splits(dataset, split_config or SplitConfig())
     train, val = splits.dataset("train"), splits.dataset("val")
     y_val = val.violation(positive)
+    evaded = evade_texts(val.texts, evasion)[0] if evasion is not None else None
+    shares = train.vote_shares()
     keys = list(grid)
     trials = []
     for values in itertools.product(*(grid[k] for k in keys)):
         settings = dict(zip(keys, values))
-        config = base.model_copy(update={**settings, "tracking_uri": base.tracking_uri or "none"})
-        config = FinetuneConfig.model_validate(config.model_dump())  # re-validate the combination
+        # Validated as a whole: each combination must make a valid config.
+        config = FinetuneConfig.model_validate(
+            {**base.model_dump(), **settings, "tracking_uri": base.tracking_uri or "none"}
+        )
         started = time.perf_counter()
         scorer = FineTunedScorer(config).fit(
             train.texts,
@@ -54,17 +70,27 @@ def run_sweep(
             val_labels=val.labels,
             positive=positive,
             out_dir=out / "_checkpoints",
+            vote_shares=(
+                pd.DataFrame(shares, columns=train.classes) if shares is not None and config.soft_labels > 0 else None
+            ),
         )
+        seconds = round(time.perf_counter() - started, 1)
         scores, _, _ = score_positive(scorer, val.texts, positive)
-        trials.append(
-            {
-                **settings,
-                "val_pr_auc": M.pr_auc(y_val, scores),
-                "val_roc_auc": M.roc_auc(y_val, scores),
-                "steps": scorer.training_["steps"],
-                "seconds": round(time.perf_counter() - started, 1),
-            }
-        )
+        trial = {
+            **settings,
+            "val_pr_auc": M.pr_auc(y_val, scores),
+            "val_roc_auc": M.roc_auc(y_val, scores),
+            "steps": scorer.training_["steps"],
+            "seconds": seconds,
+        }
+        if n_boot:
+            trial["val_pr_auc_ci95"] = list(bootstrap_ci(M.pr_auc, y_val, scores, n_boot=n_boot))
+            trial["val_roc_auc_ci95"] = list(bootstrap_ci(M.roc_auc, y_val, scores, n_boot=n_boot))
+        if evaded is not None:
+            evaded_scores, _, _ = score_positive(scorer, evaded, positive)
+            trial["val_evaded_roc_auc"] = M.roc_auc(y_val, evaded_scores)
+            trial["val_evaded_pr_auc"] = M.pr_auc(y_val, evaded_scores)
+        trials.append(trial)
         write_text(
             out / "sweep.json",
             json.dumps({"base": base.model_dump(), "split_hash": splits.split_hash, "trials": trials}, indent=2),
