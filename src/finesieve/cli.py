@@ -1266,9 +1266,7 @@ def sweep_command(
             f"{t['seconds']:.0f}",
         )
     stdout_console().print(table)
-    print(
-        f"trials written to {out / 'sweep.json'}; train the best with finesieve train --learning-rate ... --batch-size ..."
-    )
+    print(f"trials written to {out / 'sweep.json'}; train the best with finesieve train --set KEY=VALUE for each axis")
 
 
 @cascade_app.command("fit")
