@@ -386,3 +386,56 @@ def test_baseline_embedding_zero_shot_then_compare(files):
         "baseline", "--data", train, "--positive", "hate_speech", "--out", tmp / "x", "--kind", "llm", check=False
     )
     assert bad.returncode == 2 and "--model" in bad.stderr
+
+
+def test_ensemble_and_distillation_end_to_end(files):
+    """TF-IDF and a char-CNN stacked into an ensemble run; the ensemble as a teacher for a distilled CNN, as the
+    model stage of a cascade, and scored from a file: every step a command, every run read back from disk."""
+    tmp, train, other = files
+    cnn_settings = ["--set", "max_epochs=1", "--set", "channels=16"]
+    pos = ["--positive", "hate_speech"]
+    run("prefilter", "train", "--kind", "tfidf", "--data", train, *pos, "--out", tmp / "e_tfidf")
+    run("prefilter", "train", "--data", train, *pos, "--out", tmp / "e_cnn", *cnn_settings)
+    proc = run("ensemble", "fit", tmp / "e_tfidf", tmp / "e_cnn", "--out", tmp / "e_ens", "--n-boot", "50")
+    manifest = json.loads((tmp / "e_ens" / "manifest.json").read_text())
+    assert manifest["kind"] == "ensemble" and set(manifest["ensemble"]["weights"]) == {"e_tfidf", "e_cnn"}
+    assert "ensemble (e_tfidf" in proc.stdout
+    own = json.loads(run("eval", tmp / "e_ens", "--data", train, *pos, "--json", "--n-boot", "50").stdout)
+    assert own["roc_auc"] == pytest.approx(manifest["metrics"]["test"]["roc_auc"], abs=1e-9)
+
+    run(
+        "prefilter",
+        "train",
+        "--data",
+        train,
+        *pos,
+        "--out",
+        tmp / "e_student",
+        *cnn_settings,
+        "--teacher",
+        tmp / "e_ens",
+    )
+    student = json.loads((tmp / "e_student" / "manifest.json").read_text())
+    assert student["distillation"]["weight"] == 0.5 and student["scorer_config"]["distill_weight"] == 0.5
+    bad = run("prefilter", "train", "--data", train, *pos, "--out", tmp / "x", "--distill-weight", "0.3", check=False)
+    assert bad.returncode == 2 and "--teacher" in bad.stderr
+
+    run(
+        "cascade",
+        "fit",
+        "--data",
+        train,
+        "--model",
+        tmp / "e_ens",
+        "--prefilter",
+        tmp / "e_student",
+        "--out",
+        tmp / "e_cascade",
+        "--n-boot",
+        "0",
+    )
+    assert json.loads((tmp / "e_cascade" / "manifest.json").read_text())["kind"] == "cascade"
+    out = tmp / "e_scored.csv"
+    run("score", tmp / "e_cascade", "--data", other, "--out", out, "--no-progress")
+    scored = pd.read_csv(out)
+    assert len(scored) == 500 and set(scored["action"]) <= {"deliver", "review", "block"}

@@ -37,6 +37,8 @@ data_app = typer.Typer(help="Load, validate, redact, dedupe, split and review la
 app.add_typer(data_app, name="data")
 prefilter_app = typer.Typer(help="The cheap pre-filter in front of the fine-tuned model.", no_args_is_help=True)
 app.add_typer(prefilter_app, name="prefilter")
+ensemble_app = typer.Typer(help="Stacked ensembles of trained runs.", no_args_is_help=True)
+app.add_typer(ensemble_app, name="ensemble")
 cascade_app = typer.Typer(
     help="Rules, pre-filter and fine-tuned model composed and fitted to a traffic budget.", no_args_is_help=True
 )
@@ -930,6 +932,17 @@ def prefilter_train(
     corner: Annotated[
         list[Path] | None, typer.Option(help="Corner-case file evaluated separately; repeatable.")
     ] = None,
+    teacher: Annotated[
+        Path | None,
+        typer.Option(
+            help="Distil from this run (trained on the same data and --seed, e.g. the fine-tuned model or an "
+            "ensemble): the CNN learns from its probabilities on the training split as well as the labels."
+        ),
+    ] = None,
+    distill_weight: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Weight of the teacher's probabilities in the target, 0-1 (default 0.5)."),
+    ] = None,
 ) -> None:
     """Train the pre-filter (character CNN by default, or TF-IDF + logistic regression) into a run directory."""
     from finesieve.data.split import SplitConfig
@@ -938,7 +951,11 @@ def prefilter_train(
     if kind not in PREFILTER_KINDS:
         raise typer.BadParameter(f"{kind!r}: choose one of {sorted(PREFILTER_KINDS)}", param_hint="--kind")
     scorer = prefilter_scorer(kind, set_ or [])  # a misspelt --set fails now, before the data is read
-    _check_run_output(out, overwrite, {"--data": data, **{f"--corner {p}": p for p in corner or []}})
+    if distill_weight is not None and teacher is None:
+        raise typer.BadParameter("a distillation weight needs --teacher RUN", param_hint="--distill-weight")
+    _check_run_output(
+        out, overwrite, {"--data": data, "--teacher": teacher, **{f"--corner {p}": p for p in corner or []}}
+    )
     dataset = _load(data, spec, max_rows=max_rows, normalise_labels=normalise_labels)
     corner_sets = _corner_sets(corner, spec, normalise_labels)
     pos = _positive(positive, dataset.classes)
@@ -951,11 +968,67 @@ def prefilter_train(
         split_config=SplitConfig(seed=seed),
         corner_sets=corner_sets,
         overwrite=overwrite,
+        teacher=teacher,
+        distill_weight=distill_weight,
     )
     m = fitted.test_result.to_dict()
     print(
         f"{kind}: {_metrics_line(m)} at threshold {fitted.threshold:.3f}; {m['messages_per_second']} msgs/s; "
         f"run written to {fitted.run_dir}"
+    )
+
+
+@ensemble_app.command("fit")
+@_guard
+def ensemble_fit(
+    runs: Annotated[
+        list[Path], typer.Argument(help="Two or more run directories trained on the same data and --seed.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
+    data: Annotated[
+        Path | None, typer.Option("--data", help="The runs' data file (default: the one the first run recorded).")
+    ] = None,
+    name: Annotated[
+        list[str] | None, typer.Option(help="A member's name, one per run in order (default: the folders' names).")
+    ] = None,
+    positive: Positive = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="A stacker setting as key=value (C, cv_folds...); repeatable.")
+    ] = None,
+    corner: Annotated[
+        list[Path] | None, typer.Option(help="Corner-case file evaluated separately; repeatable.")
+    ] = None,
+    n_boot: NBoot = 1000,
+    overwrite: Overwrite = False,
+) -> None:
+    """Stack trained runs (e.g. the fine-tuned model, the char-CNN and TF-IDF): a logistic-regression stacker fitted on
+    their validation split, evaluated on their test split, saved as a run that eval, score, cascade fit and serve take."""
+    from finesieve.models.ensemble import EnsembleConfig
+    from finesieve.runs import run_manifest
+    from finesieve.train.config import parse_assignments, validate_settings
+    from finesieve.train.ensemble import fit_ensemble
+
+    config = validate_settings(EnsembleConfig, parse_assignments(set_ or []), "--set (stacker settings)")
+    _check_run_output(out, overwrite, {"--data": data, **{f"RUN {r}": r for r in runs}})
+    # The runs' own columns, so --data (and corner files) read as their data did.
+    recorded = run_manifest(runs[0]).data.get("column_spec") if runs else None
+    spec = ColumnSpec.model_validate(recorded or {}).model_copy(update={"vote_cols": None})
+    dataset = _load(data, spec) if data is not None else None
+    fitted = fit_ensemble(
+        runs,
+        out,
+        dataset=dataset,
+        names=name,
+        positive=[p.strip() for p in positive.split(",")] if positive else None,
+        config=config,
+        corner_sets=_corner_sets(corner, spec, False),
+        n_boot=n_boot,
+        overwrite=overwrite,
+    )
+    m = fitted.test_result.to_dict()
+    weights = ", ".join(f"{k} {v:.2f}" for k, v in fitted.scorer.weights_.items())
+    print(
+        f"ensemble ({weights}): {_metrics_line(m)} at threshold {fitted.threshold:.3f}; run written to {fitted.run_dir}"
     )
 
 

@@ -36,6 +36,7 @@ from finesieve.models import kinds
 from finesieve.models.base import Scorer, set_preprocessing
 from finesieve.models.cascade import Cascade
 from finesieve.models.char_cnn import CharCNNScorer
+from finesieve.models.ensemble import StackedEnsemble
 from finesieve.models.rules import RulesScorer
 from finesieve.models.tfidf import TfidfLogReg
 from finesieve.models.training_loop import CHECKPOINTS  # inside the staging folder while a fine-tune runs
@@ -45,7 +46,7 @@ MANIFEST = "manifest.json"
 SPLITS = "splits.json"
 MODEL = "model"
 # kind (the string in manifest.json) -> scorer class; each class carries its own kind as `cls.kind`.
-SCORER_KINDS: dict[str, type[Scorer]] = {**kinds.MODEL_KINDS, Cascade.kind: Cascade}
+SCORER_KINDS: dict[str, type[Scorer]] = {**kinds.MODEL_KINDS, **{c.kind: c for c in (Cascade, StackedEnsemble)}}
 DEFAULT_POLICY = "builtin:marketplace"
 DEFAULT_PREPROCESSING = Preprocessing()  # what `load_dataset` applies unless told otherwise
 TRACKED_PACKAGES = ("numpy", "pandas", "scikit-learn", "datasketch", "torch", "transformers", "peft", "pydantic")

@@ -277,3 +277,93 @@ def test_bad_settings_are_clear_errors():
         CharCNNScorer().fit(["a", "b"], ["x", "x"])
     with pytest.raises(ValueError, match="not among the training classes"):
         CharCNNScorer(max_epochs=1).fit(["a", "b"], ["x", "y"], val_texts=["c"], val_labels=["z"])
+
+
+# ----------------------------------------------------------------------------------------------- distillation
+
+TINY_DISTIL = dict(channels=16, embed_dim=8, max_chars=120, max_epochs=2, batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def sms_small(sms_split):
+    """400 real SMS messages to fit on, and 60 others to score."""
+    train, val, _ = sms_split
+    return train["text"].tolist()[:400], train["label"].tolist()[:400], val["text"].tolist()[:60]
+
+
+def test_distilling_towards_the_labels_themselves_changes_nothing(sms_small):
+    """The target is (1 - w) x one-hot + w x teacher: a teacher that repeats the labels leaves the target one-hot,
+    and the class-weighted soft-target loss is then the plain one, so the network is the same."""
+    texts, labels, probe = sms_small
+    plain = CharCNNScorer(**TINY_DISTIL).fit(texts, labels)
+    onehot = np.eye(2)[[["ham", "spam"].index(c) for c in labels]]
+    echo = CharCNNScorer(distill_weight=0.5, **TINY_DISTIL).fit(texts, labels, teacher_proba=onehot)
+    np.testing.assert_allclose(echo.predict_proba(probe), plain.predict_proba(probe), atol=1e-5)
+
+
+def test_the_soft_target_loss_is_the_class_weighted_loss_of_its_mixture():
+    """WeightedCrossEntropy on a distribution is linear in it and normalised by the targets' weight, as torch
+    normalises class ids: a one-hot row gives exactly CrossEntropyLoss(weight)."""
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.1, 0.2, 3.0], [-1.0, 1.0, 0.0]])
+    ids = torch.tensor([0, 2, 1])
+    weight = torch.tensor([3.0, 1.0, 0.5])
+    loss = char_cnn_module.WeightedCrossEntropy(weight)
+    torch.testing.assert_close(loss(logits, torch.eye(3)[ids]), torch.nn.CrossEntropyLoss(weight=weight)(logits, ids))
+    torch.testing.assert_close(loss(logits, ids), torch.nn.CrossEntropyLoss(weight=weight)(logits, ids))
+    soft = torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.2, 0.8], [0.1, 0.9, 0.0]])
+    per_row = -(soft * weight * torch.log_softmax(logits, 1)).sum(1)
+    torch.testing.assert_close(loss(logits, soft), per_row.sum() / (soft * weight).sum())
+
+
+def test_a_teacher_changes_the_network_and_the_weight_is_saved(sms_small, tmp_path):
+    texts, labels, probe = sms_small
+    # A teacher that doubts every label (70% on it, 30% on the other class): the student learns softer targets.
+    onehot = np.eye(2)[[["ham", "spam"].index(c) for c in labels]]
+    doubtful = 0.7 * onehot + 0.3 * (1 - onehot)
+    plain = CharCNNScorer(**TINY_DISTIL).fit(texts, labels)
+    student = CharCNNScorer(distill_weight=0.5, **TINY_DISTIL).fit(texts, labels, teacher_proba=doubtful)
+    assert np.abs(student.decision_function(probe) - plain.decision_function(probe)).max() > 1e-2
+    # distill_weight 1 learns from the teacher alone: further from the plain network than the half-way student.
+    keener = CharCNNScorer(distill_weight=1.0, **TINY_DISTIL).fit(texts, labels, teacher_proba=doubtful)
+    assert np.abs(keener.decision_function(probe) - student.decision_function(probe)).max() > 1e-2
+    assert np.abs(keener.decision_function(probe) - plain.decision_function(probe)).max() > 1e-2
+    # The teacher's columns follow `teacher_classes` when given: reversed columns, named so, are the same teacher.
+    reversed_ = CharCNNScorer(distill_weight=0.5, **TINY_DISTIL).fit(
+        texts, labels, teacher_proba=doubtful[:, ::-1], teacher_classes=["spam", "ham"]
+    )
+    np.testing.assert_array_equal(reversed_.predict_proba(probe), student.predict_proba(probe))
+    student.save(tmp_path / "student")
+    again = CharCNNScorer.load(tmp_path / "student")
+    assert again.get_config().distill_weight == 0.5
+    np.testing.assert_array_equal(again.predict_proba(probe), student.predict_proba(probe))
+
+
+def test_multilabel_distillation_mixes_each_category():
+    texts = ["pay me on venmo you idiot", "you idiot", "pay me on venmo", "thanks, see you tuesday"] * 10
+    labels = [("harassment", "off_platform"), ("harassment",), ("off_platform",), ()] * 10
+    settings = dict(max_epochs=3, batch_size=8, channels=16, embed_dim=8, max_chars=64, val_frac=0.2)
+    plain = CharCNNScorer(**settings).fit(texts, labels, multilabel=True)
+    # A teacher unsure of every category (0.5): the student's logits are pulled towards 0 where labels say 0 or 1.
+    teacher = np.full((len(texts), 2), 0.5)
+    student = CharCNNScorer(distill_weight=0.8, **settings).fit(texts, labels, multilabel=True, teacher_proba=teacher)
+    probe = ["you idiot, pay me on venmo", "see you tuesday"]
+    assert np.abs(student.decision_function(probe)).mean() < np.abs(plain.decision_function(probe)).mean()
+
+
+def test_a_bad_teacher_is_refused(sms_small):
+    texts, labels, _ = sms_small
+    good = np.full((len(texts), 2), 0.5)
+    with pytest.raises(ConfigError, match="distill_weight=0.5 but no teacher_proba"):
+        CharCNNScorer(distill_weight=0.5, max_epochs=1).fit(texts, labels)
+    with pytest.raises(ConfigError, match="distill_weight is 0"):
+        CharCNNScorer(max_epochs=1).fit(texts, labels, teacher_proba=good)
+    with pytest.raises(ValueError, match="teacher's classes"):
+        CharCNNScorer(distill_weight=0.5).fit(texts, labels, teacher_proba=good, teacher_classes=["ham", "scam"])
+    with pytest.raises(ValueError, match=r"shape \(400, 3\), expected \(400, 2\)"):
+        CharCNNScorer(distill_weight=0.5).fit(texts, labels, teacher_proba=np.full((len(texts), 3), 1 / 3))
+    with pytest.raises(ValueError, match="sums to 0.800000, not 1"):
+        CharCNNScorer(distill_weight=0.5).fit(texts, labels, teacher_proba=np.full((len(texts), 2), 0.4))
+    with pytest.raises(ValueError, match="outside"):
+        CharCNNScorer(distill_weight=0.5).fit(texts, labels, teacher_proba=good * np.nan)
+    with pytest.raises(ValueError, match="distill_weight"):
+        CharCNNConfig(distill_weight=1.5)

@@ -354,5 +354,7 @@ class Cascade:
 
 
 def _stage_kinds() -> dict[str, type]:
-    """The kinds a stage can be: every plain scorer, and a cascade (as `runs.SCORER_KINDS` allows)."""
-    return {**MODEL_KINDS, Cascade.kind: Cascade}
+    """The kinds a stage can be: every plain scorer, a stacked ensemble, and a cascade (as `runs.SCORER_KINDS`)."""
+    from finesieve.models.ensemble import StackedEnsemble
+
+    return {**MODEL_KINDS, StackedEnsemble.kind: StackedEnsemble, Cascade.kind: Cascade}

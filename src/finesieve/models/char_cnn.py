@@ -16,8 +16,22 @@ finesieve's one temperature fitter); the default, "temperature_bias", fits logit
 temperature) and b (one bias per class, the prior correction that undoes `class_weight`) by LBFGS on
 validation NLL; for multi-label this is per-category Platt scaling. `temperature_` and `bias_` are read from it.
 
+Distillation: with `distill_weight` w > 0 and `fit(..., teacher_proba=P)` (a stronger scorer's probabilities on the
+same training texts, (n, n_classes) in this scorer's class order), the network learns from the target
+(1 - w) x one-hot label + w x P (multi-label: (1 - w) x the 0/1 indicators + w x P, per category) instead of the
+label alone. Cross-entropy (and BCE) is linear in its target, so this one loss is (1 - w) x the label loss +
+w x the loss towards the teacher: the usual loss mix of distillation, written once as a target mix (and the same
+way the fine-tune's `soft_labels` mixes in annotator vote shares). The teacher's probabilities are used as they
+are (temperature 1): they are calibrated scores, not logits to soften, and they carry what a one-hot label cannot
+(this tweet is 30% likely hate speech, not 0 or 1). Class weights apply per class to the mixed target as to the
+hard one, and the loss is normalised by the targets' total class weight as torch normalises class ids
+(`WeightedCrossEntropy`; without class weights that is the batch size, and the mix is exactly (1 - w) : w), so a
+one-hot target gives exactly the plain loss and a weight near 0 gives back the plain network. Early stopping and
+calibration still use the validation labels alone.
+
     from finesieve.models.char_cnn import CharCNNScorer
     scorer = CharCNNScorer(max_epochs=8).fit(train_texts, train_labels)   # holds out 10% for validation
+    student = CharCNNScorer(distill_weight=0.5).fit(train_texts, train_labels, teacher_proba=teacher_train_proba)
     proba = scorer.predict_proba(["text me on wh@tsapp"])                  # (1, n_classes), classes_ order
     scorer.save("runs/x/prefilter"); CharCNNScorer.load("runs/x/prefilter")
 
@@ -38,7 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from torch import nn
 
 import finesieve
-from finesieve.data.errors import DataError, config_error
+from finesieve.data.errors import ConfigError, DataError, config_error
 from finesieve.data.normalize import normalize_for_scoring
 from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts, label_tuples, prepare_inputs
 from finesieve.models.calibration import Calibrator
@@ -91,6 +105,15 @@ class CharCNNConfig(BaseModel):
         True, description="Score normalize_for_scoring(text) (de-obfuscated, case-folded) instead of the raw text."
     )
     seed: int = Field(0, description="Seeds the weights, the shuffling, dropout and the validation split.")
+    distill_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Share of the training target taken from a teacher's probabilities (fit(..., teacher_proba=...)): the "
+            "target is (1 - w) x one-hot label + w x teacher probability; 0 learns from the labels alone."
+        ),
+    )
 
     @field_validator("kernel_sizes")
     @classmethod
@@ -158,6 +181,25 @@ def pad_batch(encoded: Sequence[np.ndarray], min_len: int) -> tuple[torch.Tensor
 # --------------------------------------------------------------------------------------------- helpers
 
 
+class WeightedCrossEntropy(nn.Module):
+    """Class-weighted cross-entropy to class ids (B,) or to target distributions (B, k) (distillation).
+
+    Class ids: `nn.CrossEntropyLoss(weight)`, the mean normalised by the total weight of the batch's labels.
+    Distributions: sum_i sum_c w_c t_ic (-log p_ic) / sum_i sum_c w_c t_ic, the same normalisation (torch's own
+    soft-target loss divides by the batch size instead), so a one-hot target gives exactly the loss of its class id
+    and distill_weight -> 0 gives back the plain network."""
+
+    def __init__(self, weight: torch.Tensor | None):
+        super().__init__()
+        self.weight = weight  # (k,) or None
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if not targets.is_floating_point():
+            return nn.functional.cross_entropy(logits, targets, weight=self.weight)
+        weighted = targets if self.weight is None else targets * self.weight  # (B, k)
+        return -(weighted * torch.log_softmax(logits, dim=1)).sum() / weighted.sum()
+
+
 class CharBatches:
     """Byte-encoded training messages as `train_loop` reads them (a `BatchSource`): inputs are (ids, lengths).
 
@@ -223,6 +265,59 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return np.exp(-np.logaddexp(0.0, -z))
 
 
+def distill_targets(
+    y: np.ndarray,
+    classes: list[str],
+    multilabel: bool,
+    weight: float,
+    teacher_proba: np.ndarray | None,
+    teacher_classes: Sequence[str] | None = None,
+) -> np.ndarray | None:
+    """The training targets (n, k) float32 (1 - weight) x labels + weight x teacher, or None without a teacher.
+
+    y: (n,) class ids or (n, k) 0/1 indicators in `classes` order; teacher_proba: (n, k) in `classes` order, or in
+    `teacher_classes` order when given. A teacher without a weight (or a weight without a teacher) is refused,
+    as is one with other classes, another shape, or values that are not probabilities."""
+    if teacher_proba is None:
+        if weight > 0:
+            raise ConfigError(
+                f"distill_weight={weight} but no teacher_proba was given: pass the teacher's probabilities on the "
+                "training texts (fit(..., teacher_proba=...)), or set distill_weight=0"
+            )
+        return None
+    if weight == 0:
+        raise ConfigError(
+            "teacher_proba was given but distill_weight is 0, so the teacher would be ignored: set distill_weight "
+            "in (0, 1] (e.g. 0.5), or leave the teacher out"
+        )
+    proba = np.asarray(teacher_proba, dtype=np.float64)
+    if teacher_classes is not None:
+        theirs = [str(c) for c in teacher_classes]
+        if sorted(theirs) != classes or len(set(theirs)) != len(theirs):
+            raise DataError(
+                f"the teacher's classes {theirs} differ from the training labels' classes {classes}: distil from a "
+                "teacher trained on the same labels"
+            )
+        if proba.ndim == 2 and proba.shape[1] == len(theirs):
+            proba = proba[:, [theirs.index(c) for c in classes]]
+    n, k = len(y), len(classes)
+    if proba.shape != (n, k):
+        raise DataError(
+            f"teacher_proba has shape {proba.shape}, expected ({n}, {k}): one row per training text and one column "
+            f"per class, in the order {classes}"
+        )
+    if not np.isfinite(proba).all() or proba.min(initial=0.0) < 0 or proba.max(initial=0.0) > 1:
+        raise DataError("teacher_proba holds values outside [0, 1] (or NaN): pass the teacher's predict_proba output")
+    if not multilabel and n and np.abs(proba.sum(axis=1) - 1.0).max() > 1e-4:
+        worst = int(np.abs(proba.sum(axis=1) - 1.0).argmax())
+        raise DataError(
+            f"teacher_proba row {worst} sums to {proba[worst].sum():.6f}, not 1: a single-label teacher gives one "
+            "probability per class, summing to 1 (its predict_proba)"
+        )
+    hard = y.astype(np.float64) if multilabel else np.eye(k)[y]
+    return ((1.0 - weight) * hard + weight * proba).astype(np.float32)
+
+
 # --------------------------------------------------------------------------------------------- the scorer
 
 
@@ -253,6 +348,7 @@ class CharCNNScorer:
         calibration="temperature_bias",
         normalize=True,
         seed=0,
+        distill_weight=0.0,
     ):
         self.max_chars = max_chars
         self.embed_dim = embed_dim
@@ -268,6 +364,7 @@ class CharCNNScorer:
         self.calibration = calibration
         self.normalize = normalize
         self.seed = seed
+        self.distill_weight = distill_weight
 
     @classmethod
     def from_config(cls, config: CharCNNConfig) -> CharCNNScorer:
@@ -328,10 +425,17 @@ class CharCNNScorer:
         val_labels: Sequence | None = None,
         out_dir: str | Path | None = None,
         resume: bool = False,
+        teacher_proba: np.ndarray | None = None,
+        teacher_classes: Sequence[str] | None = None,
     ) -> CharCNNScorer:
         """Train on (texts, labels); early stopping and calibration use the validation texts when given, else a
         stratified `val_frac` of the training data. With `out_dir`, a checkpoint is written to
-        `out_dir/checkpoints` at each epoch end (and on Ctrl-C), and `resume=True` continues from it."""
+        `out_dir/checkpoints` at each epoch end (and on Ctrl-C), and `resume=True` continues from it.
+
+        `teacher_proba` (n_texts, n_classes): a teacher's probabilities on these training texts, used with
+        `distill_weight` > 0 (see the module docstring). Its columns are in this scorer's class order (the sorted
+        classes of `labels`), or in `teacher_classes` order when given (the teacher's `classes_`: reordered, and a
+        teacher with other classes is refused)."""
         config = self.get_config()
         texts, tuples, multilabel = check_fit_inputs(texts, labels, multilabel)
         if (val_texts is None) != (val_labels is None):
@@ -345,12 +449,14 @@ class CharCNNScorer:
                 f"{1 if multilabel else 2}"
             )
         y = self._targets(tuples, classes, multilabel, "labels")
+        # (n, k) float32 mixed targets with a teacher, else None (the labels alone, as class ids or 0/1 indicators).
+        soft = distill_targets(y, classes, multilabel, config.distill_weight, teacher_proba, teacher_classes)
 
         if val_texts is not None:
             val_texts = check_texts(val_texts)
             if len(val_texts) != len(val_labels):
                 raise ValueError(f"val_texts and val_labels differ in length ({len(val_texts)} vs {len(val_labels)})")
-            train_x, train_y = self._encode(texts), y
+            train_x, train_y, train_soft = self._encode(texts), y, soft
             val_x = self._encode(val_texts)
             val_y = self._targets(label_tuples(val_labels, multilabel), classes, multilabel, "val_labels")
         elif config.val_frac > 0:
@@ -358,9 +464,10 @@ class CharCNNScorer:
             train_idx, val_idx = stratified_split(keys, config.val_frac, config.seed)
             encoded = self._encode(texts)
             train_x, train_y = [encoded[i] for i in train_idx], y[train_idx]
+            train_soft = soft[train_idx] if soft is not None else None
             val_x, val_y = [encoded[i] for i in val_idx], y[val_idx]
         else:
-            train_x, train_y, val_x, val_y = self._encode(texts), y, [], y[:0]
+            train_x, train_y, train_soft, val_x, val_y = self._encode(texts), y, soft, [], y[:0]
         if not train_x:
             raise DataError("no training messages left after holding out the validation split: pass more data")
 
@@ -368,7 +475,7 @@ class CharCNNScorer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             model = CharCNN(len(classes), config.embed_dim, config.channels, config.kernel_sizes, config.dropout)
-            self._train(model, config, train_x, train_y, val_x, val_y, multilabel, out_dir, resume)
+            self._train(model, config, train_x, train_y, val_x, val_y, multilabel, out_dir, resume, train_soft)
 
         self.model_ = model.eval()
         self.classes_ = np.array(classes)
@@ -406,12 +513,15 @@ class CharCNNScorer:
         multilabel: bool,
         out_dir: str | Path | None,
         resume: bool,
+        train_soft: np.ndarray | None = None,
     ) -> None:
         """Adam (constant rate, no clipping) through the shared `train_loop`, validating at each epoch end with
-        early stopping on validation PR AUC; leaves `model` holding the best epoch's weights."""
+        early stopping on validation PR AUC; leaves `model` holding the best epoch's weights. `train_soft` (n, k):
+        distillation targets that replace the labels in the training loss (the class weights still come from the
+        labels, so the rare class keeps its weight)."""
         k = model.head.out_features
         weights = class_weights(train_y, k, config.class_weight, multilabel)
-        loss_fn = nn.BCEWithLogitsLoss(pos_weight=weights) if multilabel else nn.CrossEntropyLoss(weight=weights)
+        loss_fn = nn.BCEWithLogitsLoss(pos_weight=weights) if multilabel else WeightedCrossEntropy(weights)
         val_targets = val_y if multilabel else np.eye(k, dtype=np.float32)[val_y]
 
         def validate() -> tuple[float | None, float]:
@@ -437,7 +547,8 @@ class CharCNNScorer:
             desc="char-cnn",
             resume_key=config.model_dump(mode="json", exclude={"max_epochs"}),
         )
-        batches = CharBatches(train_x, train_y, min_len=max(config.kernel_sizes))
+        # Float (n, k) targets are read as class distributions (the mixed target; for BCE, per-category shares).
+        batches = CharBatches(train_x, train_y if train_soft is None else train_soft, min_len=max(config.kernel_sizes))
         state = train_loop(
             model,
             batches,

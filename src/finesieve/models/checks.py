@@ -526,6 +526,7 @@ def _config_diff(a, b) -> str:
 
 def _kind(scorer) -> None:
     from finesieve.models.cascade import Cascade
+    from finesieve.models.ensemble import StackedEnsemble
     from finesieve.models.kinds import MODEL_KINDS, kind_of
 
     kind = getattr(type(scorer), "kind", None)
@@ -534,7 +535,8 @@ def _kind(scorer) -> None:
         f"{type(scorer).__name__}.kind is {kind!r}: name the run kind the class "
         "is saved as (a class attribute, e.g. kind = 'tfidf')",
     )
-    kind_of(scorer, {**MODEL_KINDS, Cascade.kind: Cascade})  # raises ConfigError when the table does not map it back
+    # Raises ConfigError when the table (runs.SCORER_KINDS' classes) does not map the kind back to the class.
+    kind_of(scorer, {**MODEL_KINDS, Cascade.kind: Cascade, StackedEnsemble.kind: StackedEnsemble})
 
 
 def _config(scorer, rebuild) -> None:

@@ -88,8 +88,13 @@ def fit_and_save(
     staging: str | Path | None = None,
     base_model: BaseWeights | None = None,
     reference_embeddings: bool = False,
+    vocabulary: Dataset | None = None,
 ) -> FittedRun:
     """Fit `scorer` on `train` (default: the training split), threshold on val, evaluate, save the run.
+
+    `vocabulary`: the texts whose words the monitor's out-of-vocabulary rate is measured against (default: what
+    the scorer is fitted on; a stacker fitted on the validation split passes the training split, else the
+    reference out-of-vocabulary rate would be 0 and every production window would look drifted).
 
     `extra` (or a function of the fitted scorer returning it) adds sections to the manifest, e.g. training history.
     An existing run directory at `out` is refused before any work unless `overwrite` (see `runs.save_run`);
@@ -142,7 +147,13 @@ def fit_and_save(
             preprocessing=dataset.preprocessing or Preprocessing.none(),
             base_model=base_model,
             reference=validation_reference(
-                scorer, val, val_proba, positive, threshold, train=train, embeddings_file=embeddings_file
+                scorer,
+                val,
+                val_proba,
+                positive,
+                threshold,
+                train=vocabulary if vocabulary is not None else train,
+                embeddings_file=embeddings_file,
             ),
             data={
                 "source": dataset.source,
