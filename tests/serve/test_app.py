@@ -465,3 +465,37 @@ def test_the_openapi_document_needs_a_key_and_the_cdn_docs_pages_are_off(service
     document = client.get("/openapi.json", headers=auth(keys["spam"]))
     assert document.status_code == 200 and "/v1/moderate" in document.json()["paths"]
     assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404
+
+
+def test_an_ensemble_run_is_served_like_any_run(tmp_path, service_stages, sms_unseen, sms_csv):
+    """A stacked ensemble (evals' 'ensemble' run kind) behind the API: the same decisions as the run itself."""
+    from finesieve.data.load import load_dataset
+    from finesieve.data.spec import ColumnSpec
+    from finesieve.models.ensemble import StackedEnsemble
+    from finesieve.runs import save_run
+
+    model, prefilter, _ = service_stages
+    held = load_dataset(sms_csv, ColumnSpec(text_col="text", label_cols=("label",))).subset(slice(3000, 3600))
+    ensemble = StackedEnsemble({"big": model, "small": prefilter}).fit(held.texts, held.labels)
+    path = save_run(
+        tmp_path / "ensemble",
+        ensemble,
+        kind="ensemble",
+        task={"classes": ["ham", "spam"], "positive": ["spam"], "threshold": 0.5},
+        data={},
+        metrics={},
+    )
+    app = create_app(ServiceSettings(database_url=f"sqlite:///{tmp_path / 's.db'}", runs={"ens": path}))
+    with Session(app.state.engine) as session, session.begin():
+        key = store.create_api_key(session, "ens", ["ens"])
+    texts = list(sms_unseen["text"].head(60))
+    with TestClient(app) as client:
+        response = client.post(
+            "/v1/moderate", json={"model": "ens", "messages": [{"text": t} for t in texts]}, headers=auth(key)
+        )
+    assert response.status_code == 200, response.text
+    run = load_run(path)
+    spam = run.scorer.predict_proba(prepare(texts, run.preprocessing)[0])[:, 1]
+    results = response.json()["results"]
+    np.testing.assert_allclose([r["score"] for r in results], spam, atol=1e-9)
+    assert [r["action"] for r in results] == ["review" if s >= 0.5 else "deliver" for s in spam]
