@@ -1051,7 +1051,8 @@ def train_command(
     ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file of fine-tuning settings (see FinetuneConfig).")] = None,
     model: Annotated[
-        str | None, typer.Option(help="Base model: HF id, local path or packaged:all-MiniLM-L6-v2.")
+        str | None,
+        typer.Option(help="Base model: HF id, local path, packaged:all-MiniLM-L6-v2 or packaged:all-mpnet-base-v2."),
     ] = None,
     method: Annotated[str | None, typer.Option(help="lora (default), qlora (GPU) or full.")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate (> 0).")] = None,

@@ -338,11 +338,12 @@ def test_qlora_on_gpu_trains_adapters_on_a_4bit_body(sms_task, tiny_llama):
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_model_reads_text_deobfuscated_unless_told_not_to(sms_task, tiny_bert, tmp_path):
+def test_model_reads_text_deobfuscated_when_told_to(sms_task, tiny_bert, tmp_path):
     train, _ = sms_task
     texts, labels = train["text"].tolist()[:200], train["label"].tolist()[:200]
-    on = FineTunedScorer(config(tiny_bert, max_steps=2)).fit(texts, labels)
-    off = FineTunedScorer(config(tiny_bert, max_steps=2, deobfuscate=False)).fit(texts, labels)
+    on = FineTunedScorer(config(tiny_bert, max_steps=2, deobfuscate=True)).fit(texts, labels)
+    off = FineTunedScorer(config(tiny_bert, max_steps=2)).fit(texts, labels)
+    assert off.get_config().deobfuscate is False  # the default, chosen on validation (bench/evasion_recipe.py)
     evaded, plain = ["call my ph0ne n.o.w for FREE c4sh"], ["call my phone now for free cash"]
     np.testing.assert_array_equal(on.logits(evaded), on.logits(plain))
     assert not np.allclose(off.logits(evaded), off.logits(plain))

