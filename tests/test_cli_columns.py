@@ -60,6 +60,7 @@ def test_labelled_commands_share_one_flag_set():
         ("data", "split"): {"time_col", "user_col", "thread_col", "meta_col"},
         ("eval",): {"meta_col"},
         ("train",): {"vote_col"},
+        ("sweep",): {"vote_col"},  # soft-label trials
     }
     labelled = [
         ("data", "validate"),

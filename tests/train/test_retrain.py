@@ -26,14 +26,17 @@ from finesieve.train.retrain import load_fresh, retrain
 
 CAMPAIGN = r"(?i)prize|\bwon\b|\bwin|claim|cash|urgent|£|award"
 N_TEST_COPIES, N_TRAIN_COPIES = 8, 5
-# The parent's test split holds ~120 messages: too few to rule out a 0.01 drop in ROC AUC (its 95% interval is
-# about +-0.01 wide), so these tests state a 0.03 margin.
-MARGIN = 0.03
+# The parent's test split holds ~120 messages (~15 spam): too few to rule out a 0.01 drop in ROC AUC (its 95%
+# interval is about +-0.01 wide) or a 0.02 drop in PR AUC (about +-0.05), so these tests state margins of 0.03
+# and 0.06.
+MARGIN, PR_MARGIN = 0.03, 0.06
 
 
 def spaced(text: str) -> str:
-    """The campaign's evasion: every character apart ('W o n   a   p r i z e')."""
-    return " ".join(text.replace(" ", ""))
+    """The campaign's evasion: the words run together and cut every two characters ('Wo na pr iz e'), a form the
+    de-obfuscation cannot join back (it joins single spaced-out letters)."""
+    joined = text.replace(" ", "")
+    return " ".join(joined[i : i + 2] for i in range(0, len(joined), 2))
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +87,11 @@ def _write(frame: pd.DataFrame, path):
 def retrained(drift):
     fresh = load_fresh(drift["fresh_csv"], drift["parent"])
     fitted, verdict = retrain(
-        drift["parent"], fresh, drift["tmp"] / "child", gate=GateConfig(margin=MARGIN, n_boot=300), n_boot=100
+        drift["parent"],
+        fresh,
+        drift["tmp"] / "child",
+        gate=GateConfig(margin=MARGIN, pr_auc_margin=PR_MARGIN, n_boot=300),
+        n_boot=100,
     )
     return fitted, verdict
 
@@ -103,7 +110,7 @@ def test_retrain_adds_fresh_rows_and_drops_copies_of_evaluation_messages(drift, 
     train = splits.dataset("train")
     fresh_in_train = train.frame[train.frame["id"].str.startswith("fresh.")]
     assert len(fresh_in_train) == report["fresh"]["slices"]["train"] > 50
-    assert fresh_in_train["text"].str.match(r"^(\S )+\S$").any()  # the spaced-out campaign is trained on
+    assert fresh_in_train["text"].str.match(r"^(\S\S )+\S{1,2}$").any()  # the cut-up campaign is trained on
     assert not set(train.texts) & drift["test_copies"]
     assert len(train) == report["n_train"]
 
@@ -129,7 +136,11 @@ def test_gate_promotes_the_candidate_and_its_report_travels_with_the_run(drift, 
     assert verdict.promote, verdict.reasons
     fresh = verdict.set("corner:fresh")
     assert fresh.role == "drifted" and fresh.improved
-    assert fresh.metric("roc_auc").current < 0.99 <= fresh.metric("roc_auc").candidate  # the parent missed some
+    # The parent misses some of the campaign (since the de-obfuscation joins most spaced-out words, only a few).
+    assert (
+        fresh.metric("roc_auc").current < fresh.metric("roc_auc").candidate
+        and fresh.metric("roc_auc").candidate >= 0.99
+    )
     assert verdict.set("test").passed
     assert read_verdict(fitted.run_dir / "gate.json") == verdict
     assert "PROMOTE" in (fitted.run_dir / "gate.html").read_text()
@@ -150,14 +161,18 @@ def cli(*args):
 
 
 def test_retrain_command_exit_codes(drift, tmp_path):
+    margins = tmp_path / "margins.yaml"
+    margins.write_text(f"margin: {MARGIN}\npr_auc_margin: {PR_MARGIN}\n")
     promoted = cli(
-        "retrain", drift["parent"], "--fresh", drift["fresh_csv"], "--out", tmp_path / "a", "--margin", MARGIN
+        "retrain", drift["parent"], "--fresh", drift["fresh_csv"], "--out", tmp_path / "a", "--gate-config", margins
     )
-    assert promoted.returncode == 0, promoted.stderr
+    assert promoted.returncode == 0, promoted.stdout
     assert "PROMOTE" in promoted.stdout and (tmp_path / "a" / "gate.html").exists()
 
     strict = tmp_path / "gate.yaml"
-    strict.write_text(f"margin: {MARGIN}\nmin_gain: 0.5\nn_boot: 200\n")  # an improvement no retrain can show
+    strict.write_text(
+        f"margin: {MARGIN}\npr_auc_margin: {PR_MARGIN}\nmin_gain: 0.5\nn_boot: 200\n"
+    )  # an improvement no retrain can show
     refused = cli(
         "retrain", drift["parent"], "--fresh", drift["fresh_csv"], "--out", tmp_path / "b", "--gate-config", strict
     )
