@@ -121,6 +121,26 @@ def test_sweep_over_any_setting_with_grid(tmp_path, sms_csv, tiny_bert):
     assert "method=huge" in refused("--grid", "method=lora,huge")
 
 
+def test_an_interrupted_sweep_continues_and_a_different_one_is_refused(tmp_path, sms_csv, tiny_bert):
+    args = ["sweep", "--data", sms_csv, "--max-rows", "300", "--positive", "spam", "--out", tmp_path / "sw"]
+    args += ["--max-steps", "3", "--set", f"model={tiny_bert}", "--set", "eval_every=3"]
+    cli(*args, "--grid", "method=lora")  # stands for a search stopped after its first trial
+    path = tmp_path / "sw" / "sweep.json"
+    first = json.loads(path.read_text())["trials"]
+    proc = cli(*args, "--grid", "method=lora,full")
+    trials = json.loads(path.read_text())["trials"]
+    assert "resuming" in proc.stdout and "1 trial(s) already done" in proc.stdout
+    assert [t["method"] for t in trials] == ["lora", "full"] and trials[0] == first[0]  # kept as it was, not re-run
+
+    before = path.read_bytes()
+    for other in (["--max-steps", "4"], ["--seed", "1"], ["--grid", "learning_rate=1e-4"]):
+        proc = cli(*args, "--grid", "method=lora,full", *other, check=False)
+        message = " ".join(proc.stderr.replace("│", " ").split())
+        assert proc.returncode == 2 and "holds another sweep" in message and "Traceback" not in proc.stderr, other
+    assert "max_steps" in " ".join(cli(*args, "--max-steps", "4", check=False).stderr.split())
+    assert path.read_bytes() == before  # the finished trials are never overwritten by another search
+
+
 def test_train_on_annotator_votes(tmp_path, davidson_slice, tiny_bert):
     data = tmp_path / "votes.csv"
     davidson_slice.iloc[:500].to_csv(data, index=False)

@@ -7,7 +7,8 @@ Every combination fine-tunes from the same base on the same training split and i
 split (the metric early stopping uses: PR AUC of the positive classes, with ROC AUC beside it, each with a 95%
 bootstrap interval) and on the validation split evaded (`data.evasion`), so a recipe that only holds on clean
 spelling shows it. Any `FinetuneConfig` setting can be a grid axis. The test split is never touched, so the
-winner can then be trained with `finesieve train` and evaluated honestly.
+winner can then be trained with `finesieve train` and evaluated honestly. A search of hours can be stopped: run
+the same command again and the trials already in `sweep.json` are kept, the rest run.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from finesieve.data.dataset import Dataset
+from finesieve.data.errors import ConfigError
 from finesieve.data.evasion import EvasionConfig, evade_texts
 from finesieve.data.split import SplitConfig, make_splits
 from finesieve.evals import metrics as M
@@ -54,9 +56,14 @@ def run_sweep(
     evaded = evade_texts(val.texts, evasion)[0] if evasion is not None else None
     shares = train.vote_shares()
     keys = list(grid)
-    trials = []
+    trials = _finished_trials(out / "sweep.json", base, splits.split_hash, keys)
+    done = [{k: t[k] for k in keys} for t in trials]
+    if trials:
+        print(f"resuming {out / 'sweep.json'}: {len(trials)} trial(s) already done are kept, not re-run")
     for values in itertools.product(*(grid[k] for k in keys)):
         settings = dict(zip(keys, values))
+        if settings in done:
+            continue
         # Validated as a whole: each combination must make a valid config.
         config = FinetuneConfig.model_validate(
             {**base.model_dump(), **settings, "tracking_uri": base.tracking_uri or "none"}
@@ -95,4 +102,34 @@ def run_sweep(
             out / "sweep.json",
             json.dumps({"base": base.model_dump(), "split_hash": splits.split_hash, "trials": trials}, indent=2),
         )
-    return sorted(trials, key=lambda t: -t["val_pr_auc"])
+    wanted = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+    return sorted((t for t in trials if {k: t[k] for k in keys} in wanted), key=lambda t: -t["val_pr_auc"])
+
+
+def _finished_trials(path: Path, base: FinetuneConfig, split_hash: str, keys: list[str]) -> list[dict]:
+    """The trials an interrupted sweep into the same folder already finished, so that a search of hours can be
+    stopped and continued. Only a sweep of the same base settings, split and axes continues; anything else
+    would mix recipes judged differently, so it stops with the fix instead of overwriting those results."""
+    if not path.exists():
+        return []
+    try:
+        saved = json.loads(path.read_text())
+        saved_base, saved_hash, trials = saved["base"], saved["split_hash"], list(saved["trials"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path}: not a sweep.json this version can continue ({err}); use another --out") from None
+    current = json.loads(json.dumps(base.model_dump()))
+    changed = sorted(k for k in set(current) | set(saved_base) if current.get(k) != saved_base.get(k))
+    problem = (
+        f"its fixed settings differ ({', '.join(changed)})"
+        if changed
+        else "it was judged on another split (data, rows or seed differ)"
+        if saved_hash != split_hash
+        else f"its axes differ ({', '.join(sorted(set(trials[0]) & set(current)))} vs {', '.join(keys)})"
+        if trials and set(trials[0]) & set(current) != set(keys)
+        else ""
+    )
+    if problem:
+        raise ConfigError(
+            f"{path} holds another sweep: {problem}. Give another --out, or delete that sweep.json to start over"
+        )
+    return trials
