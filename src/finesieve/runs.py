@@ -28,8 +28,9 @@ from importlib import metadata
 from pathlib import Path
 
 from finesieve import __version__
-from finesieve.data.errors import ConfigError
+from finesieve.data.errors import ConfigError, LeakageError
 from finesieve.data.preprocess import Preprocessing
+from finesieve.data.split import Splits, read_split_members
 from finesieve.data.task import ClassificationTask, Task, task_from_manifest
 from finesieve.manifest import BaseWeights, ReferenceStats, RunManifest, read_manifest, write_manifest
 from finesieve.models import kinds
@@ -251,6 +252,23 @@ def load_run(directory: str | Path, loaded: dict[str, Scorer] | None = None) -> 
         ) from err
     set_preprocessing(scorer, manifest.preprocessing)
     return Run(path=directory, manifest=manifest, scorer=scorer)
+
+
+def check_trained_apart(run: Run, splits: Splits, *, what: str, why: str, fix: str) -> None:
+    """Refuse `run` when it was trained on rows that `splits` holds out (validation or test): its scores there
+    would carry their labels. `what` names the run in the message (e.g. "--teacher RUN"), `why` says what the
+    leak would spoil, `fix` how to train it apart. The same split (same hash) passes without reading files."""
+    recorded = (run.manifest.splits or {}).get("split_hash")
+    if recorded and recorded == splits.split_hash:
+        return  # the very same split: it trained on this training split only
+    if run.splits_path is None:
+        raise ConfigError(f"{what}: it records no split, so it cannot be checked against this one. Fix: {fix}")
+    overlap = read_split_members(run.splits_path).ids["train"] & (set(splits.ids("val")) | set(splits.ids("test")))
+    if overlap:
+        raise LeakageError(
+            f"{what} was trained on {len(overlap)} message(s) of this split's validation/test rows (e.g. id "
+            f"{sorted(overlap)[0]}): {why}. Fix: {fix}"
+        )
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:

@@ -13,7 +13,6 @@ thresholds (`cascade.fit`); measure the fine-tuned model alone and the cascade o
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ import numpy as np
 from finesieve.cascade.cost import PriceTable, StageCost, cascade_per_million
 from finesieve.cascade.fit import CascadeConfig, CascadeFit, ValidationScores, fit_thresholds
 from finesieve.data.dataset import Dataset
-from finesieve.data.errors import ConfigError, LeakageError
+from finesieve.data.errors import ConfigError
 from finesieve.data.evasion import EvasionConfig
 from finesieve.data.split import Splits, load_splits
 from finesieve.data.task import ClassificationTask
@@ -34,7 +33,7 @@ from finesieve.models.base import positive_scores, set_preprocessing
 from finesieve.models.cascade import Cascade, CascadeThresholds, Decisions
 from finesieve.models.rules import RulesScorer
 from finesieve.outputs import check_run_dir, start_run_dir
-from finesieve.runs import SPLITS, Run, load_run, save_run
+from finesieve.runs import SPLITS, Run, check_trained_apart, load_run, save_run
 
 
 @dataclass
@@ -176,24 +175,13 @@ def _cascade_reference(cascade: Cascade, splits: Splits, embeddings_file: str | 
 
 def check_no_leak(stage: Run, splits: Splits) -> None:
     """Refuse a stage trained on rows the cascade is fitted (validation) or measured (test) on."""
-    stage_splits = stage.manifest.splits or {}
-    if stage_splits.get("split_hash") and stage_splits.get("split_hash") == splits.split_hash:
-        return  # the very same split
-    path = stage.splits_path
-    if path is None:
-        raise ConfigError(
-            f"{stage.path}: no {SPLITS}, so it cannot be checked against the model's split; "
-            "train the pre-filter on the same file with the same --seed"
-        )
-    trained_on = set(json.loads(path.read_text())["ids"].get("train", []))
-    held_out = set(splits.ids("val")) | set(splits.ids("test"))
-    overlap = trained_on & held_out
-    if overlap:
-        raise LeakageError(
-            f"{stage.path} was trained on {len(overlap)} message(s) of the model's validation/test "
-            f"split (e.g. id {sorted(overlap)[0]}): its scores there would be optimistic. Fix: train "
-            "the pre-filter on the same file with the same --seed as the fine-tuned model"
-        )
+    check_trained_apart(
+        stage,
+        splits,
+        what=str(stage.path),
+        why="its scores there would be optimistic",
+        fix="train the pre-filter on the same file with the same --seed as the fine-tuned model",
+    )
 
 
 def _rules_stage(rules: str | Path | None, splits: Splits) -> RulesScorer | None:

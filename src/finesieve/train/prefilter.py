@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from finesieve.data.dataset import Dataset
-from finesieve.data.errors import ConfigError, LeakageError
-from finesieve.data.split import SplitConfig, Splits, make_splits, read_split_members
+from finesieve.data.errors import ConfigError
+from finesieve.data.split import SplitConfig, Splits, make_splits
 from finesieve.models.char_cnn import CharCNNConfig, CharCNNScorer
 from finesieve.models.tfidf import TfidfConfig, TfidfLogReg
-from finesieve.runs import Run, load_run
+from finesieve.runs import Run, check_trained_apart, load_run
 from finesieve.train.config import parse_assignments, validate_settings
 from finesieve.train.ensemble import run_reference
 from finesieve.train.recipe import FittedRun, fit_and_save
@@ -142,19 +142,10 @@ def check_teacher(run: Run, splits: Splits) -> None:
             f"--teacher {run.path}: its classes {theirs} (multi-label: {bool(run.scorer.multilabel_)}) differ from "
             f"the data's {ours} (multi-label: {bool(data.multilabel)}): distil from a teacher of this task"
         )
-    if (run.manifest.splits or {}).get("split_hash") == splits.split_hash:
-        return  # the very same split: it trained on this training split only
-    if run.splits_path is None:
-        raise ConfigError(
-            f"--teacher {run.path}: it records no split, so it cannot be checked against this one; train the "
-            "teacher on this file with the same --seed"
-        )
-    trained_on = read_split_members(run.splits_path).ids["train"]
-    held_out = set(splits.ids("val")) | set(splits.ids("test"))
-    overlap = trained_on & held_out
-    if overlap:
-        raise LeakageError(
-            f"--teacher {run.path} was trained on {len(overlap)} message(s) of this split's validation/test rows "
-            f"(e.g. id {sorted(overlap)[0]}): the student would learn their labels through it. Fix: train the "
-            "teacher on this file with the same --seed as the pre-filter"
-        )
+    check_trained_apart(
+        run,
+        splits,
+        what=f"--teacher {run.path}",
+        why="the student would learn their labels through it",
+        fix="train the teacher on this file with the same --seed as the pre-filter",
+    )
