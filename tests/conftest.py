@@ -67,6 +67,27 @@ def davidson_slice(davidson_csv) -> pd.DataFrame:
     return pd.concat(parts).sample(frac=1.0, random_state=0).reset_index(drop=True)
 
 
+@pytest.fixture(scope="session")
+def davidson_slice_csv(tmp_path_factory, davidson_slice) -> Path:
+    """The 2,000-row Davidson slice as a text,label CSV: one file that runs trained in different tests share (so
+    their data hashes and splits agree)."""
+    path = tmp_path_factory.mktemp("davidson_slice") / "davidson.csv"
+    davidson_slice[["text", "label"]].to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`): the test box
+    is shared, and one thread keeps small networks' timing predictable."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ----------------------------------------------------------------------------------------------- tiny LMs
 # Random weights, real architectures, the packaged MiniLM tokenizer: built once per session, shared by the
 # scorer contract (tests/models) and the fine-tuning tests (tests/train).

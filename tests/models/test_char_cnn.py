@@ -18,12 +18,7 @@ from finesieve.models.training_loop import LoopSettings, TrainingInterrupted
 SMALL = dict(channels=48, embed_dim=16, max_chars=160)  # a small net: enough for SMS spam, quick on 1 core
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CI box is shared; one thread is also what the pre-filter gets in production
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts
@@ -33,12 +32,7 @@ CLASSES = ["hate_speech", "neither", "offensive"]
 TINY_CNN = dict(channels=16, embed_dim=8, max_chars=120, kernel_sizes=(3, 5), max_epochs=2, batch_size=64)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test box is shared; one thread keeps the timing predictable
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

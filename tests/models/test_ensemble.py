@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from finesieve import runs
 from finesieve.data.errors import ConfigError, DataError
@@ -24,12 +23,7 @@ TINY_CNN = dict(channels=16, embed_dim=8, max_chars=120, kernel_sizes=(3, 5), ma
 CLASSES = ["hate_speech", "neither", "offensive"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test box is shared
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

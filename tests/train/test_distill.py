@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from finesieve.data.errors import ConfigError, LeakageError
 from finesieve.data.load import load_dataset
@@ -27,21 +26,14 @@ SPEC = ColumnSpec(text_col="text", label_cols=("label",))
 ROUTE = 0.2  # the share of messages the pre-filter sends on
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test box is shared
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, davidson_slice):
-    """The 2,000-row Davidson slice as a file; a TF-IDF teacher run; a plain and a distilled char-CNN run."""
+def trained(tmp_path_factory, davidson_slice_csv):
+    """On the 2,000-row Davidson slice: a TF-IDF teacher run; a plain and a distilled char-CNN run."""
     root = tmp_path_factory.mktemp("distill")
-    path = root / "davidson.csv"
-    davidson_slice[["text", "label"]].to_csv(path, index=False)
-    dataset = load_dataset(path, SPEC)
+    dataset = load_dataset(davidson_slice_csv, SPEC)
     train_reference("tfidf", dataset, positive=POSITIVE, out=root / "teacher", n_boot=0)
     plain = fit_prefilter(
         prefilter_scorer("char_cnn", TINY), "char_cnn", dataset, positive=POSITIVE, out=root / "plain"

@@ -11,7 +11,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from finesieve.data.errors import ConfigError
 from finesieve.data.load import load_dataset
@@ -30,21 +29,14 @@ POSITIVE = ["hate_speech"]
 TINY_CNN = dict(channels=24, embed_dim=8, max_chars=160, kernel_sizes=(3, 5), max_epochs=3, batch_size=64)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test box is shared
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def members(tmp_path_factory, davidson_slice):
-    """The 2,000-row Davidson slice as a file; a TF-IDF run and a char-CNN run on its default split."""
+def members(tmp_path_factory, davidson_slice_csv):
+    """On the 2,000-row Davidson slice: a TF-IDF run and a char-CNN run on its default split."""
     root = tmp_path_factory.mktemp("ensemble")
-    path = root / "davidson.csv"
-    davidson_slice[["text", "label"]].to_csv(path, index=False)
-    dataset = load_dataset(path, ColumnSpec(text_col="text", label_cols=("label",)))
+    dataset = load_dataset(davidson_slice_csv, ColumnSpec(text_col="text", label_cols=("label",)))
     tfidf = train_reference("tfidf", dataset, positive=POSITIVE, out=root / "tfidf", n_boot=0)
     val = tfidf.splits.dataset("val")
     fit_and_save(
