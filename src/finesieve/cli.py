@@ -790,10 +790,13 @@ def _check_run_output(out: Path, overwrite: bool, inputs: dict) -> None:
 
 
 def _metrics_line(m: dict) -> str:
-    return (
+    line = (
         f"test ROC AUC {_fmt(m['roc_auc'])}, PR AUC {_fmt(m['pr_auc'])}, precision {_fmt(m['precision'])}, "
         f"recall {_fmt(m['recall'])}"
     )
+    if "multiclass" in m:  # three or more classes: the argmax class's figures too (screening)
+        line += f", accuracy {_fmt(m['multiclass']['accuracy'])}, macro-F1 {_fmt(m['multiclass']['macro_f1'])}"
+    return line
 
 
 @app.command("fit")

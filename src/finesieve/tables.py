@@ -17,13 +17,23 @@ def comparison_table(comparison: dict) -> Table:
     """One row per scorer of `compare(...)`: ROC AUC with its 95% interval, PR AUC, thresholded metrics, speed."""
     table = Table(title=comparison.get("evaluated_on", ""))
     evaded = any("evasion" in d for d in comparison["scorers"].values())
+    multiclass = any("multiclass" in d for d in comparison["scorers"].values())
     columns = ("scorer", "ROC AUC", *(("evaded AUC",) if evaded else ()), "PR AUC", "precision", "recall", "F1")
+    columns += ("accuracy [95%]", "macro-F1") if multiclass else ()
     for col in (*columns, "flag rate", "msgs/s"):
         table.add_column(col, justify="left" if col == "scorer" else "right")
     for name, d in comparison["scorers"].items():
         ci = d["ci95"].get("roc_auc")
         auc = f"{d['roc_auc']:.3f}" + (f" [{ci[0]:.3f}-{ci[1]:.3f}]" if ci else "") if d["roc_auc"] is not None else "-"
         evaded_auc = [_f(d["evasion"]["evaded"]["roc_auc"]) if "evasion" in d else "-"] if evaded else []
+        argmax = []
+        if multiclass:  # accuracy and macro-F1 of the argmax class, over all classes (screening's figures)
+            mc = d.get("multiclass") or {}
+            ci = mc.get("accuracy_ci95")
+            argmax = [
+                _f(mc.get("accuracy")) + (f" [{ci[0]:.3f}-{ci[1]:.3f}]" if ci else ""),
+                _f(mc.get("macro_f1")),
+            ]
         table.add_row(
             name,
             auc,
@@ -32,6 +42,7 @@ def comparison_table(comparison: dict) -> Table:
             _f(d["precision"]),
             _f(d["recall"]),
             _f(d["f1"]),
+            *argmax,
             _f(d["flag_rate"]),
             f"{d['messages_per_second']:,.0f}" if d["messages_per_second"] else "-",
         )

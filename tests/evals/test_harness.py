@@ -4,7 +4,14 @@ import json
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 
 from finesieve.data.dataset import from_records
 from finesieve.evals.compare import compare, ratio_sentence
@@ -113,6 +120,23 @@ def test_union_of_positive_classes(fitted):
     assert flagged["n_positive"] == sum(lbl != "neither" for lbl in test.labels)
     with pytest.raises(ValueError, match="--positive"):
         evaluate(tfidf, test, positive=["spam"], n_boot=0)
+
+
+def test_accuracy_and_macro_f1_over_three_classes(fitted):
+    tfidf, _, test = fitted
+    result = evaluate(tfidf, test, positive=["hate_speech"], n_boot=200).to_dict()
+    proba = np.asarray(tfidf.predict_proba(test.texts))
+    predicted = np.asarray(tfidf.classes_)[proba.argmax(axis=1)]
+    block = result["multiclass"]
+    assert block["n_classes"] == 3
+    assert block["accuracy"] == pytest.approx(accuracy_score(test.labels, predicted))
+    assert block["macro_f1"] == pytest.approx(f1_score(test.labels, predicted, average="macro"))
+    for name in ("accuracy", "macro_f1"):
+        lo, hi = block[f"{name}_ci95"]
+        assert lo < block[name] < hi and hi - lo < 0.2
+    binary = from_records(test.texts, ["spam" if y == "hate_speech" else "ham" for y in test.labels])
+    spam = TfidfLogReg().fit(binary.texts, binary.labels)
+    assert "multiclass" not in evaluate(spam, binary, positive=["spam"], n_boot=0).to_dict()  # two classes: AUC says it
 
 
 def test_slices_by_metadata_column(fitted):

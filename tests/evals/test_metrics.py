@@ -239,3 +239,14 @@ def test_davidson_trivial_scores_match_sklearn(davidson_slice):
     ):
         assert M.roc_auc(y, scores) == pytest.approx(sk.roc_auc_score(y, scores), abs=1e-12)
         assert M.pr_auc(y, scores) == pytest.approx(sk.average_precision_score(y, scores), abs=1e-12)
+
+
+def test_accuracy_and_macro_f1_match_sklearn():
+    rng = np.random.default_rng(3)
+    true = rng.integers(0, 5, 400)
+    pred = np.where(rng.random(400) < 0.6, true, rng.integers(0, 5, 400))
+    pred[pred == 4] = 3  # class 4 is never predicted: its F1 is 0 and still counts in the mean
+    assert M.accuracy(true, pred) == pytest.approx(sk.accuracy_score(true, pred))
+    assert M.macro_f1(true, pred, 5) == pytest.approx(sk.f1_score(true, pred, average="macro", zero_division=0))
+    with pytest.raises(ValueError, match="equal"):
+        M.accuracy(true, pred[:-1])

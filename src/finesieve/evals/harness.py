@@ -35,7 +35,7 @@ from finesieve.data.evasion import EvasionConfig
 from finesieve.data.task import ClassificationTask, GenerationTask, RankingTask
 from finesieve.evals import metrics as M
 from finesieve.evals.bias import BiasConfig, audit_bias
-from finesieve.evals.bootstrap import bootstrap_cis
+from finesieve.evals.bootstrap import bootstrap_cis, resample_indices
 from finesieve.evals.evasion import evasion_gap
 from finesieve.evals.functional import FUNCTIONALITY_COL, TARGET_COL, functional_breakdown
 from finesieve.evals.generation import GenerationResult, evaluate_generation
@@ -74,6 +74,7 @@ class EvalResult:
     bias: dict | None = None  # the bias audit (`evals.bias.BiasAudit.to_dict`), when asked for
     evasion: dict | None = None  # plain vs evaded figures (`evals.evasion.EvasionGap.to_dict`), when asked for
     functional: dict | None = None  # accuracy per functionality (`evals.functional`), on a functional suite
+    multiclass: dict | None = None  # accuracy and macro-F1 over the classes (argmax), single-label with 3+ classes
 
     def to_dict(self) -> dict:
         s = self.summary
@@ -102,6 +103,7 @@ class EvalResult:
             **({"bias": self.bias} if self.bias is not None else {}),
             **({"evasion": self.evasion} if self.evasion is not None else {}),
             **({"functional": self.functional} if self.functional is not None else {}),
+            **({"multiclass": self.multiclass} if self.multiclass is not None else {}),
         }
 
 
@@ -255,11 +257,13 @@ def evaluate_scored(
     targets = _targets(y, scores, target_precision, target_recall)
     cost_info = _cost(y, scores, threshold, cost, pred=decided >= at)
     per_class = _per_class(dataset, proba, classes)
-    confusion = None
+    confusion = multiclass = None
     if not dataset.multilabel and set(classes) >= set(dataset.classes):
         true_idx = np.array([classes.index(lbl) for lbl in dataset.labels])
         pred_idx = proba.argmax(axis=1)
         confusion = {"labels": classes, "matrix": M.confusion_matrix(true_idx, pred_idx, len(classes)).tolist()}
+        if len(classes) > 2:
+            multiclass = _multiclass(true_idx, pred_idx, classes, dataset.classes, n_boot=n_boot, seed=seed)
     slices = _slices(dataset, y, scores, threshold, slice_cols, pred=decided >= at)
     functional = None
     if FUNCTIONALITY_COL in dataset.frame:  # a functional suite (evals.functional): accuracy per functionality
@@ -283,7 +287,31 @@ def evaluate_scored(
         classes=classes,
         seconds=seconds,
         functional=functional,
+        multiclass=multiclass,
     )
+
+
+def _multiclass(
+    true_idx: np.ndarray, pred_idx: np.ndarray, classes: list[str], present: Sequence[str], *, n_boot: int, seed: int
+) -> dict:
+    """Accuracy and macro-F1 of the argmax class, with percentile intervals over resampled messages. Macro-F1
+    averages over the classes the data holds (a class the scorer knows but the data lacks is no one's failure)."""
+    keep = [i for i, c in enumerate(classes) if c in set(present)]
+    remap = np.full(len(classes), len(keep))  # predictions of an absent class become one extra "other" class
+    remap[keep] = np.arange(len(keep))
+    t, p = remap[true_idx], remap[pred_idx]
+
+    def macro(t_: np.ndarray, p_: np.ndarray) -> float:
+        f1 = M.macro_f1(t_, p_, len(keep) + 1)
+        return f1 * (len(keep) + 1) / len(keep)  # the mean over the data's classes only ("other" has F1 0)
+
+    out: dict = {"n_classes": len(keep), "accuracy": M.accuracy(t, p), "macro_f1": macro(t, p)}
+    if n_boot:
+        draws = list(resample_indices(t, n_boot, seed, stratified=False))
+        for name, fn in (("accuracy", M.accuracy), ("macro_f1", macro)):
+            values = np.array([fn(t[i], p[i]) for i in draws])
+            out[f"{name}_ci95"] = [float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))]
+    return out
 
 
 def evaluate_task(

@@ -233,6 +233,25 @@ def confusion_matrix(y_true_idx, y_pred_idx, n_classes: int) -> np.ndarray:
     return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
+def accuracy(y_true_idx, y_pred_idx) -> float:
+    """Share of messages whose predicted class (e.g. `proba.argmax(axis=1)`) is the true one."""
+    t, p = np.asarray(y_true_idx), np.asarray(y_pred_idx)
+    if t.shape != p.shape or t.ndim != 1 or len(t) == 0:
+        raise ValueError(f"accuracy needs two 1-D arrays of equal, non-zero length, got {t.shape} and {p.shape}")
+    return float((t == p).mean())
+
+
+def macro_f1(y_true_idx, y_pred_idx, n_classes: int) -> float:
+    """Unweighted mean over classes of one-vs-rest F1 (scikit-learn's f1_score(average="macro")): every class
+    weighs the same however rare. A class neither present nor predicted counts as F1 0, as scikit-learn's
+    zero_division=0 does, so a class the data lacks drags the mean down: pass the classes the data holds."""
+    m = confusion_matrix(y_true_idx, y_pred_idx, n_classes)
+    tp = np.diag(m).astype(float)
+    denom = m.sum(axis=0) + m.sum(axis=1)  # predicted + true = 2tp + fp + fn
+    f1 = np.divide(2 * tp, denom, out=np.zeros(n_classes), where=denom > 0)
+    return float(f1.mean())
+
+
 def _as_indicator(a, name: str) -> np.ndarray:
     """0/1 indicator matrix as bool (n, k); a 1-D input is one binary class, (n, 1)."""
     m = np.asarray(a)

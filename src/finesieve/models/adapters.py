@@ -175,6 +175,12 @@ def predict_proba_mixed(
             "predict_proba_mixed needs scorers loaded together by load_shared (one AdapterSet); got bodies "
             f"{[type(b).__name__ for b in bodies]}: score the others with their own predict_proba"
         )
+    long_docs = [scorer.get_config().max_chunks for scorer, _ in requests if scorer.get_config().max_chunks > 1]
+    if long_docs:
+        raise ValueError(
+            "predict_proba_mixed reads each text as one window; a run that reads long documents in windows "
+            f"(max_chunks={long_docs[0]}) is scored with its own predict_proba"
+        )
     adapters: AdapterSet = bodies[0].adapters
     # rows: (request index, row within the request, token ids), tokenized without padding, then sorted by length
     # so a pass pads little.

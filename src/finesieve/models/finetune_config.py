@@ -55,7 +55,16 @@ class FinetuneConfig(BaseModel):
     max_steps: int | None = Field(
         None, ge=1, description="Upper bound on optimiser steps (overrides max_epochs when smaller)."
     )
-    max_length: int = Field(128, ge=8, description="Tokens per message; longer ones are cut.")
+    max_length: int = Field(128, ge=8, description="Tokens per message (per window with max_chunks > 1).")
+    max_chunks: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Long documents (resumes): read up to this many windows of max_length tokens, spread evenly "
+        "over the text, and average their vectors before the head (models.chunking). 1 (messages): cut each text "
+        "at max_length.",
+    )
+    chunk_overlap: int = Field(32, ge=0, description="Tokens that neighbouring windows share (max_chunks > 1).")
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps spent warming the learning rate up.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     eval_every: int = Field(200, ge=1, description="Validate every N optimiser steps (and at each epoch end).")
@@ -108,6 +117,11 @@ class FinetuneConfig(BaseModel):
             raise ValueError(
                 "head_init=label_tokens needs a decoder (architecture=decoder or auto on a causal LM); "
                 "use head_init=random for encoders"
+            )
+        if self.max_chunks > 1 and self.chunk_overlap >= self.max_length // 2:
+            raise ValueError(
+                f"chunk_overlap {self.chunk_overlap} must be under half of max_length {self.max_length}, or "
+                "neighbouring windows would read mostly the same tokens"
             )
         if self.head_init == "label_tokens" and not self.label_words:
             raise ValueError("head_init=label_tokens needs label_words (class -> answer word)")

@@ -29,6 +29,7 @@ from finesieve.data.evasion import augment_with_evasion
 from finesieve.data.normalize import normalize_for_scoring
 from finesieve.models.base import check_fit_inputs, check_is_fitted, check_texts, label_tuples, prepare_inputs
 from finesieve.models.calibration import Calibrator
+from finesieve.models.chunking import ChunkedBatches, collate_windows, token_windows
 from finesieve.models.class_weights import class_weights
 from finesieve.models.finetune_config import FinetuneConfig
 from finesieve.models.text_classifier import (
@@ -112,8 +113,14 @@ class FineTunedScorer:
         y_val = _targets(val_tuples, classes, multilabel)
         train_targets, soft_label_rows, loss_fn = _loss(config, y, classes, multilabel, vote_shares, device)
         sample_weights = _resample_weights(y, len(classes), multilabel) if config.resample else None
-        ids = tokenizer(self.model_texts(texts), truncation=True, max_length=config.max_length)["input_ids"]
-        batches = Batches(ids, train_targets, tokenizer.pad_token_id, sample_weights)
+        if config.max_chunks > 1:  # long documents: a row is every window of one document
+            windows = token_windows(
+                tokenizer, self.model_texts(texts), config.max_length, config.max_chunks, config.chunk_overlap
+            )
+            batches: Batches = ChunkedBatches(windows, train_targets, tokenizer.pad_token_id, sample_weights)
+        else:
+            ids = tokenizer(self.model_texts(texts), truncation=True, max_length=config.max_length)["input_ids"]
+            batches = Batches(ids, train_targets, tokenizer.pad_token_id, sample_weights)
 
         # Learned state set before the loop: validation scores with `self.logits`.
         self.model_, self.tokenizer_, self.architecture_ = model, tokenizer, arch
@@ -176,10 +183,13 @@ class FineTunedScorer:
         out = np.zeros((len(texts), len(self.classes_)), dtype=np.float32)
         if not texts:
             return out
-        max_length = self.get_config().max_length
+        config = self.get_config()
+        max_length = config.max_length
         texts = self.model_texts(texts)
         order = np.argsort([len(t) for t in texts], kind="stable")
         self.model_.eval()
+        if config.max_chunks > 1:
+            return self._document_logits(texts, order, out)
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
                 rows = order[start : start + self.batch_size]
@@ -187,6 +197,21 @@ class FineTunedScorer:
                     [texts[i] for i in rows], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
                 )
                 logits = self.model_(enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device))
+                out[rows] = logits.float().cpu().numpy()
+        return out
+
+    def _document_logits(self, texts: list[str], order: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """`logits` for long documents: every window of a batch of documents in one pass, averaged per document;
+        about `batch_size` windows a pass, whatever the documents' lengths."""
+        config = self.get_config()
+        windows = token_windows(self.tokenizer_, texts, config.max_length, config.max_chunks, config.chunk_overlap)
+        pad_id = self.tokenizer_.pad_token_id or 0  # masked out: its value changes nothing
+        docs_per_pass = max(1, self.batch_size // config.max_chunks)
+        with torch.inference_mode():
+            for start in range(0, len(texts), docs_per_pass):
+                rows = order[start : start + docs_per_pass]
+                ids, mask, doc_index = collate_windows([windows[i] for i in rows], pad_id)
+                logits = self.model_(ids.to(self.device), mask.to(self.device), doc_index.to(self.device))
                 out[rows] = logits.float().cpu().numpy()
         return out
 

@@ -131,9 +131,19 @@ class TextClassifier(nn.Module):
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, doc_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(batch, n_labels) logits. With `doc_index` (rows,) the rows are windows of long documents
+        (`models.chunking`): each document's window vectors are averaged, and the logits are per document."""
         out = self.body(input_ids=input_ids, attention_mask=attention_mask)
         pooled = self.pool(out.last_hidden_state, attention_mask)
+        if doc_index is not None:
+            n_docs = int(doc_index.max()) + 1
+            sums = torch.zeros((n_docs, pooled.shape[1]), dtype=pooled.dtype, device=pooled.device)
+            sums.index_add_(0, doc_index, pooled)
+            counts = torch.bincount(doc_index, minlength=n_docs).clamp(min=1).to(pooled.dtype)
+            pooled = sums / counts.unsqueeze(1)
         return self.score(self.dropout(pooled.to(self.score.weight.dtype)))
 
 
