@@ -7,6 +7,8 @@
 # Usage (from the repo root, after `make install`; ~16 trials per task, each a few minutes at 400 steps on 2 cores):
 #   PATH=.venv/bin:$PATH bash bench/recipe_search.sh [OUT_DIR] [STEPS]
 # Reads: OUT_DIR/{davidson,sms,resumes}/sweep.json (every trial, best first in the printed table).
+# A sweep stopped part-way continues when run again (finished trials are kept). The trials finished so far are
+# committed in bench/results/recipe_search_<task>.json: copy one to OUT_DIR/<task>/sweep.json to continue it.
 set -euo pipefail
 DATA_DIR=${FINESIEVE_DATA:-../shared/data}
 OUT=${1:-runs/recipe_search}
