@@ -538,6 +538,38 @@ def data_redact(
     print(summary)
 
 
+@data_app.command("compose")
+@_guard
+def data_compose(
+    data: Annotated[Path, typer.Option("--data", help="A file of structured records (CSV, TSV, JSONL, Parquet).")],
+    out: Annotated[Path, typer.Option("--out", help="CSV to write: the kept columns and the composed 'text'.")],
+    field: Annotated[
+        list[str],
+        typer.Option("--field", help="A column written into the text as 'Name: value'; repeatable, in order."),
+    ],
+    keep: Annotated[
+        list[str] | None, typer.Option("--keep", help="A column copied as it is (id, label); repeatable.")
+    ] = None,
+    label_col: Annotated[
+        str | None,
+        typer.Option("--label-col", help="The label column (kept): fields that alone separate it are refused."),
+    ] = None,
+    allow_leaky: Annotated[
+        list[str] | None, typer.Option("--allow-leaky", help="A field to keep although it alone separates the labels.")
+    ] = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the input.")] = "utf-8",
+) -> None:
+    """Write structured records (a screening form) as one text per row, so train / eval / score read them."""
+    from finesieve.data.compose import compose_file
+
+    check_outputs({"--out": out}, {"--data": data})
+    check_output_file(out)
+    summary = compose_file(
+        data, out, field, keep=keep or [], label_col=label_col, allow_leaky=allow_leaky or [], encoding=encoding
+    )
+    print(summary)
+
+
 @data_app.command("dedupe")
 @_guard
 @column_options(labelled=True)
