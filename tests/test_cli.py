@@ -44,7 +44,8 @@ def test_help_on_every_command():
         ("data", "dedupe"),
         ("sweep",),
     }
-    commands = reads_labels | {("demo",), ("score",), ("data", "redact")}
+    commands = reads_labels | {("demo",), ("score",), ("data", "redact"), ("data", "compose"), ("anonymise",)}
+    commands |= {("match", "eval"), ("match", "rank")}
     for cmd in sorted(commands):
         result = runner.invoke(app, [*cmd, "--help"], env={"COLUMNS": "240"})
         assert result.exit_code == 0, (cmd, result.output)
@@ -63,6 +64,8 @@ def test_help_on_every_command():
         "prefilter",
         "baseline",
         "sweep",
+        "anonymise",
+        "match",
         "--debug",
     ):
         assert name in top, name

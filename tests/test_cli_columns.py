@@ -32,7 +32,7 @@ ALL = dict(commands(typer.main.get_command(cli.app)))
 
 def test_every_command_with_column_flags_gets_them_from_the_shared_group():
     with_columns = {path: cmd for path, cmd in ALL.items() if column_flag_names(cmd)}
-    assert len(with_columns) == 13  # all but `demo`
+    assert len(with_columns) == 15  # all but `demo`
     for path, cmd in with_columns.items():
         declared = getattr(cmd.callback, "column_flags", None)
         assert declared is not None, f"{path}: declares column flags by hand; use @column_options"
@@ -78,6 +78,7 @@ def test_labelled_commands_share_one_flag_set():
     for path in labelled:
         assert column_flag_names(ALL[path]) == set(cli.LABELLED) | extras.get(path, set()), path
     assert column_flag_names(ALL[("score",)]) == set(cli.UNLABELLED) | {"id_col"}
+    assert column_flag_names(ALL[("match", "rank")]) == set(cli.UNLABELLED) | {"id_col"}
     assert column_flag_names(ALL[("data", "redact")]) == set(cli.UNLABELLED)
     assert not column_flag_names(ALL[("demo",)])
 

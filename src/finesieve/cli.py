@@ -20,6 +20,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from finesieve import __version__
 from finesieve.data.errors import ConfigError, FinesieveError, config_error
@@ -315,7 +316,9 @@ def _guard(fn):
                 raise
             if DEBUG["on"]:
                 traceback.print_exc(file=sys.stderr)
-            console.print(f"[red]error:[/red] {message}", markup=True, highlight=False, soft_wrap=True)
+            # escape: a message may hold square brackets ("pip install 'finesieve[resumes]'") that rich would
+            # otherwise read as markup and drop.
+            console.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
 
     return wrapper
@@ -538,6 +541,71 @@ def data_redact(
     print(summary)
 
 
+@app.command("anonymise")
+@_guard
+@column_options(labelled=False, extras=("id_col", "meta_col"))
+def anonymise_command(
+    spec: ColumnSpec,
+    data: Annotated[Path | None, typer.Option("--data", help="File of resumes to anonymise (.csv, .jsonl...).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Where to write the anonymised file: .csv or .jsonl.")
+    ] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write the counts and settings as JSON here.")] = None,
+    off: Annotated[
+        list[str] | None,
+        typer.Option("--off", help="An entity type to leave in place (repeatable or comma-separated), e.g. URL."),
+    ] = None,
+    ner: Annotated[
+        bool, typer.Option("--ner/--no-ner", help="Find person names with spaCy too (the `resumes` extra).")
+    ] = True,
+    measure: Annotated[
+        bool, typer.Option("--measure", help="Print recall and retention on the built-in resume cases instead.")
+    ] = False,
+    cases: Annotated[
+        Path | None, typer.Option("--cases", help="With --measure: a YAML of cases shaped like the built-in ones.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report or the measurement as JSON.")] = False,
+) -> None:
+    """Replace personal data in resumes (names, birth dates, gender, nationality, IDs, contacts...) with <TYPE>."""
+    from finesieve.data.anonymise import (
+        ANON_ENTITY_TYPES,
+        AnonymisationConfig,
+        Anonymiser,
+        anonymise_file,
+        entity_names,
+        format_measurement,
+        load_resume_cases,
+        measure_anonymisation,
+    )
+
+    turned_off = entity_names(",".join(off or []), "--off")
+    config = AnonymisationConfig(entities=[t for t in ANON_ENTITY_TYPES if t not in turned_off], person_ner=ner)
+    console.print(f"anonymisation: {config.model_dump(mode='json')}", highlight=False)
+    anonymiser = Anonymiser(config)
+    if measure:
+        if data is not None or out is not None:
+            raise typer.BadParameter("--measure uses the built-in cases (or --cases): drop --data/--out", "--measure")
+        measured = measure_anonymisation(anonymiser, load_resume_cases(cases))
+        print(json.dumps(measured, indent=2, ensure_ascii=False) if as_json else format_measurement(measured))
+        return
+    if data is None or out is None:
+        raise typer.BadParameter("give --data FILE and --out FILE (or --measure)", param_hint="--data/--out")
+    check_output_file(out)
+    if report is not None:
+        check_output_file(report, "--report")
+    check_outputs({"--out": out, "--report": report}, {"--data": data})
+    summary = anonymise_file(data, out, spec, anonymiser, report_path=report)
+    if as_json:
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
+        return
+    print(
+        f"anonymised {data} -> {out}: {summary['rows_read']:,} rows read, {summary['rows_written']:,} written, "
+        f"{summary['documents_touched']:,} with personal data, {summary['seconds']}s"
+    )
+    for etype, n in summary["counts"].items():
+        print(f"  {etype:<12} {n:>7,}")
+
+
 @data_app.command("compose")
 @_guard
 def data_compose(
@@ -550,14 +618,14 @@ def data_compose(
     keep: Annotated[
         list[str] | None, typer.Option("--keep", help="A column copied as it is (id, label); repeatable.")
     ] = None,
-    label_col: Annotated[
+    label_column: Annotated[
         str | None,
         typer.Option("--label-col", help="The label column (kept): fields that alone separate it are refused."),
     ] = None,
     allow_leaky: Annotated[
         list[str] | None, typer.Option("--allow-leaky", help="A field to keep although it alone separates the labels.")
     ] = None,
-    encoding: Annotated[str, typer.Option(help="Text encoding of the input.")] = "utf-8",
+    input_encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the input.")] = "utf-8",
 ) -> None:
     """Write structured records (a screening form) as one text per row, so train / eval / score read them."""
     from finesieve.data.compose import compose_file
@@ -565,7 +633,13 @@ def data_compose(
     check_outputs({"--out": out}, {"--data": data})
     check_output_file(out)
     summary = compose_file(
-        data, out, field, keep=keep or [], label_col=label_col, allow_leaky=allow_leaky or [], encoding=encoding
+        data,
+        out,
+        field,
+        keep=keep or [],
+        label_col=label_column,
+        allow_leaky=allow_leaky or [],
+        encoding=input_encoding,
     )
     print(summary)
 
@@ -1843,6 +1917,127 @@ def serve_user_create(
     )
     add_user(db, name, password, role)
     print(f"user {name!r} created with role {role}")
+
+
+match_app = typer.Typer(
+    help="Candidate-job matching: rank resumes for a job; evaluate matchers on HR-scored pairs.", no_args_is_help=True
+)
+app.add_typer(match_app, name="match")
+
+
+def _matcher_refs(value: str) -> list[str]:
+    refs = [r.strip() for r in value.split(",") if r.strip()]
+    if not refs or len(set(refs)) < len(refs):
+        raise typer.BadParameter(
+            f"{value!r}: name each matcher once, comma-separated, e.g. tfidf,bm25,embeddings", param_hint="--matcher"
+        )
+    return refs
+
+
+@match_app.command("eval")
+@_guard
+def match_eval(
+    data: Annotated[Path, typer.Option("--data", help="Judged (job, resume) pairs, e.g. job_resume_hr_scores.csv.")],
+    matcher: Annotated[
+        str, typer.Option("--matcher", help="Comma-separated matchers: tfidf, bm25, embeddings.")
+    ] = "tfidf,bm25,embeddings",
+    out: Annotated[Path | None, typer.Option("--out", help="Write every figure (per job too) as JSON here.")] = None,
+    query_col: Annotated[str, typer.Option("--query-col", help="Job id column.")] = "job_id",
+    candidate_col: Annotated[str, typer.Option("--candidate-col", help="Resume id column.")] = "resume_id",
+    query_text_col: Annotated[
+        str, typer.Option("--query-text-col", help="Job text column (description or skill terms).")
+    ] = "job_terms",
+    candidate_text_col: Annotated[
+        str, typer.Option("--candidate-text-col", help="Resume text column.")
+    ] = "resume_text",
+    relevance_col: Annotated[str, typer.Option("--relevance-col", help="Grade column (HR fit score).")] = "hr_score",
+    min_grade: Annotated[float, typer.Option(help="The lowest grade (no fit): NDCG gains nothing for it.")] = 1,
+    max_grade: Annotated[float, typer.Option(help="The highest grade.")] = 7,
+    relevant_grade: Annotated[float, typer.Option(help="The lowest grade counted relevant (MAP, recall@k).")] = 5,
+    corpus: Annotated[
+        Path | None,
+        typer.Option(help="Fit the matchers on this file's resumes (column --corpus-text-col), not the data's own."),
+    ] = None,
+    corpus_text_col: Annotated[str, typer.Option(help="Resume text column of --corpus.")] = "resume_text",
+    max_rows: MaxRows = None,
+    n_boot: NBoot = 1000,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Bootstrap seed.")] = 0,
+) -> None:
+    """Rank each job's judged candidates with each matcher: NDCG@5 with its 95% interval, MAP, recall@5, and the
+    paired NDCG@5 difference of every two matchers (intervals resample jobs)."""
+    from finesieve.data.spec import RankingSpec
+    from finesieve.evals.matching import (
+        comparison_lines,
+        evaluate_matchers,
+        hr_task,
+        load_candidates,
+        load_hr_pairs,
+        matching_table,
+        resolve_matcher,
+    )
+    from finesieve.outputs import write_text
+    from finesieve.report import json_safe
+
+    if out is not None:
+        check_output_file(out)
+    check_outputs({"--out": out}, {"--data": data, "--corpus": corpus})
+    matchers = {ref: resolve_matcher(ref) for ref in _matcher_refs(matcher)}  # a bad name fails before any work
+    spec = RankingSpec(
+        query_col=query_col,
+        candidate_col=candidate_col,
+        query_text_col=query_text_col,
+        candidate_text_col=candidate_text_col,
+        relevance_col=relevance_col,
+    )
+    task = hr_task(min_grade=min_grade, max_grade=max_grade, relevant_grade=relevant_grade)
+    for name, m in matchers.items():
+        console.print(f"{name}: {m.get_config().model_dump(mode='json')}", highlight=False)
+    pairs = load_hr_pairs(data, spec, task, max_rows=max_rows)
+    corpus_texts = load_candidates(corpus, ColumnSpec(text_col=corpus_text_col))[1] if corpus else None
+    evaluation = evaluate_matchers(
+        matchers,
+        pairs,
+        min_grade=min_grade,
+        max_grade=max_grade,
+        relevant_grade=relevant_grade,
+        corpus=corpus_texts,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    stdout_console().print(matching_table(evaluation))
+    for line in comparison_lines(evaluation):
+        print(line)
+    if out is not None:
+        write_text(out, json.dumps(json_safe(evaluation.to_dict()), indent=2))
+        console.print(f"results written to {out}")
+
+
+@match_app.command("rank")
+@_guard
+@column_options(labelled=False, extras=("id_col",))
+def match_rank(
+    job: Annotated[str, typer.Option("--job", help="The job: its description, or its skill terms.")],
+    candidates: Annotated[Path, typer.Option("--candidates", help="File of candidates (resumes) to rank.")],
+    spec: ColumnSpec,
+    matcher: Annotated[
+        str, typer.Option("--matcher", help="tfidf, bm25, embeddings, or a folder a matcher was saved in.")
+    ] = "tfidf",
+    top: Annotated[int, typer.Option(min=1, help="How many candidates to print.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the ranked candidates as JSON on stdout.")] = False,
+) -> None:
+    """Rank the candidates of a file for one job, best first (a named matcher is fitted on the candidates)."""
+    from finesieve.evals.matching import load_candidates, rank_candidates, ranked_table, resolve_matcher
+    from finesieve.models.matching import is_matcher_folder
+
+    chosen = resolve_matcher(matcher)
+    ids, texts, rejected = load_candidates(candidates, spec)
+    if rejected:
+        console.print(f"note: {rejected} row(s) of {candidates} without a usable text were left out", highlight=False)
+    rows = rank_candidates(chosen, job, ids, texts, top=top, fit=not is_matcher_folder(matcher))
+    if as_json:
+        print(json.dumps(rows))
+        return
+    stdout_console().print(ranked_table(rows, f"top {len(rows)} of {len(texts)} candidates ({matcher})"))
 
 
 if __name__ == "__main__":

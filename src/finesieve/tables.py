@@ -30,10 +30,7 @@ def comparison_table(comparison: dict) -> Table:
         if multiclass:  # accuracy and macro-F1 of the argmax class, over all classes (screening's figures)
             mc = d.get("multiclass") or {}
             ci = mc.get("accuracy_ci95")
-            argmax = [
-                _f(mc.get("accuracy")) + (f" [{ci[0]:.3f}-{ci[1]:.3f}]" if ci else ""),
-                _f(mc.get("macro_f1")),
-            ]
+            argmax = [_f(mc.get("accuracy")) + (f" [{ci[0]:.3f}-{ci[1]:.3f}]" if ci else ""), _f(mc.get("macro_f1"))]
         table.add_row(
             name,
             auc,
