@@ -1934,6 +1934,14 @@ def _matcher_refs(value: str) -> list[str]:
     return refs
 
 
+def _resume_anonymiser(on: bool):
+    if not on:
+        return None
+    from finesieve.data.anonymise import Anonymiser
+
+    return Anonymiser()
+
+
 @match_app.command("eval")
 @_guard
 def match_eval(
@@ -1959,6 +1967,9 @@ def match_eval(
         typer.Option(help="Fit the matchers on this file's resumes (column --corpus-text-col), not the data's own."),
     ] = None,
     corpus_text_col: Annotated[str, typer.Option(help="Resume text column of --corpus.")] = "resume_text",
+    anonymise: Annotated[
+        bool, typer.Option(help="Anonymise the resumes (finesieve anonymise's defaults) before any matcher sees them.")
+    ] = False,
     max_rows: MaxRows = None,
     n_boot: NBoot = 1000,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Bootstrap seed.")] = 0,
@@ -1993,7 +2004,8 @@ def match_eval(
     for name, m in matchers.items():
         console.print(f"{name}: {m.get_config().model_dump(mode='json')}", highlight=False)
     pairs = load_hr_pairs(data, spec, task, max_rows=max_rows)
-    corpus_texts = load_candidates(corpus, ColumnSpec(text_col=corpus_text_col))[1] if corpus else None
+    anonymiser = _resume_anonymiser(anonymise)
+    corpus_texts = load_candidates(corpus, ColumnSpec(text_col=corpus_text_col), anonymiser)[1] if corpus else None
     evaluation = evaluate_matchers(
         matchers,
         pairs,
@@ -2001,6 +2013,7 @@ def match_eval(
         max_grade=max_grade,
         relevant_grade=relevant_grade,
         corpus=corpus_texts,
+        anonymiser=anonymiser,
         n_boot=n_boot,
         seed=seed,
     )
@@ -2024,13 +2037,16 @@ def match_rank(
     ] = "tfidf",
     top: Annotated[int, typer.Option(min=1, help="How many candidates to print.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the ranked candidates as JSON on stdout.")] = False,
+    anonymise: Annotated[
+        bool, typer.Option(help="Anonymise the resumes (finesieve anonymise's defaults) before the matcher sees them.")
+    ] = False,
 ) -> None:
     """Rank the candidates of a file for one job, best first (a named matcher is fitted on the candidates)."""
     from finesieve.evals.matching import load_candidates, rank_candidates, ranked_table, resolve_matcher
     from finesieve.models.matching import is_matcher_folder
 
     chosen = resolve_matcher(matcher)
-    ids, texts, rejected = load_candidates(candidates, spec)
+    ids, texts, rejected = load_candidates(candidates, spec, _resume_anonymiser(anonymise))
     if rejected:
         console.print(f"note: {rejected} row(s) of {candidates} without a usable text were left out", highlight=False)
     rows = rank_candidates(chosen, job, ids, texts, top=top, fit=not is_matcher_folder(matcher))

@@ -14,6 +14,7 @@ from finesieve.cli import app
 from finesieve.data.errors import ConfigError
 from finesieve.data.task import RankingTask
 from finesieve.evals.matching import (
+    anonymised_texts,
     evaluate_family_retrieval,
     evaluate_matchers,
     family_query,
@@ -239,3 +240,52 @@ def test_cli_match_rank_with_a_saved_matcher_and_a_table(candidates_csv, tmp_pat
     assert "top 2 of 12 candidates" in result.output and "score" in result.output
     missing = CliRunner().invoke(app, [*cmd, "no_such_column"])
     assert missing.exit_code == 2 and "no_such_column" in missing.output
+
+
+class Recorder:
+    """A matcher that scores by length and remembers every resume text it was shown."""
+
+    kind = "recorder"
+
+    def __init__(self):
+        self.seen: list[str] = []
+
+    def fit(self, jobs, resumes):
+        self.seen.extend(resumes)
+        return self
+
+    def score_pairs(self, job_texts, resume_texts):
+        self.seen.extend(resume_texts)
+        return np.array([float(len(t)) for t in resume_texts])
+
+    def get_config(self):
+        return RankingTask(relevance="graded", min_grade=1, max_grade=7, relevant_grade=5)  # any pydantic model
+
+
+def test_with_an_anonymiser_no_matcher_sees_the_resumes_as_written(pairs):
+    from finesieve.data.anonymise import AnonymisationConfig, Anonymiser
+
+    anonymiser = Anonymiser(AnonymisationConfig(person_ner=False))
+    plain, anonymised = Recorder(), Recorder()
+    evaluate_matchers({"plain": plain}, pairs, n_boot=0)
+    evaluate_matchers({"anonymised": anonymised}, pairs, anonymiser=anonymiser, n_boot=0)
+    expected = anonymised_texts(pairs.frame["text_raw"].tolist(), anonymiser)
+    assert set(anonymised.seen) == set(expected) and set(plain.seen) == set(pairs.texts)
+    changed = [a for a, b in zip(expected, pairs.texts) if a != b]
+    assert changed and all(t not in set(pairs.texts) for t in changed)  # what was anonymised never reached it
+
+
+def test_cli_match_rank_anonymises_when_asked(candidates_csv, tmp_path):
+    path, rows = candidates_csv
+    with_pii = tmp_path / "with_pii.csv"
+    frame = rows[["resume_id", "resume_text"]].copy()
+    frame.loc[frame.index[0], "resume_text"] = "Jamal Jones\nAge: 34\n" + frame.iloc[0]["resume_text"]
+    frame.to_csv(with_pii, index=False)
+    cmd = ["match", "rank", "--job", "jamal jones chef", "--candidates", str(with_pii), "--text-col", "resume_text"]
+    cmd += ["--id-col", "resume_id", "--matcher", "tfidf", "--top", "12", "--json"]
+    plain = json.loads(CliRunner().invoke(app, cmd).stdout)
+    anonymised = CliRunner().invoke(app, [*cmd, "--anonymise"])
+    assert anonymised.exit_code == 0, anonymised.output
+    first = frame.iloc[0]["resume_id"]
+    score = {r["id"]: r["score"] for r in plain}, {r["id"]: r["score"] for r in json.loads(anonymised.stdout)}
+    assert score[1][first] < score[0][first]  # the name no longer matches the query's name

@@ -42,6 +42,7 @@ import pandas as pd
 from rich.table import Table
 
 import finesieve
+from finesieve.data.anonymise import Anonymiser
 from finesieve.data.dataset import Dataset, RankingDataset, from_pairs
 from finesieve.data.errors import ConfigError, DataError
 from finesieve.data.spec import ColumnSpec, RankingSpec
@@ -190,11 +191,14 @@ def evaluate_matchers(
     max_grade: float = 7,
     relevant_grade: float = 5,
     corpus: Sequence[str] | None = None,
+    anonymiser: Anonymiser | None = None,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> MatchingEvaluation:
     """Fit each matcher on `corpus` (default: the data's distinct resumes; never the grades), score every pair,
-    and measure each job's ranking (module docstring); NDCG@5 leads, and every pair of matchers is compared on it."""
+    and measure each job's ranking (module docstring); NDCG@5 leads, and every pair of matchers is compared on it.
+    With `anonymiser`, the resumes are anonymised (from the text as read) before any matcher sees them; pass a
+    `corpus` anonymised the same way (`load_candidates(..., anonymiser=...)`)."""
     task = hr_task(k_values, min_grade, max_grade, relevant_grade)
     if HEADLINE_K not in task.k_values:
         raise ConfigError(f"k_values={list(task.k_values)} lacks {HEADLINE_K}: NDCG@{HEADLINE_K} is the headline")
@@ -203,7 +207,8 @@ def evaluate_matchers(
             "the pairs have no job text: map the column holding it (RankingSpec.query_text_col, --query-text-col), "
             "e.g. job_terms"
         )
-    job_texts, resume_texts = data.query_texts, data.texts
+    job_texts = data.query_texts
+    resume_texts = data.texts if anonymiser is None else anonymised_texts(data.frame["text_raw"].tolist(), anonymiser)
     corpus = list(dict.fromkeys(resume_texts)) if corpus is None else list(corpus)
     return _evaluate(
         matchers,
@@ -213,8 +218,8 @@ def evaluate_matchers(
         resume_texts,
         jobs=list(dict.fromkeys(job_texts)),
         corpus=corpus,
-        evaluated_on=f"{data.n_queries} jobs, {len(data)} HR-scored pairs ({Path(data.source).name}); fitted on "
-        f"{len(corpus):,} resumes",
+        evaluated_on=f"{data.n_queries} jobs, {len(data)} HR-scored pairs ({Path(data.source).name}"
+        f"{', resumes anonymised' if anonymiser is not None else ''}); fitted on {len(corpus):,} resumes",
         n_boot=n_boot,
         seed=seed,
     )
@@ -359,9 +364,22 @@ def evaluate_family_retrieval(
 # ----------------------------------------------------------------------------------------- ranking one job
 
 
-def load_candidates(path: str | Path, spec: ColumnSpec) -> tuple[list[str], list[str], int]:
+def anonymised_texts(raw_texts: Sequence[str], anonymiser: Anonymiser) -> list[str]:
+    """Resumes anonymised from the text as read (the rules read its lines, which cleaning joins), then cleaned and
+    redacted like every text a model sees; each distinct resume is anonymised once."""
+    from finesieve.data.preprocess import prepare
+
+    distinct = list(dict.fromkeys(raw_texts))
+    done = dict(zip(distinct, (r.text for r in anonymiser.anonymise_texts(distinct))))
+    return list(prepare([done[t] for t in raw_texts])[0])
+
+
+def load_candidates(
+    path: str | Path, spec: ColumnSpec, anonymiser: Anonymiser | None = None
+) -> tuple[list[str], list[str], int]:
     """(ids, cleaned and redacted texts, rows rejected) of a file of candidates; ids are `spec.id_col`, else the
-    row numbers. Rows with a missing or empty text are rejected and counted, never dropped silently."""
+    row numbers. Rows with a missing or empty text are rejected and counted, never dropped silently. With
+    `anonymiser`, each text is anonymised first (`anonymised_texts`)."""
     from finesieve.data.load import iter_chunks
     from finesieve.data.preprocess import prepare
     from finesieve.data.validate import RowValidator
@@ -375,8 +393,11 @@ def load_candidates(path: str | Path, spec: ColumnSpec) -> tuple[list[str], list
         rejected += len(chunk) - len(result.accepted)
         if result.accepted.empty:
             continue
-        prepared, _ = prepare(result.accepted["text_raw"], field=spec.text_col)
-        texts.extend(prepared)
+        raw = result.accepted["text_raw"].tolist()
+        if anonymiser is not None:
+            texts.extend(anonymised_texts(raw, anonymiser))
+        else:
+            texts.extend(prepare(raw, field=spec.text_col)[0])
         ids.extend(result.accepted["id"].astype(str))  # the id column's value, else the row number
     if not texts:
         raise DataError(f"{path}: no candidate with a text in column '{spec.text_col}' ({rejected} rows rejected)")
