@@ -119,17 +119,15 @@ def _finished_trials(path: Path, base: FinetuneConfig, split_hash: str, keys: li
         raise ConfigError(f"{path}: not a sweep.json this version can continue ({err}); use another --out") from None
     current = json.loads(json.dumps(base.model_dump()))
     changed = sorted(k for k in set(current) | set(saved_base) if current.get(k) != saved_base.get(k))
-    problem = (
-        f"its fixed settings differ ({', '.join(changed)})"
-        if changed
-        else "it was judged on another split (data, rows or seed differ)"
-        if saved_hash != split_hash
-        else f"its axes differ ({', '.join(sorted(set(trials[0]) & set(current)))} vs {', '.join(keys)})"
-        if trials and set(trials[0]) & set(current) != set(keys)
-        else ""
+    saved_axes = set(trials[0]) & set(current) if trials else set(keys)  # a trial holds its settings and metrics
+    if changed:
+        problem = f"its fixed settings differ ({', '.join(changed)})"
+    elif saved_hash != split_hash:
+        problem = "it was judged on another split (data, rows or seed differ)"
+    elif saved_axes != set(keys):
+        problem = f"its axes differ ({', '.join(sorted(saved_axes))} vs {', '.join(keys)})"
+    else:
+        return trials
+    raise ConfigError(
+        f"{path} holds another sweep: {problem}. Give another --out, or delete that sweep.json to start over"
     )
-    if problem:
-        raise ConfigError(
-            f"{path} holds another sweep: {problem}. Give another --out, or delete that sweep.json to start over"
-        )
-    return trials
